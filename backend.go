@@ -1,0 +1,59 @@
+package megaio
+
+import "time"
+
+// backend is the seam between the cycle (loop.go) and what runs the IO:
+// io_uring (uring_cgo.go) or, where io_uring is refused, a worker pool.
+// Every method is called on the loop's locked OS thread.
+type backend interface {
+	// enter hands sqes to the backend (it may take a prefix: the rest is
+	// backpressure and is offered again), then reaps up to len(cqes)
+	// completions. wait < 0: do not wait, and skip the call into the
+	// kernel when there is nothing to submit; wait == 0: collect
+	// completions without waiting; wait > 0: wait up to wait for the first
+	// completion when none is ready. A returned error is retryable when
+	// isRetryable says so; any other error is fatal for the backend.
+	enter(sqes []sqe, cqes []cqe, wait time.Duration) (taken, reaped int, err error)
+	// cancelAll asks every request in flight to end early; each still
+	// completes through enter (with -ECANCELED or its real result).
+	cancelAll() error
+	// setFile points registered file index at fd (-1 clears it).
+	setFile(index uint32, fd int) error
+	// setBuffer points registered buffer index at mem (nil clears it).
+	setBuffer(index uint16, mem []byte) error
+	// describe names the backend and its set-up, for Stats.
+	describe() string
+	// close releases the backend; nothing is in flight.
+	close()
+}
+
+// sqe is one request to the backend. Its layout mirrors struct megaio_sqe
+// in csrc/uring_shim.h (checked by a test).
+type sqe struct {
+	userData uint64 // record index
+	off      uint64 // file offset
+	addr     uint64 // address inside registered buffer bufIndex
+	len      uint32
+	bufIndex uint16
+	op       uint8 // sqeRead, sqeWrite, sqeFsync
+	_        uint8
+	file     int32 // registered file index
+	_        uint32
+}
+
+// cqe is one completion, mirroring struct megaio_cqe.
+type cqe struct {
+	userData uint64
+	res      int32
+	flags    uint32
+}
+
+const (
+	sqeRead  = 1
+	sqeWrite = 2
+	sqeFsync = 3
+
+	// cancelUserData marks the loop's own cancel request; its completion
+	// belongs to no record.
+	cancelUserData = ^uint64(0)
+)

@@ -1,0 +1,92 @@
+package megaio
+
+import (
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backoff says how an idle loop waits for work: Spins polls without
+// sleeping, then sleeps that grow exponentially from MinSleep to MaxSleep.
+// While requests are in flight the sleep is a bounded wait for a completion
+// (it ends early when one arrives), so new requests are claimed at most
+// MaxSleep late. Stop and the loop's commands wake a sleeping loop at once.
+type Backoff struct {
+	Spins    int           // default 64
+	MinSleep time.Duration // default 10µs
+	MaxSleep time.Duration // default 100µs
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Spins == 0 {
+		b.Spins = 64
+	}
+	if b.MinSleep == 0 {
+		b.MinSleep = 10 * time.Microsecond
+	}
+	if b.MaxSleep == 0 {
+		b.MaxSleep = 100 * time.Microsecond
+	}
+	return b
+}
+
+func (b Backoff) validate() error {
+	if b.Spins < 0 || b.MinSleep <= 0 || b.MaxSleep < b.MinSleep {
+		return configError("backoff %+v: want Spins >= 0 and 0 < MinSleep <= MaxSleep", b)
+	}
+	return nil
+}
+
+// backoff is the loop's idle state.
+type backoff struct {
+	cfg   Backoff
+	polls int
+	sleep time.Duration
+}
+
+func (b *backoff) reset() { b.polls, b.sleep = 0, 0 }
+
+// next returns 0 while the loop should keep spinning, else how long to sleep.
+func (b *backoff) next() time.Duration {
+	b.polls++
+	if b.polls <= b.cfg.Spins {
+		return 0
+	}
+	if b.sleep == 0 {
+		b.sleep = b.cfg.MinSleep
+	} else if b.sleep < b.cfg.MaxSleep {
+		b.sleep = min(2*b.sleep, b.cfg.MaxSleep)
+	}
+	return b.sleep
+}
+
+// futex(2) operations (linux/futex.h): FUTEX_WAIT or FUTEX_WAKE with
+// FUTEX_PRIVATE_FLAG (128); x/sys/unix does not define them.
+const (
+	futexWaitPrivate = 0 | 128
+	futexWakePrivate = 1 | 128
+)
+
+// waker lets other goroutines interrupt the loop's sleep. Go's timers sleep
+// about a millisecond at the least, so the loop sleeps on a futex, whose
+// timeout has the kernel's hrtimer precision.
+type waker struct {
+	word atomic.Uint32 // 1: a wake is pending
+}
+
+// sleep blocks for at most d unless a wake is pending or arrives.
+func (w *waker) sleep(d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(&w.word)), futexWaitPrivate, 0,
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+	w.word.Store(0)
+}
+
+// wake ends a sleep in progress or makes the next one return at once. The
+// caller sets the flag that the loop should see before calling wake.
+func (w *waker) wake() {
+	w.word.Store(1)
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(&w.word)), futexWakePrivate, 1, 0, 0, 0)
+}

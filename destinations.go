@@ -1,0 +1,251 @@
+package megaio
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// FileHandle names a file registered with a loop. Producers name files only
+// by handle: a request can never reach a descriptor that was not registered.
+type FileHandle uint32
+
+// DestHandle names a destination: a region of a registered buffer.
+type DestHandle uint32
+
+// maxBufferSize is io_uring's limit for one registered buffer.
+const maxBufferSize = 1 << 30
+
+// Buffer is page-aligned anonymous memory registered with the loop's
+// backend (io_uring registered buffer index Index). READs land in it and
+// WRITEs come from it. It stays mapped until the loop is closed.
+type Buffer struct {
+	mem       []byte
+	index     uint16
+	hugepages bool
+}
+
+// Bytes is the buffer's memory. Bytes inside a destination that a request in
+// flight reads into may change until its completion is published.
+func (b *Buffer) Bytes() []byte { return b.mem }
+
+// Index is the buffer's registered index.
+func (b *Buffer) Index() uint16 { return b.index }
+
+// BufferOptions shape NewBuffer's memory.
+type BufferOptions struct {
+	// Hugepages maps the buffer with 2 MiB pages (MAP_HUGETLB); it needs
+	// pages reserved in /proc/sys/vm/nr_hugepages.
+	Hugepages bool
+}
+
+// fileEntry is one slot of the loop's file table; its index is the handle
+// and the io_uring fixed-file index.
+type fileEntry struct {
+	fd    int // the loop's own dup of the caller's descriptor; -1 when free
+	valid bool
+}
+
+// destination is one entry of the loop's destination table.
+type destination struct {
+	buf    uint16
+	addr   uint64 // address of the destination's first byte
+	length uint64
+	valid  bool
+}
+
+// tables are the loop's registered files, buffers and destinations. Only
+// the loop's thread reads or changes them (through commands), so the hot
+// path reads them without locks.
+type tables struct {
+	files []fileEntry
+	bufs  []*Buffer
+	dests []destination
+}
+
+func newTables(nfiles, nbufs int) tables {
+	t := tables{files: make([]fileEntry, nfiles), bufs: make([]*Buffer, nbufs)}
+	for i := range t.files {
+		t.files[i].fd = -1
+	}
+	return t
+}
+
+// checkRange validates a READ or WRITE against the tables and returns its
+// destination, or the negative errno that completes the request.
+func (t *tables) checkRange(file, dest uint32, fileOffset, destOffset, length uint64) (*destination, int64) {
+	if file >= uint32(len(t.files)) || !t.files[file].valid {
+		return nil, -int64(unix.EBADF)
+	}
+	if dest >= uint32(len(t.dests)) || !t.dests[dest].valid {
+		return nil, -int64(unix.ENXIO)
+	}
+	switch {
+	case length == 0:
+		return nil, -int64(unix.EINVAL)
+	case length > MaxLength:
+		return nil, -int64(unix.E2BIG)
+	case fileOffset > 1<<63-1-length:
+		return nil, -int64(unix.EOVERFLOW)
+	}
+	d := &t.dests[dest]
+	if destOffset > d.length || length > d.length-destOffset {
+		return nil, -int64(unix.EFAULT)
+	}
+	return d, 0
+}
+
+func (t *tables) checkFile(file uint32) int64 {
+	if file >= uint32(len(t.files)) || !t.files[file].valid {
+		return -int64(unix.EBADF)
+	}
+	return 0
+}
+
+// RegisterFile registers f with the loop and returns its handle. The loop
+// keeps its own duplicate of the descriptor, so f may be closed afterwards.
+// For O_DIRECT, open f with O_DIRECT and keep offsets, lengths and
+// destination addresses aligned to the device's logical block size; an
+// unaligned request completes with -EINVAL.
+func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("megaio: duplicating %s: %w", f.Name(), err)
+	}
+	var h FileHandle
+	err = l.exec(func() error {
+		for i := range l.tab.files {
+			if l.tab.files[i].valid {
+				continue
+			}
+			if err := l.be.setFile(uint32(i), fd); err != nil {
+				return err
+			}
+			l.tab.files[i] = fileEntry{fd: fd, valid: true}
+			h = FileHandle(i)
+			return nil
+		}
+		return fmt.Errorf("%w: all %d file slots are taken; raise Config.MaxFiles", ErrTableFull, len(l.tab.files))
+	})
+	if err != nil {
+		unix.Close(fd)
+		return 0, err
+	}
+	return h, nil
+}
+
+// UnregisterFile removes a file. Requests claimed afterwards fail with
+// -EBADF; requests already in flight finish (the kernel holds its own
+// reference to the file).
+func (l *Loop) UnregisterFile(h FileHandle) error {
+	return l.exec(func() error {
+		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
+			return fmt.Errorf("%w: file handle %d", ErrNotRegistered, h)
+		}
+		e := &l.tab.files[h]
+		e.valid = false
+		err := l.be.setFile(uint32(h), -1)
+		unix.Close(e.fd)
+		e.fd = -1
+		return err
+	})
+}
+
+// NewBuffer maps size bytes (rounded up to a page) and registers them with
+// the loop's backend. Registered memory is pinned and counts against
+// RLIMIT_MEMLOCK (ErrMemlock says how to raise it) unless the process has
+// CAP_IPC_LOCK. A buffer is at most 1 GiB.
+func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
+	page := os.Getpagesize()
+	size = (size + page - 1) &^ (page - 1)
+	if size <= 0 || size > maxBufferSize {
+		return nil, configError("buffer size %d: want 1 byte to 1 GiB", size)
+	}
+	mem, err := mapAnonymous(size, opts.Hugepages)
+	if err != nil {
+		if opts.Hugepages {
+			return nil, fmt.Errorf("megaio: mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)
+		}
+		return nil, fmt.Errorf("megaio: mapping a %d-byte buffer: %w", size, err)
+	}
+	b := &Buffer{mem: mem, hugepages: opts.Hugepages}
+	err = l.exec(func() error {
+		for i := range l.tab.bufs {
+			if l.tab.bufs[i] != nil {
+				continue
+			}
+			if err := l.be.setBuffer(uint16(i), mem); err != nil {
+				return err
+			}
+			b.index = uint16(i)
+			l.tab.bufs[i] = b
+			return nil
+		}
+		return fmt.Errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
+	})
+	if err != nil {
+		unix.Munmap(mem)
+		return nil, err
+	}
+	return b, nil
+}
+
+// AddDestination makes [base, base+length) of b a destination and returns
+// its handle. Every request's range is checked against it before it is
+// submitted (-EFAULT when outside).
+func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error) {
+	if b == nil || base > uint64(len(b.mem)) || length == 0 || length > uint64(len(b.mem))-base {
+		return 0, configError("destination [%d, +%d) does not fit the buffer", base, length)
+	}
+	var h DestHandle
+	err := l.exec(func() error {
+		if int(b.index) >= len(l.tab.bufs) || l.tab.bufs[b.index] != b {
+			return fmt.Errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
+		}
+		d := destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true}
+		for i := range l.tab.dests {
+			if !l.tab.dests[i].valid {
+				l.tab.dests[i] = d
+				h = DestHandle(i)
+				return nil
+			}
+		}
+		l.tab.dests = append(l.tab.dests, d)
+		h = DestHandle(len(l.tab.dests) - 1)
+		return nil
+	})
+	return h, err
+}
+
+// RemoveDestination removes a destination; requests claimed afterwards fail
+// with -ENXIO, requests in flight finish.
+func (l *Loop) RemoveDestination(h DestHandle) error {
+	return l.exec(func() error {
+		if uint32(h) >= uint32(len(l.tab.dests)) || !l.tab.dests[h].valid {
+			return fmt.Errorf("%w: destination handle %d", ErrNotRegistered, h)
+		}
+		l.tab.dests[h].valid = false
+		return nil
+	})
+}
+
+// release closes the loop's descriptors and unmaps its buffers. It runs
+// after the backend is closed, when nothing can write into a buffer.
+func (t *tables) release() {
+	for i := range t.files {
+		if t.files[i].fd >= 0 {
+			unix.Close(t.files[i].fd)
+		}
+		t.files[i] = fileEntry{fd: -1}
+	}
+	for i, b := range t.bufs {
+		if b != nil {
+			unix.Munmap(b.mem)
+			b.mem = nil
+			t.bufs[i] = nil
+		}
+	}
+	t.dests = nil
+}

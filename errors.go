@@ -1,0 +1,79 @@
+package megaio
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors. Match them with errors.Is; the errors megaio returns wrap
+// them with the detail (the failing step, the errno, the limit).
+var (
+	// ErrIOUringUnavailable: the kernel refused io_uring (no io_uring in the
+	// kernel, kernel.io_uring_disabled, or a seccomp profile such as
+	// Docker's default since 25.0).
+	ErrIOUringUnavailable = errors.New("megaio: io_uring is unavailable")
+	// ErrMemlock: RLIMIT_MEMLOCK is too low for the registered buffers.
+	ErrMemlock = errors.New("megaio: RLIMIT_MEMLOCK is too low for registered buffers")
+	// ErrConfig: a Config, QueueConfig or argument is out of range.
+	ErrConfig = errors.New("megaio: bad configuration")
+	// ErrBadQueue: memory handed to AttachQueue does not hold a queue of this ABI.
+	ErrBadQueue = errors.New("megaio: not a megaio queue of this ABI version")
+	// ErrClosed: the Loop or Queue was closed.
+	ErrClosed = errors.New("megaio: closed")
+	// ErrRunning: the call needs a stopped loop.
+	ErrRunning = errors.New("megaio: loop is running")
+	// ErrInUse: the queue already has a loop, or a table slot is taken.
+	ErrInUse = errors.New("megaio: in use")
+	// ErrTableFull: every file or buffer slot of the loop is taken.
+	ErrTableFull = errors.New("megaio: table full")
+	// ErrNotRegistered: the file, buffer or destination handle is unknown.
+	ErrNotRegistered = errors.New("megaio: not registered")
+	// ErrStopped: the queue's loop stopped; the request was not served
+	// (HostProducer.Submit took no ticket; Wait's request stays published
+	// and is served once a loop starts on the queue again).
+	ErrStopped = errors.New("megaio: queue stopped")
+	// ErrRingFailed: the loop's ring failed; every claimed request was
+	// completed with -EIO. Loop.Err returns the cause.
+	ErrRingFailed = errors.New("megaio: io_uring ring failed")
+)
+
+// SetupError says which step of ring or buffer set-up failed and why.
+// errors.Is matches both its Kind (a sentinel above) and its Errno.
+type SetupError struct {
+	Step  string     // what was being done, e.g. "io_uring_setup"
+	Errno unix.Errno // the kernel's answer
+	Kind  error      // ErrIOUringUnavailable, ErrMemlock, ...
+	Hint  string     // what to do about it
+}
+
+func (e *SetupError) Error() string {
+	msg := fmt.Sprintf("%v: %s: %v", e.Kind, e.Step, e.Errno)
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
+}
+
+func (e *SetupError) Is(target error) bool { return target == e.Kind }
+func (e *SetupError) Unwrap() error        { return e.Errno }
+
+func configError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// memlockHint names the limit and how to raise it.
+func memlockHint() string {
+	var lim unix.Rlimit
+	cur := "unknown"
+	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil {
+		if lim.Cur == unix.RLIM_INFINITY {
+			cur = "unlimited"
+		} else {
+			cur = fmt.Sprintf("%d KiB", lim.Cur/1024)
+		}
+	}
+	return "RLIMIT_MEMLOCK is " + cur + "; raise it (ulimit -l unlimited, systemd LimitMEMLOCK=infinity, " +
+		"docker run --ulimit memlock=-1) or run with CAP_IPC_LOCK"
+}

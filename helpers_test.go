@@ -1,0 +1,170 @@
+package megaio
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// harness is a queue, a started loop, the host producer side and one
+// buffer, closed at the end of the test.
+type harness struct {
+	t    testing.TB
+	q    *Queue
+	l    *Loop
+	p    *HostProducer
+	buf  *Buffer
+	dest DestHandle
+}
+
+func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harness {
+	t.Helper()
+	q, err := NewQueue(qcfg)
+	if err != nil {
+		t.Fatalf("NewQueue: %v", err)
+	}
+	l, err := NewLoop(q, cfg)
+	if err != nil {
+		q.Close()
+		t.Fatalf("NewLoop: %v", err)
+	}
+	h := &harness{t: t, q: q, l: l}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("Loop.Close: %v", err)
+		}
+		if err := q.Close(); err != nil {
+			t.Errorf("Queue.Close: %v", err)
+		}
+	})
+	if h.p, err = q.HostProducer(); err != nil {
+		t.Fatalf("HostProducer: %v", err)
+	}
+	if h.buf, err = l.NewBuffer(bufSize, BufferOptions{}); err != nil {
+		t.Fatalf("NewBuffer: %v", err)
+	}
+	if h.dest, err = l.AddDestination(h.buf, 0, uint64(len(h.buf.Bytes()))); err != nil {
+		t.Fatalf("AddDestination: %v", err)
+	}
+	if err := l.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return h
+}
+
+// do submits r and waits for its result, failing the test on a protocol
+// error.
+func (h *harness) do(r Request) Result {
+	h.t.Helper()
+	res, err := h.p.Do(r)
+	if err != nil {
+		h.t.Fatalf("Do(%+v): %v", r, err)
+	}
+	return res
+}
+
+// register opens path with flags and registers it.
+func (h *harness) register(path string, flags int) FileHandle {
+	h.t.Helper()
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		h.t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	fh, err := h.l.RegisterFile(f)
+	if err != nil {
+		h.t.Fatalf("RegisterFile: %v", err)
+	}
+	return fh
+}
+
+// patternFile writes size pseudo-random bytes to dir and returns its path
+// and contents.
+func patternFile(t testing.TB, dir string, size int, seed uint64) (string, []byte) {
+	t.Helper()
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, 7))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	f, err := os.CreateTemp(dir, "megaio-test-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	return f.Name(), data
+}
+
+// tmpfsDir is a directory on tmpfs (/dev/shm), or the test's temp dir when
+// there is none.
+func tmpfsDir(t testing.TB) string {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && unix.Access("/dev/shm", unix.W_OK) == nil {
+		d, err := os.MkdirTemp("/dev/shm", "megaio-test-")
+		if err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+// diskDir is a directory on a disk file system (not tmpfs): the system temp
+// dir, else the package directory.
+func diskDir(t testing.TB) string {
+	var st unix.Statfs_t
+	if d := t.TempDir(); unix.Statfs(d, &st) == nil && st.Type != unix.TMPFS_MAGIC {
+		return d
+	}
+	d, err := os.MkdirTemp(".", ".megaio-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(d)
+	t.Cleanup(func() { os.RemoveAll(abs) })
+	return abs
+}
+
+// pipe returns a pipe whose read end is registered with the loop: a READ
+// from it stays in flight until the test writes to the write end.
+func (h *harness) pipe() (FileHandle, *os.File) {
+	h.t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { r.Close(); w.Close() })
+	fh, err := h.l.RegisterFile(r)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return fh, w
+}
+
+// eventually polls cond for up to 10 s; the bound keeps a broken loop from
+// hanging the suite, it is no timing assertion.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+func stopWithin(t testing.TB, l *Loop, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return l.Stop(ctx)
+}

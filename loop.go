@@ -1,0 +1,711 @@
+package megaio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config tunes a Loop. Zero fields take the defaults.
+type Config struct {
+	// RingEntries is the io_uring submission queue size, a power of two
+	// (default 256). More claimed requests than fit wait in Go.
+	RingEntries uint32
+	// MaxInflight is the most requests the loop holds claimed at once
+	// (default 1024). Beyond it requests stay published in the queue
+	// until the loop has room: backpressure, never an error.
+	MaxInflight int
+	// MaxFiles and MaxBuffers size the registered file and buffer tables
+	// (defaults 64 and 16).
+	MaxFiles   int
+	MaxBuffers int
+	// Backoff is how an idle loop waits.
+	Backoff Backoff
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.RingEntries == 0 {
+		c.RingEntries = 256
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 1024
+	}
+	if c.MaxFiles == 0 {
+		c.MaxFiles = 64
+	}
+	if c.MaxBuffers == 0 {
+		c.MaxBuffers = 16
+	}
+	c.Backoff = c.Backoff.withDefaults()
+	switch {
+	case c.RingEntries > 32768 || c.RingEntries&(c.RingEntries-1) != 0:
+		return c, configError("RingEntries %d: want a power of two up to 32768", c.RingEntries)
+	case c.MaxInflight < 1 || c.MaxInflight > 1<<16:
+		return c, configError("MaxInflight %d: want 1 to 65536", c.MaxInflight)
+	case c.MaxFiles < 1 || c.MaxFiles > 1<<16:
+		return c, configError("MaxFiles %d: want 1 to 65536", c.MaxFiles)
+	case c.MaxBuffers < 1 || c.MaxBuffers > 1<<14:
+		return c, configError("MaxBuffers %d: want 1 to 16384 (io_uring's limit)", c.MaxBuffers)
+	}
+	return c, c.Backoff.validate()
+}
+
+// claimBatch bounds the requests claimed in one cycle, so completions are
+// reaped and submissions flushed between long runs of claims.
+const claimBatch = 256
+
+// Loop serves one Queue: one goroutine locked to its OS thread owns the
+// io_uring, the registered files and buffers, and runs the cycle. Methods
+// may be called from any goroutine.
+type Loop struct {
+	q   *Queue
+	cfg Config
+
+	// Control: any goroutine.
+	mu        sync.Mutex // serialises Start, Stop and Close
+	running   bool
+	runDone   chan struct{} // closed when a run's serve returns
+	cmdMu     sync.RWMutex  // guards closed against exec
+	closed    bool
+	cmds      chan command
+	wk        waker
+	stopReq   atomic.Bool // Stop began
+	cancelReq atomic.Bool // Stop's deadline passed
+	fatal     atomic.Pointer[error]
+	cancelled atomic.Uint64 // requests completed with -ECANCELED at a deadline
+	pub       published
+	describe  string
+
+	// Loop thread only.
+	be         backend
+	tab        tables
+	recs       []record
+	free       []uint32 // free record indices
+	pending    fifo     // records waiting for a slot in the SQE batch
+	sqes       []sqe    // batch for the next flush (front: not yet taken)
+	cqes       []cqe    // completions reaped by the last flush
+	nreaped    int
+	inflight   int // records in the backend
+	fence      fences
+	st         counters
+	bo         backoff
+	epoch      time.Time
+	cycles     uint64
+	stopping   bool // claims complete with -ECANCELED
+	cancelling bool // pending requests complete, in-flight ones are cancelled
+	cancelSent bool
+	failed     bool // the backend failed; claims complete with -EIO
+}
+
+// record is one claimed request while the loop holds it.
+type record struct {
+	ticket    uint64
+	claimedAt int64 // ns since the loop's epoch
+	epoch     uint64
+	fileOff   uint64 // next byte of the file
+	addr      uint64 // next byte of the destination
+	remaining uint64
+	done      uint64 // bytes moved so far
+	file      uint32
+	buf       uint16
+	op        Op
+}
+
+type command struct {
+	fn   func() error
+	kind int
+	done chan error
+}
+
+const (
+	cmdFunc = iota
+	cmdServe
+	cmdClose
+)
+
+// NewLoop creates a loop for q: it starts the loop's thread and sets up the
+// ring there. The loop is idle until Start. Set-up errors match
+// ErrIOUringUnavailable, ErrMemlock or ErrConfig with errors.Is.
+func NewLoop(q *Queue, cfg Config) (*Loop, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cq := ceilPow2(max(2*cfg.RingEntries, uint32(cfg.MaxInflight)+1))
+	return newLoop(q, cfg, func() (backend, error) {
+		return openURing(cfg.RingEntries, cq, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
+	})
+}
+
+func newLoop(q *Queue, cfg Config, open func() (backend, error)) (*Loop, error) {
+	l := &Loop{q: q, cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
+	if err := q.attach(l); err != nil {
+		return nil, err
+	}
+	l.recs = make([]record, cfg.MaxInflight)
+	l.free = make([]uint32, cfg.MaxInflight)
+	for i := range l.free {
+		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
+	}
+	l.pending = newFIFO(cfg.MaxInflight)
+	l.sqes = make([]sqe, 0, cfg.MaxInflight)
+	l.cqes = make([]cqe, cfg.MaxInflight+1)
+	l.fence = newFences(cfg.MaxInflight)
+	l.bo.cfg = cfg.Backoff
+	l.epoch = time.Now()
+	ready := make(chan error)
+	go l.thread(open, ready)
+	if err := <-ready; err != nil {
+		q.detach()
+		return nil, err
+	}
+	return l, nil
+}
+
+// thread owns the backend for the loop's whole life.
+func (l *Loop) thread(open func() (backend, error), ready chan<- error) {
+	// Never unlocked: the backend (a SINGLE_ISSUER ring) belongs to this
+	// thread, and the thread exits with the goroutine.
+	runtime.LockOSThread()
+	be, err := open()
+	if err != nil {
+		ready <- err
+		return
+	}
+	l.be, l.describe = be, be.describe()
+	ready <- nil
+	for c := range l.cmds {
+		switch c.kind {
+		case cmdFunc:
+			c.done <- c.fn()
+		case cmdServe:
+			l.beginRun() // the queue is open before Start returns
+			c.done <- nil
+			l.serve()
+			close(l.runDone)
+		case cmdClose:
+			l.be.close()
+			l.tab.release()
+			c.done <- nil
+			return
+		}
+	}
+}
+
+// serve runs the cycle until Stop completes. The whole cycle is here; the
+// steps live in the functions below and in queue.go, destinations.go,
+// backoff.go and the backend.
+func (l *Loop) serve() {
+	for {
+		drained := l.drain() // completions reaped by the last flush -> their slots
+		claimed := l.claim() // newly published requests; bad ones complete at once
+		l.dispatch()         // claimed requests -> SQE batch
+		if l.stopReq.Load() && l.stopStep() {
+			return
+		}
+		busy := drained > 0 || claimed > 0 || len(l.sqes) > 0
+		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
+		if l.cycles++; l.cycles&255 == 0 {
+			l.publish()
+		}
+		if len(l.cmds) > 0 {
+			l.runCommands()
+		}
+	}
+}
+
+func (l *Loop) beginRun() {
+	l.stopping, l.cancelling, l.cancelSent = false, false, false
+	l.bo.reset()
+	atomic.StoreUint32(&l.q.hdr.state, stateOpen)
+}
+
+// drain completes the records whose completions the last flush reaped,
+// continuing short transfers. It returns how many completions it handled.
+func (l *Loop) drain() int {
+	n := l.nreaped
+	if n == 0 {
+		return 0
+	}
+	l.nreaped = 0
+	now := l.now()
+	for _, c := range l.cqes[:n] {
+		if c.userData == cancelUserData {
+			continue
+		}
+		l.inflight--
+		i := uint32(c.userData)
+		r := &l.recs[i]
+		res := int64(c.res)
+		if r.op == OpFsync {
+			l.finish(i, res, now)
+			continue
+		}
+		if res > 0 {
+			r.done += uint64(res)
+			r.remaining -= uint64(res)
+			l.st.bytes += uint64(res)
+			if r.remaining > 0 && !l.cancelling {
+				// Short transfer: go on from where it stopped. A
+				// READ that reaches EOF gets 0 next and ends.
+				r.fileOff += uint64(res)
+				r.addr += uint64(res)
+				l.st.shortIO++
+				l.pending.push(i)
+				continue
+			}
+		}
+		result := int64(r.done)
+		if res < 0 && r.done == 0 {
+			result = res // an error before any byte moved; after some, the count
+		}
+		l.finish(i, result, now)
+	}
+	return n
+}
+
+// claim takes newly published requests in ticket order (L1). A request that
+// needs a record waits in the queue while every record is taken.
+func (l *Loop) claim() int {
+	q := l.q
+	if !l.stopping && l.stopReq.Load() {
+		l.stopping = true // so a request published after Stop began is cancelled
+	}
+	n, now := 0, int64(-1)
+	for n < claimBatch {
+		head := q.head
+		slot := &q.slots[head&q.mask]
+		if atomic.LoadUint64(&slot.seq) != head+1 {
+			break // nothing new: this was the idle poll's one cache line
+		}
+		req := *slot // the producer wrote it before publishing seq (P3, P4)
+		if len(l.free) == 0 && (req.op == OpRead || req.op == OpWrite || req.op == OpFsync || req.op == OpFence) &&
+			!l.stopping && !l.failed {
+			break
+		}
+		q.head = head + 1
+		n++
+		if now < 0 {
+			now = l.now()
+		}
+		l.admit(head, &req, now)
+	}
+	return n
+}
+
+// admit validates a claimed request: bad ones, and all while stopping or
+// failed, complete at once; NOPs complete; the rest take a record.
+func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
+	if req.op < numOps {
+		l.st.requests[req.op]++
+	} else {
+		l.st.badOps++
+	}
+	var res int64
+	switch {
+	case l.failed:
+		res = -int64(unix.EIO)
+	case l.stopping:
+		res = -int64(unix.ECANCELED)
+	case req.flags != 0 || req.reserved0 != 0 || req.reserved1 != 0:
+		res = -int64(unix.EINVAL)
+	case req.op == OpNop:
+		res = 0
+	case req.op == OpFence:
+		i := l.take(t, req.op, now)
+		l.fence.open(i, &l.recs[i])
+		l.retireFences(now)
+		return
+	case req.op == OpRead || req.op == OpWrite:
+		d, e := l.tab.checkRange(req.file, req.dest, req.fileOffset, req.destOffset, req.length)
+		if e != 0 {
+			res = e
+			break
+		}
+		i := l.take(t, req.op, now)
+		r := &l.recs[i]
+		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
+		l.fence.add(r)
+		l.pending.push(i)
+		return
+	case req.op == OpFsync:
+		if res = l.tab.checkFile(req.file); res != 0 {
+			break
+		}
+		i := l.take(t, req.op, now)
+		l.recs[i].file = req.file
+		l.fence.add(&l.recs[i])
+		l.pending.push(i)
+		return
+	default:
+		res = -int64(unix.EINVAL)
+	}
+	l.complete(t, res, 0)
+}
+
+// dispatch turns pending records into SQEs for the next flush. While
+// cancelling at Stop's deadline, it completes them instead.
+func (l *Loop) dispatch() {
+	if l.cancelling {
+		l.abandonUnsubmitted()
+		return
+	}
+	for l.pending.len() > 0 && len(l.sqes) < cap(l.sqes) {
+		i := l.pending.pop()
+		r := &l.recs[i]
+		s := sqe{userData: uint64(i), off: r.fileOff, addr: r.addr, len: uint32(r.remaining), bufIndex: r.buf,
+			file: int32(r.file)}
+		switch r.op {
+		case OpRead:
+			s.op = sqeRead
+		case OpWrite:
+			s.op = sqeWrite
+		default:
+			s.op = sqeFsync
+		}
+		l.sqes = append(l.sqes, s)
+	}
+}
+
+// wait decides how the flush waits: not at all while there is work, a
+// bounded wait for a completion while IO is in flight, and a futex sleep
+// (after Backoff.Spins idle polls) when nothing is in flight. It returns
+// the flush's wait argument.
+func (l *Loop) wait(busy bool) time.Duration {
+	if busy {
+		l.bo.reset()
+	} else if d := l.bo.next(); d > 0 {
+		l.st.sleeps++
+		l.publish()
+		if l.inflight > 0 {
+			return d // the kernel ends this wait early at the first completion
+		}
+		l.wk.sleep(d)
+	}
+	if l.inflight > 0 {
+		return 0
+	}
+	return -1
+}
+
+// flush hands the batch to the backend and reaps completions (one cgo
+// crossing for io_uring). SQEs that did not fit stay at the batch's front.
+func (l *Loop) flush(wait time.Duration) {
+	if l.failed || (len(l.sqes) == 0 && l.inflight == 0 && !l.cancelling) {
+		return
+	}
+	taken, reaped, err := l.be.enter(l.sqes, l.cqes, wait)
+	l.inflight += taken
+	if taken < len(l.sqes) {
+		l.st.sqFullStalls++
+	}
+	l.sqes = l.sqes[:copy(l.sqes, l.sqes[taken:])]
+	l.nreaped = reaped
+	l.st.maxInflight = max(l.st.maxInflight, uint64(l.inflight))
+	if err != nil {
+		if isRetryable(err) {
+			l.st.retries++
+			return
+		}
+		l.drain()
+		l.fail(err)
+	}
+}
+
+// stopStep runs each cycle once Stop began. It returns true when the run is
+// over: every claimed request has completed and the final sweep is done.
+func (l *Loop) stopStep() bool {
+	l.stopping = true
+	if l.cancelReq.Load() && !l.cancelSent {
+		l.cancelling = true
+		l.abandonUnsubmitted()
+		if l.inflight == 0 || l.be.cancelAll() == nil {
+			l.cancelSent = true // the next flush submits the cancel
+		}
+	}
+	if len(l.free) < len(l.recs) {
+		return false
+	}
+	// Final sweep: whatever was published before now completes with
+	// -ECANCELED; then tell producers where serving stopped.
+	for l.claim() > 0 {
+	}
+	atomic.StoreUint64(&l.q.hdr.stopHead, l.q.head)
+	atomic.StoreUint32(&l.q.hdr.state, stateStopped)
+	l.publish()
+	return true
+}
+
+// abandonUnsubmitted completes every record that is not in the backend: the
+// bytes moved so far, or -ECANCELED.
+func (l *Loop) abandonUnsubmitted() {
+	now := l.now()
+	for _, s := range l.sqes {
+		l.abandon(uint32(s.userData), now)
+	}
+	l.sqes = l.sqes[:0]
+	for l.pending.len() > 0 {
+		l.abandon(l.pending.pop(), now)
+	}
+}
+
+func (l *Loop) abandon(i uint32, now int64) {
+	res := -int64(unix.ECANCELED)
+	if d := l.recs[i].done; d > 0 {
+		res = int64(d)
+	}
+	l.cancelled.Add(1)
+	l.finish(i, res, now)
+}
+
+// fail ends the backend's use after a fatal error: every claimed request
+// completes with -EIO so no producer waits forever, and from now on every
+// claim does too, until Stop.
+func (l *Loop) fail(err error) {
+	err = fmt.Errorf("%w: %w", ErrRingFailed, err)
+	l.fatal.Store(&err)
+	l.failed = true
+	now := l.now()
+	l.sqes, l.inflight = l.sqes[:0], 0
+	for l.pending.len() > 0 {
+		l.pending.pop()
+	}
+	isFree := make([]bool, len(l.recs))
+	for _, i := range l.free {
+		isFree[i] = true
+	}
+	for i := range l.recs {
+		if !isFree[i] {
+			r := &l.recs[i]
+			l.complete(r.ticket, -int64(unix.EIO), now-r.claimedAt)
+			l.free = append(l.free, uint32(i))
+		}
+	}
+	l.fence = newFences(len(l.recs))
+}
+
+// take allocates a record for ticket t.
+func (l *Loop) take(t uint64, op Op, now int64) uint32 {
+	i := l.free[len(l.free)-1]
+	l.free = l.free[:len(l.free)-1]
+	l.recs[i] = record{ticket: t, op: op, claimedAt: now}
+	return i
+}
+
+// finish completes record i and releases it; fences waiting on it may
+// complete too.
+func (l *Loop) finish(i uint32, result int64, now int64) {
+	r := &l.recs[i]
+	l.complete(r.ticket, result, now-r.claimedAt)
+	l.fence.done(r)
+	l.free = append(l.free, i)
+	l.retireFences(now)
+}
+
+// complete publishes a result (L3): result first, then done with release.
+func (l *Loop) complete(t uint64, result int64, latency int64) {
+	c := &l.q.comps[t&l.q.mask]
+	c.result = result
+	atomic.StoreUint64(&c.done, t+1)
+	l.st.complete(result, latency)
+}
+
+// retireFences completes, in order, every fence whose earlier requests have
+// all completed.
+func (l *Loop) retireFences(now int64) {
+	for {
+		i, ok := l.fence.retire()
+		if !ok {
+			return
+		}
+		r := &l.recs[i]
+		l.complete(r.ticket, 0, now-r.claimedAt)
+		l.free = append(l.free, i)
+	}
+}
+
+func (l *Loop) now() int64 { return int64(time.Since(l.epoch)) }
+
+func (l *Loop) publish() { l.pub.publish(&l.st) }
+
+func (l *Loop) runCommands() {
+	for {
+		select {
+		case c := <-l.cmds:
+			c.done <- c.fn() // only cmdFunc arrives while serving
+		default:
+			return
+		}
+	}
+}
+
+// exec runs fn on the loop's thread, idle or serving, and returns its error.
+func (l *Loop) exec(fn func() error) error {
+	l.cmdMu.RLock()
+	if l.closed {
+		l.cmdMu.RUnlock()
+		return fmt.Errorf("%w: the loop", ErrClosed)
+	}
+	done := make(chan error, 1)
+	l.cmds <- command{fn: fn, kind: cmdFunc, done: done}
+	l.cmdMu.RUnlock()
+	l.wk.wake()
+	return <-done
+}
+
+// Start begins serving the queue. A loop may be started again after Stop;
+// it resumes at the first ticket it has not claimed.
+func (l *Loop) Start() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		return fmt.Errorf("%w: the loop", ErrClosed)
+	case l.running:
+		return fmt.Errorf("%w: Start called twice", ErrRunning)
+	case l.fatal.Load() != nil:
+		return fmt.Errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
+	}
+	l.stopReq.Store(false)
+	l.cancelReq.Store(false)
+	l.runDone = make(chan struct{})
+	done := make(chan error, 1)
+	l.cmds <- command{kind: cmdServe, done: done}
+	l.wk.wake()
+	<-done
+	l.running = true
+	return nil
+}
+
+// Stop stops serving. Claiming goes on until every published request has a
+// result: requests claimed before Stop run to their end, requests claimed
+// after it began complete with -ECANCELED. When ctx ends first, requests in
+// flight are cancelled (their slots get -ECANCELED, or the bytes moved so
+// far) and Stop returns an error wrapping ctx.Err(). Either way Stop returns
+// only when the kernel can no longer write into any registered buffer. It
+// also returns the ring's fatal error, if any (see Err).
+func (l *Loop) Stop(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stop(ctx)
+}
+
+func (l *Loop) stop(ctx context.Context) error {
+	if !l.running {
+		return nil
+	}
+	l.stopReq.Store(true)
+	l.wk.wake()
+	var ctxErr error
+	select {
+	case <-l.runDone:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+		l.cancelReq.Store(true)
+		l.wk.wake()
+		<-l.runDone
+	}
+	l.running = false
+	if ctxErr != nil {
+		ctxErr = fmt.Errorf("megaio: Stop's deadline passed with requests in flight; they were cancelled (%d requests cancelled so far): %w",
+			l.cancelled.Load(), ctxErr)
+	}
+	return errors.Join(ctxErr, l.Err())
+}
+
+// Err returns the ring's fatal error (it matches ErrRingFailed), or nil.
+func (l *Loop) Err() error {
+	if p := l.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Stats returns the loop's latest published counters.
+func (l *Loop) Stats() Stats {
+	s := l.pub.snapshot()
+	s.Backend = l.describe
+	return s
+}
+
+// Close stops the loop (waiting for requests in flight, without deadline),
+// tears the ring down, closes the loop's descriptors and unmaps its buffers,
+// in that order, and detaches the queue. The queue itself stays mapped
+// (Queue.Close unmaps it).
+func (l *Loop) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	err := l.stop(context.Background())
+	l.cmdMu.Lock()
+	l.closed = true
+	l.cmdMu.Unlock()
+	done := make(chan error, 1)
+	l.cmds <- command{kind: cmdClose, done: done}
+	l.wk.wake()
+	<-done
+	l.q.detach()
+	return err
+}
+
+// fifo is a fixed ring of record indices.
+type fifo struct {
+	buf        []uint32
+	head, tail uint64
+}
+
+func newFIFO(n int) fifo        { return fifo{buf: make([]uint32, ceilPow2(uint32(n)))} }
+func (f *fifo) len() int        { return int(f.tail - f.head) }
+func (f *fifo) push(i uint32)   { f.buf[f.tail&uint64(len(f.buf)-1)] = i; f.tail++ }
+func (f *fifo) pop() (i uint32) { i = f.buf[f.head&uint64(len(f.buf)-1)]; f.head++; return i }
+
+// fences implements FENCE: requests are counted by epoch, and each FENCE
+// closes the current epoch. A fence completes when every epoch up to its
+// own has no request left, in claim order.
+type fences struct {
+	cur, oldest uint64   // open epochs are [oldest, cur]
+	count       []int32  // requests outstanding, by epoch
+	rec         []uint32 // the fence record that closed an epoch
+	mask        uint64
+}
+
+func newFences(maxRecords int) fences {
+	n := ceilPow2(uint32(maxRecords) + 1)
+	return fences{count: make([]int32, n), rec: make([]uint32, n), mask: uint64(n - 1)}
+}
+
+// add counts a request claimed now.
+func (f *fences) add(r *record) { r.epoch = f.cur; f.count[f.cur&f.mask]++ }
+
+// done uncounts a finished request (fences are not counted).
+func (f *fences) done(r *record) {
+	if r.op != OpFence {
+		f.count[r.epoch&f.mask]--
+	}
+}
+
+// open makes fence record i close the current epoch.
+func (f *fences) open(i uint32, r *record) {
+	r.epoch = f.cur
+	f.rec[f.cur&f.mask] = i
+	f.cur++
+	f.count[f.cur&f.mask] = 0
+}
+
+// retire returns the oldest fence whose epochs have drained.
+func (f *fences) retire() (uint32, bool) {
+	if f.oldest == f.cur || f.count[f.oldest&f.mask] != 0 {
+		return 0, false
+	}
+	i := f.rec[f.oldest&f.mask]
+	f.oldest++
+	return i, true
+}

@@ -1,0 +1,131 @@
+package megaio
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/megaio/megaio/internal/cproducer"
+)
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x5eed)) }
+
+// TestLayout pins the Go mirrors to include/megaio.h as C compiles it.
+func TestLayout(t *testing.T) {
+	var h queueHeader
+	var r requestSlot
+	var c completion
+	var p producerSideHeader
+	goLayout := map[string]uint64{
+		"header": uint64(unsafe.Sizeof(h)), "header.abi_version": uint64(unsafe.Offsetof(h.abiVersion)),
+		"header.capacity": uint64(unsafe.Offsetof(h.capacity)), "header.first_ticket": uint64(unsafe.Offsetof(h.firstTicket)),
+		"header.slots_offset": uint64(unsafe.Offsetof(h.slotsOffset)), "header.completions_offset": uint64(unsafe.Offsetof(h.completionsOffset)),
+		"header.state": uint64(unsafe.Offsetof(h.state)), "header.stop_head": uint64(unsafe.Offsetof(h.stopHead)),
+		"request": uint64(unsafe.Sizeof(r)), "request.seq": uint64(unsafe.Offsetof(r.seq)), "request.op": uint64(unsafe.Offsetof(r.op)),
+		"request.flags": uint64(unsafe.Offsetof(r.flags)), "request.file": uint64(unsafe.Offsetof(r.file)),
+		"request.dest": uint64(unsafe.Offsetof(r.dest)), "request.reserved0": uint64(unsafe.Offsetof(r.reserved0)),
+		"request.file_offset": uint64(unsafe.Offsetof(r.fileOffset)), "request.dest_offset": uint64(unsafe.Offsetof(r.destOffset)),
+		"request.length": uint64(unsafe.Offsetof(r.length)), "request.tag": uint64(unsafe.Offsetof(r.tag)),
+		"request.reserved1": uint64(unsafe.Offsetof(r.reserved1)),
+		"completion": uint64(unsafe.Sizeof(c)), "completion.result": uint64(unsafe.Offsetof(c.result)), "completion.done": uint64(unsafe.Offsetof(c.done)),
+		"producer_side": uint64(unsafe.Sizeof(p)), "producer_side.next_ticket": uint64(unsafe.Offsetof(p.nextTicket)),
+		"producer_side.capacity": uint64(unsafe.Offsetof(p.capacity)),
+		"MAGIC": abiMagic, "ABI_VERSION": abiVersion, "MAX_LENGTH": MaxLength,
+		"OP_NOP": uint64(OpNop), "OP_READ": uint64(OpRead), "OP_WRITE": uint64(OpWrite), "OP_FENCE": uint64(OpFence), "OP_FSYNC": uint64(OpFsync),
+		"EBADF": uint64(unix.EBADF), "ENXIO": uint64(unix.ENXIO), "EFAULT": uint64(unix.EFAULT), "EINVAL": uint64(unix.EINVAL),
+		"E2BIG": uint64(unix.E2BIG), "EOVERFLOW": uint64(unix.EOVERFLOW), "ECANCELED": uint64(unix.ECANCELED),
+		"ESHUTDOWN": uint64(unix.ESHUTDOWN), "EIO": uint64(unix.EIO),
+	}
+	if diff := cmp.Diff(cproducer.Layout(), goLayout); diff != "" {
+		t.Errorf("Go mirror differs from include/megaio.h (-C +Go):\n%s", diff)
+	}
+	var s sqe
+	var q cqe
+	shim := map[string]uintptr{"sqe": unsafe.Sizeof(s), "sqe.op": unsafe.Offsetof(s.op), "sqe.file": unsafe.Offsetof(s.file),
+		"sqe.bufIndex": unsafe.Offsetof(s.bufIndex), "cqe": unsafe.Sizeof(q), "cqe.res": unsafe.Offsetof(q.res)}
+	if diff := cmp.Diff(cLayout, shim); diff != "" {
+		t.Errorf("Go sqe/cqe differ from csrc/uring_shim.h (-C +Go):\n%s", diff)
+	}
+	if unsafe.Sizeof(cproducer.Request{}) != slotSize {
+		t.Errorf("cproducer.Request is %d bytes", unsafe.Sizeof(cproducer.Request{}))
+	}
+}
+
+// TestProducerSideInit: Go's and C's initial producer sides and seq values
+// agree, for first tickets that wrap.
+func TestProducerSideInit(t *testing.T) {
+	for _, first := range []uint64{0, 5, 1<<32 - 3, ^uint64(0) - 2} {
+		q, err := NewQueue(QueueConfig{Capacity: 8, FirstTicket: first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := q.HostProducer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		side := make([]byte, len(p.Memory()))
+		if r := cproducer.InitSide(q.Memory(), side); r != 0 {
+			t.Fatalf("megaio_attach = %d", r)
+		}
+		if !bytes.Equal(side, p.Memory()) {
+			t.Errorf("first %#x: C and Go producer sides differ", first)
+		}
+		for s := uint64(0); s < 8; s++ {
+			if got, want := q.slots[s].seq, cproducer.InitialSeq(first, 8, s); got != want {
+				t.Errorf("first %#x slot %d: seq %#x, C says %#x", first, s, got, want)
+			}
+			if q.comps[s].done != q.slots[s].seq {
+				t.Errorf("first %#x slot %d: done %#x != seq %#x", first, s, q.comps[s].done, q.slots[s].seq)
+			}
+		}
+		q.Close()
+	}
+}
+
+// TestAttachQueue: a header of another ABI is refused, by Go and by C.
+func TestAttachQueue(t *testing.T) {
+	q, err := NewQueue(QueueConfig{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if _, err := AttachQueue(q.Memory()); err != nil {
+		t.Fatalf("AttachQueue of a good queue: %v", err)
+	}
+	if r := cproducer.Attach(q.Memory()); r != 0 {
+		t.Fatalf("megaio_attach of a good queue = %d", r)
+	}
+	for name, corrupt := range map[string]func(h *queueHeader){
+		"magic":    func(h *queueHeader) { h.magic++ },
+		"version":  func(h *queueHeader) { h.abiVersion = 2 },
+		"slot":     func(h *queueHeader) { h.slotSize = 128 },
+		"capacity": func(h *queueHeader) { h.capacity = 12 },
+	} {
+		mem, _ := unix.Mmap(-1, 0, len(q.Memory()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		copy(mem, q.Memory())
+		corrupt((*queueHeader)(unsafe.Pointer(&mem[0])))
+		if _, err := AttachQueue(mem); !errors.Is(err, ErrBadQueue) {
+			t.Errorf("%s: AttachQueue = %v, want ErrBadQueue", name, err)
+		}
+		if r := cproducer.Attach(mem); r != -int(unix.EINVAL) {
+			t.Errorf("%s: megaio_attach = %d, want -EINVAL", name, r)
+		}
+		unix.Munmap(mem)
+	}
+}
+
+// runCProducers has threads C producers each READ per blocks of size block
+// from fh, block k*per+i into the same offset of the destination.
+func runCProducers(h *harness, fh FileHandle, threads, per int, block uint64) ([]int64, error) {
+	reqs := make([]cproducer.Request, threads*per)
+	for i := range reqs {
+		off := uint64(i) * block
+		reqs[i] = cproducer.Request{Op: uint16(OpRead), File: uint32(fh), Dest: uint32(h.dest), FileOffset: off, DestOffset: off, Length: block}
+	}
+	return cproducer.Run(h.q.Memory(), h.p.Memory(), reqs, threads)
+}
