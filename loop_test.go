@@ -123,7 +123,7 @@ func TestODirect(t *testing.T) {
 		}
 	}
 	for _, r := range []Request{
-		{Op: OpRead, File: fh, Dest: h.dest, FileOffset: 1, Length: 4096},               // file offset
+		{Op: OpRead, File: fh, Dest: h.dest, FileOffset: 1, Length: 4096},                // file offset
 		{Op: OpRead, File: fh, Dest: h.dest, FileOffset: 0, DestOffset: 1, Length: 4096}, // memory
 		{Op: OpRead, File: fh, Dest: h.dest, FileOffset: 0, Length: 100},                 // length
 	} {

@@ -182,3 +182,11 @@ func (p *published) snapshot() Stats {
 	}
 	return s
 }
+
+// Record adds one sample of d.
+func (h *Histogram) Record(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	h.Buckets[histIndex(uint64(d))]++
+}

@@ -141,7 +141,9 @@ func Run(queue, side []byte, reqs []Request, threads int) ([]int64, error) {
 }
 
 // Attach runs megaio_attach and returns its result (0 or -EINVAL).
-func Attach(queue []byte) int { return int(C.attach_only(unsafe.Pointer(&queue[0]), C.size_t(len(queue)))) }
+func Attach(queue []byte) int {
+	return int(C.attach_only(unsafe.Pointer(&queue[0]), C.size_t(len(queue))))
+}
 
 // InitSide runs megaio_producer_side_init on side.
 func InitSide(queue, side []byte) int {

@@ -1,0 +1,73 @@
+package megaio
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkNOP measures the loop's own overhead: host producers publish NOPs
+// and wait for their results. depth is requests in flight per producer.
+func BenchmarkNOP(b *testing.B) {
+	for _, c := range []struct{ producers, depth int }{{1, 1}, {1, 64}} {
+		b.Run(fmt.Sprintf("producers=%d/depth=%d", c.producers, c.depth), func(b *testing.B) {
+			h := newHarness(b, QueueConfig{Capacity: 4096}, Config{}, 4096)
+			runPipelined(b, h, c.producers, c.depth, func(int) Request { return Request{Op: OpNop} })
+		})
+	}
+}
+
+// BenchmarkRead4K reads random 4 KiB blocks of a tmpfs file.
+func BenchmarkRead4K(b *testing.B) {
+	for _, depth := range []int{1, 32} {
+		b.Run(fmt.Sprintf("tmpfs/depth=%d", depth), func(b *testing.B) {
+			h := newHarness(b, QueueConfig{Capacity: 4096}, Config{}, depth*4096)
+			path, _ := patternFile(b, tmpfsDir(b), 64<<20, 1)
+			fh := h.register(path, os.O_RDONLY)
+			runPipelined(b, h, 1, depth, func(i int) Request {
+				return Request{Op: OpRead, File: fh, Dest: h.dest, FileOffset: uint64(i*7919%16384) * 4096,
+					DestOffset: uint64(i%depth) * 4096, Length: 4096}
+			})
+		})
+	}
+}
+
+// runPipelined has producers goroutines each keep depth requests in flight
+// until b.N requests have completed, and reports requests per second.
+func runPipelined(b *testing.B, h *harness, producers, depth int, req func(i int) Request) {
+	b.ReportAllocs()
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for p := 0; p < producers; p++ {
+		n := b.N / producers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ring := make([]Ticket, depth)
+			for i := 0; i < n+depth; i++ {
+				if i >= depth {
+					if res, err := h.p.Wait(ring[i%depth]); err != nil || res < 0 {
+						b.Errorf("request: %d, %v", res, err)
+						return
+					}
+				}
+				if i < n {
+					t, err := h.p.Submit(req(i))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					ring[i%depth] = t
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	b.StopTimer()
+	st := h.l.Stats()
+	b.ReportMetric(float64(st.Sleeps)/float64(b.N), "sleeps/req")
+}

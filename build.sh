@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# build.sh - set up a fresh Debian/Ubuntu machine for megaio, build it, and
+# run the demo or the tests.
+#
+#   ./build.sh          install what is missing, build bin/megaio
+#   ./build.sh demo     ... then run the demo (every byte verified)
+#   ./build.sh test     ... then go vet, gofmt and the tests with -race
+#
+# Needs Go (1.24 or newer) on PATH or in /usr/local/go/bin. Installs
+# liburing-dev and pkg-config with apt-get when they are missing: liburing is
+# linked statically, so the binaries need no liburing at run time.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "build.sh: Go is not installed (https://go.dev/doc/install)" >&2; exit 1; }
+
+need=()
+[ -f /usr/include/liburing.h ] || need+=(liburing-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	echo "build.sh: installing ${need[*]}"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export CGO_ENABLED=1
+go mod download
+go build -o bin/megaio ./cmd/megaio
+
+case "${1:-build}" in
+build) ;;
+demo)
+	shift
+	./bin/megaio demo "$@"
+	;;
+test)
+	unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+	if [ -n "$unformatted" ]; then
+		echo "build.sh: gofmt would change: $unformatted" >&2
+		exit 1
+	fi
+	go vet ./...
+	go test -race -count=1 ./...
+	;;
+*)
+	echo "usage: $0 [build|demo|test]" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,43 @@
+// Command megaio runs megaio's demo: host producers stand in for GPU threads
+// and read a file through the queue and the loop, verifying every byte.
+//
+//	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "demo":
+		err = runDemo(os.Args[2:])
+	default:
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "megaio:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: megaio <command> [flags]
+
+commands:
+  demo   serve random READs from host producers through the loop and verify every byte
+
+Run 'megaio demo -h' for the flags.`)
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	return flag.NewFlagSet("megaio "+name, flag.ExitOnError)
+}
