@@ -683,3 +683,76 @@ func TestHistogram(t *testing.T) {
 		}
 	}
 }
+
+// flakyBackend answers the first n enters with a retryable errno, as
+// io_uring_enter does under signals or memory pressure.
+type flakyBackend struct {
+	backend
+	left  int
+	errno unix.Errno
+}
+
+func (f *flakyBackend) enter(s []sqe, c []cqe, wait time.Duration) (int, int, error) {
+	if f.left > 0 && len(s) > 0 {
+		f.left--
+		return 0, 0, f.errno
+	}
+	return f.backend.enter(s, c, wait)
+}
+
+// TestRetryableEnterErrors: EINTR, EAGAIN and EBUSY are retried; the
+// requests complete normally.
+func TestRetryableEnterErrors(t *testing.T) {
+	for _, errno := range []unix.Errno{unix.EINTR, unix.EAGAIN, unix.EBUSY} {
+		q, err := NewQueue(QueueConfig{Capacity: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := Config{}.withDefaults()
+		l, err := newLoop(q, cfg, func() (backend, error) {
+			be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
+			return &flakyBackend{backend: be, left: 5, errno: errno}, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := &harness{t: t, q: q, l: l}
+		h.p, _ = q.HostProducer()
+		h.buf, _ = l.NewBuffer(4096, BufferOptions{})
+		h.dest, _ = l.AddDestination(h.buf, 0, 4096)
+		path, data := patternFile(t, tmpfsDir(t), 4096, 13)
+		fh := h.register(path, os.O_RDONLY)
+		l.Start()
+		for i := 0; i < 3; i++ {
+			if got := h.do(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 4096}); got != 4096 || !bytes.Equal(h.buf.Bytes(), data) {
+				t.Fatalf("%v: READ = %d (%v)", errno, got, got.Err())
+			}
+		}
+		if err := stopWithin(t, l, 10*time.Second); err != nil {
+			t.Fatalf("%v: Stop = %v", errno, err)
+		}
+		if st := l.Stats(); st.Retries != 5 {
+			t.Errorf("%v: Stats.Retries = %d, want 5", errno, st.Retries)
+		}
+		l.Close()
+		q.Close()
+	}
+}
+
+func TestHugepageBuffer(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{}, 4096)
+	b, err := h.l.NewBuffer(1<<21, BufferOptions{Hugepages: true})
+	if err != nil {
+		nr, _ := os.ReadFile("/proc/sys/vm/nr_hugepages")
+		t.Skipf("skipping: no 2 MiB hugepage could be mapped (vm.nr_hugepages = %s): %v", bytes.TrimSpace(nr), err)
+	}
+	path, data := patternFile(t, tmpfsDir(t), 1<<21, 14)
+	fh := h.register(path, os.O_RDONLY)
+	dh, err := h.l.AddDestination(b, 0, 1<<21)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.do(Request{Op: OpRead, File: fh, Dest: dh, Length: 1 << 21}); got != 1<<21 || !bytes.Equal(b.Bytes(), data) {
+		t.Fatalf("READ into a hugepage buffer = %d (%v)", got, got.Err())
+	}
+}
