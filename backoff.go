@@ -78,9 +78,7 @@ type waker struct {
 
 // sleep blocks for at most d unless a wake is pending or arrives.
 func (w *waker) sleep(d time.Duration) {
-	ts := unix.NsecToTimespec(int64(d))
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(&w.word)), futexWaitPrivate, 0,
-		uintptr(unsafe.Pointer(&ts)), 0, 0)
+	futexWait(&w.word, 0, d)
 	w.word.Store(0)
 }
 
@@ -88,5 +86,17 @@ func (w *waker) sleep(d time.Duration) {
 // caller sets the flag that the loop should see before calling wake.
 func (w *waker) wake() {
 	w.word.Store(1)
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(&w.word)), futexWakePrivate, 1, 0, 0, 0)
+	futexWake(&w.word, 1)
+}
+
+// futexWait sleeps while *addr == val, for at most d (or until futexWake).
+func futexWait(addr *atomic.Uint32, val uint32, d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWaitPrivate, uintptr(val),
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// futexWake wakes up to n sleepers on addr.
+func futexWake(addr *atomic.Uint32, n int) {
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakePrivate, uintptr(n), 0, 0, 0)
 }

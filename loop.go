@@ -27,6 +27,52 @@ type Config struct {
 	MaxBuffers int
 	// Backoff is how an idle loop waits.
 	Backoff Backoff
+	// Backend picks what runs the IO (default BackendAuto).
+	Backend BackendKind
+	// PoolWorkers is the pool backend's thread count (default 16).
+	PoolWorkers int
+}
+
+// BackendKind selects the IO backend.
+type BackendKind int
+
+const (
+	// BackendAuto uses io_uring, and the worker pool where io_uring is
+	// refused (ErrIOUringUnavailable: EPERM, ENOSYS, io_uring_disabled).
+	BackendAuto BackendKind = iota
+	// BackendIOUring uses io_uring or fails with its error.
+	BackendIOUring
+	// BackendPool uses a pool of threads doing pread, pwrite and fdatasync.
+	BackendPool
+)
+
+func (k BackendKind) String() string {
+	switch k {
+	case BackendAuto:
+		return "auto"
+	case BackendIOUring:
+		return "io_uring"
+	case BackendPool:
+		return "pool"
+	}
+	return fmt.Sprintf("BackendKind(%d)", int(k))
+}
+
+// ParseBackend parses "auto", "io_uring" or "pool".
+func ParseBackend(s string) (BackendKind, error) {
+	for _, k := range []BackendKind{BackendAuto, BackendIOUring, BackendPool} {
+		if s == k.String() {
+			return k, nil
+		}
+	}
+	return 0, configError("backend %q: want auto, io_uring or pool", s)
+}
+
+// BackendInfo says which backend serves a loop and why.
+type BackendInfo struct {
+	Kind        BackendKind // BackendIOUring or BackendPool
+	Description string      // its set-up, e.g. "io_uring (sq 256, cq 2048, SINGLE_ISSUER|DEFER_TASKRUN)"
+	Reason      string      // why this one and not the other
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -42,6 +88,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxBuffers == 0 {
 		c.MaxBuffers = 16
 	}
+	if c.PoolWorkers == 0 {
+		c.PoolWorkers = 16
+	}
 	c.Backoff = c.Backoff.withDefaults()
 	switch {
 	case c.RingEntries > 32768 || c.RingEntries&(c.RingEntries-1) != 0:
@@ -52,6 +101,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, configError("MaxFiles %d: want 1 to 65536", c.MaxFiles)
 	case c.MaxBuffers < 1 || c.MaxBuffers > 1<<14:
 		return c, configError("MaxBuffers %d: want 1 to 16384 (io_uring's limit)", c.MaxBuffers)
+	case c.PoolWorkers < 1 || c.PoolWorkers > 4096:
+		return c, configError("PoolWorkers %d: want 1 to 4096", c.PoolWorkers)
+	case c.Backend < BackendAuto || c.Backend > BackendPool:
+		return c, configError("Backend %v: want BackendAuto, BackendIOUring or BackendPool", c.Backend)
 	}
 	return c, c.Backoff.validate()
 }
@@ -80,7 +133,7 @@ type Loop struct {
 	fatal     atomic.Pointer[error]
 	cancelled atomic.Uint64 // requests completed with -ECANCELED at a deadline
 	pub       published
-	describe  string
+	info      BackendInfo
 
 	// Loop thread only.
 	be         backend
@@ -130,20 +183,39 @@ const (
 )
 
 // NewLoop creates a loop for q: it starts the loop's thread and sets up the
-// ring there. The loop is idle until Start. Set-up errors match
-// ErrIOUringUnavailable, ErrMemlock or ErrConfig with errors.Is.
+// backend there (Config.Backend). The loop is idle until Start. Set-up
+// errors match ErrIOUringUnavailable, ErrMemlock or ErrConfig with
+// errors.Is.
 func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	cq := ceilPow2(max(2*cfg.RingEntries, uint32(cfg.MaxInflight)+1))
-	return newLoop(q, cfg, func() (backend, error) {
+	uring := func() (backend, error) {
 		return openURing(cfg.RingEntries, cq, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
+	}
+	pool := func() backend { return openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles) }
+	return newLoop(q, cfg, func() (backend, BackendInfo, error) {
+		switch cfg.Backend {
+		case BackendIOUring:
+			be, err := uring()
+			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring forced by Config.Backend"}, err
+		case BackendPool:
+			return pool(), BackendInfo{Kind: BackendPool, Reason: "pool forced by Config.Backend"}, nil
+		}
+		be, err := uring()
+		if err == nil {
+			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring is available (auto)"}, nil
+		}
+		if errors.Is(err, ErrIOUringUnavailable) {
+			return pool(), BackendInfo{Kind: BackendPool, Reason: "io_uring refused (auto fell back): " + err.Error()}, nil
+		}
+		return nil, BackendInfo{}, err
 	})
 }
 
-func newLoop(q *Queue, cfg Config, open func() (backend, error)) (*Loop, error) {
+func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
 	l := &Loop{q: q, cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
 	if err := q.attach(l); err != nil {
 		return nil, err
@@ -169,16 +241,17 @@ func newLoop(q *Queue, cfg Config, open func() (backend, error)) (*Loop, error) 
 }
 
 // thread owns the backend for the loop's whole life.
-func (l *Loop) thread(open func() (backend, error), ready chan<- error) {
+func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- error) {
 	// Never unlocked: the backend (a SINGLE_ISSUER ring) belongs to this
 	// thread, and the thread exits with the goroutine.
 	runtime.LockOSThread()
-	be, err := open()
+	be, info, err := open()
 	if err != nil {
 		ready <- err
 		return
 	}
-	l.be, l.describe = be, be.describe()
+	info.Description = be.describe()
+	l.be, l.info = be, info
 	ready <- nil
 	for c := range l.cmds {
 		switch c.kind {
@@ -630,9 +703,12 @@ func (l *Loop) Err() error {
 // Stats returns the loop's latest published counters.
 func (l *Loop) Stats() Stats {
 	s := l.pub.snapshot()
-	s.Backend = l.describe
+	s.Backend, s.BackendReason = l.info.Description, l.info.Reason
 	return s
 }
+
+// Backend says which backend serves the loop, and why.
+func (l *Loop) Backend() BackendInfo { return l.info }
 
 // Close stops the loop (waiting for requests in flight, without deadline),
 // tears the ring down, closes the loop's descriptors and unmaps its buffers,

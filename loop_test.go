@@ -14,8 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestEveryOp(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestEveryOp(t *testing.T) { forBackends(t, testEveryOp) }
+
+func testEveryOp(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	path, data := patternFile(t, tmpfsDir(t), 64<<10, 1)
 	fh := h.register(path, os.O_RDWR)
 	buf := h.buf.Bytes()
@@ -70,13 +72,15 @@ func TestEveryOp(t *testing.T) {
 func filepathJoin(dir, name string) string { return dir + string(os.PathSeparator) + name }
 
 // TestReads reads random ranges from tmpfs and from disk and checks every byte.
-func TestReads(t *testing.T) {
+func TestReads(t *testing.T) { forBackends(t, testReads) }
+
+func testReads(t *testing.T, be BackendKind) {
 	for _, fs := range []struct {
 		name string
 		dir  func(testing.TB) string
 	}{{"tmpfs", tmpfsDir}, {"disk", diskDir}} {
 		t.Run(fs.name, func(t *testing.T) {
-			h := newHarness(t, QueueConfig{Capacity: 256}, Config{}, 4<<20)
+			h := newHarness(t, QueueConfig{Capacity: 256}, Config{Backend: be}, 4<<20)
 			const size = 3<<20 + 123
 			path, data := patternFile(t, fs.dir(t), size, 2)
 			fh := h.register(path, os.O_RDONLY)
@@ -97,8 +101,10 @@ func TestReads(t *testing.T) {
 	}
 }
 
-func TestODirect(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestODirect(t *testing.T) { forBackends(t, testODirect) }
+
+func testODirect(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	path, data := patternFile(t, diskDir(t), 1<<20, 4)
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
 	if errors.Is(err, unix.EINVAL) {
@@ -133,8 +139,10 @@ func TestODirect(t *testing.T) {
 	}
 }
 
-func TestEOFShortCounts(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestEOFShortCounts(t *testing.T) { forBackends(t, testEOFShortCounts) }
+
+func testEOFShortCounts(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	path, data := patternFile(t, tmpfsDir(t), 10000, 5)
 	fh := h.register(path, os.O_RDONLY)
 	for _, c := range []struct {
@@ -153,8 +161,10 @@ func TestEOFShortCounts(t *testing.T) {
 
 // TestBadRequests sends each class of bad request and checks its errno and
 // that the loop goes on serving.
-func TestBadRequests(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestBadRequests(t *testing.T) { forBackends(t, testBadRequests) }
+
+func testBadRequests(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	path, data := patternFile(t, tmpfsDir(t), 1<<16, 6)
 	fh := h.register(path, os.O_RDONLY)
 	bufLen := uint64(len(h.buf.Bytes()))
@@ -209,8 +219,10 @@ func TestBadRequests(t *testing.T) {
 
 // TestShortReadContinued reads from a pipe that delivers its bytes in
 // pieces: the loop continues the READ until the full length.
-func TestShortReadContinued(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestShortReadContinued(t *testing.T) { forBackends(t, testShortReadContinued) }
+
+func testShortReadContinued(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	fh, w := h.pipe()
 	tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 3000})
 	if err != nil {
@@ -238,8 +250,10 @@ func TestShortReadContinued(t *testing.T) {
 
 // TestFenceOrdering: a FENCE completes only after every request claimed
 // before it, while requests after it are not held back.
-func TestFenceOrdering(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestFenceOrdering(t *testing.T) { forBackends(t, testFenceOrdering) }
+
+func testFenceOrdering(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	fh, w := h.pipe()
 	path, _ := patternFile(t, tmpfsDir(t), 8192, 7)
 	ffh := h.register(path, os.O_RDONLY)
@@ -274,8 +288,10 @@ func TestFenceOrdering(t *testing.T) {
 }
 
 // TestBackpressure: 8 ring entries, thousands of requests outstanding.
-func TestBackpressure(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 4096}, Config{RingEntries: 8, MaxInflight: 32}, 4<<20)
+func TestBackpressure(t *testing.T) { forBackends(t, testBackpressure) }
+
+func testBackpressure(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 4096}, Config{Backend: be, RingEntries: 8, MaxInflight: 32}, 4<<20)
 	const producers, each, block = 8, 500, 512
 	path, data := patternFile(t, tmpfsDir(t), producers*each*block, 8)
 	fh := h.register(path, os.O_RDONLY)
@@ -322,9 +338,11 @@ func TestBackpressure(t *testing.T) {
 }
 
 // TestTicketWrap runs tickets across 2^32 and across 2^64.
-func TestTicketWrap(t *testing.T) {
+func TestTicketWrap(t *testing.T) { forBackends(t, testTicketWrap) }
+
+func testTicketWrap(t *testing.T, be BackendKind) {
 	for _, first := range []uint64{1<<32 - 300, ^uint64(0) - 300} {
-		h := newHarness(t, QueueConfig{Capacity: 64, FirstTicket: first}, Config{}, 1<<20)
+		h := newHarness(t, QueueConfig{Capacity: 64, FirstTicket: first}, Config{Backend: be}, 1<<20)
 		path, data := patternFile(t, tmpfsDir(t), 1<<16, 9)
 		fh := h.register(path, os.O_RDONLY)
 		var wg sync.WaitGroup
@@ -363,21 +381,38 @@ func TestTicketWrap(t *testing.T) {
 
 // TestStopDeadline: Stop with a READ that cannot finish cancels it, and no
 // byte of the buffer changes after Stop returns.
-func TestStopDeadline(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestStopDeadline(t *testing.T) { forBackends(t, testStopDeadline) }
+
+func testStopDeadline(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	fh, w := h.pipe()
 	tk, _ := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, DestOffset: 512, Length: 64})
 	eventually(t, "the READ to be in flight", func() bool { return h.l.Stats().MaxInflight > 0 })
 
+	// io_uring cancels the pipe READ; a pool worker blocked in read(2)
+	// cannot be cancelled, so Stop waits for it: this writer ends it.
+	wrote := make(chan struct{})
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		w.Write(bytes.Repeat([]byte{0xAB}, 64))
+		close(wrote)
+	}()
 	err := stopWithin(t, h.l, 50*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Stop = %v, want an error matching context.DeadlineExceeded", err)
 	}
 	before := bytes.Clone(h.buf.Bytes())
-	if got, err := h.p.Wait(tk); err != nil || !errors.Is(got.Err(), unix.ECANCELED) {
-		t.Fatalf("in-flight READ after Stop's deadline = %d (%v), %v; want -ECANCELED", got, got.Err(), err)
+	got, err := h.p.Wait(tk)
+	switch {
+	case err != nil:
+		t.Fatalf("Wait after Stop: %v", err)
+	case be == BackendIOUring && !errors.Is(got.Err(), unix.ECANCELED):
+		t.Fatalf("in-flight READ after Stop's deadline = %d (%v), want -ECANCELED", got, got.Err())
+	case be == BackendPool && got != 64:
+		t.Fatalf("pool READ that Stop waited for = %d (%v), want 64", got, got.Err())
 	}
-	w.Write(bytes.Repeat([]byte{0xAB}, 64))
+	<-wrote
+	w.Write(bytes.Repeat([]byte{0xCD}, 64))
 	time.Sleep(20 * time.Millisecond)
 	if !bytes.Equal(before, h.buf.Bytes()) {
 		t.Fatal("the buffer changed after Stop returned")
@@ -389,8 +424,10 @@ func TestStopDeadline(t *testing.T) {
 
 // TestStopLetsInFlightFinish: Stop waits for a READ in flight; requests
 // published after Stop began complete with -ECANCELED.
-func TestStopLetsInFlightFinish(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 1<<20)
+func TestStopLetsInFlightFinish(t *testing.T) { forBackends(t, testStopLetsInFlightFinish) }
+
+func testStopLetsInFlightFinish(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 1<<20)
 	fh, w := h.pipe()
 	tk, _ := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 5})
 	eventually(t, "the READ to be in flight", func() bool { return h.l.Stats().MaxInflight > 0 })
@@ -417,8 +454,10 @@ func TestStopLetsInFlightFinish(t *testing.T) {
 
 // TestRestart: a request published after Stop (by a producer that took its
 // ticket before the queue was marked stopped) is served by the next Start.
-func TestRestart(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 8}, Config{}, 1<<20)
+func TestRestart(t *testing.T) { forBackends(t, testRestart) }
+
+func testRestart(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 8}, Config{Backend: be}, 1<<20)
 	for cycle := 0; cycle < 5; cycle++ {
 		for i := 0; i < 20; i++ { // wraps the 8 slots
 			if got := h.do(Request{Op: OpNop}); got != 0 {
@@ -443,8 +482,10 @@ func TestRestart(t *testing.T) {
 
 // TestCProducer drives the loop from C threads through megaio_host_submit
 // and megaio_host_wait.
-func TestCProducer(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 128}, Config{}, 2<<20)
+func TestCProducer(t *testing.T) { forBackends(t, testCProducer) }
+
+func testCProducer(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 128}, Config{Backend: be}, 2<<20)
 	path, data := patternFile(t, tmpfsDir(t), 2<<20, 10)
 	fh := h.register(path, os.O_RDONLY)
 	results, err := runCProducers(h, fh, 4, 128, 4096)
@@ -469,18 +510,20 @@ func TestCProducer(t *testing.T) {
 
 // TestRingFailure: a fatal backend error completes every claimed request
 // with -EIO, later ones too, and is reported by Err and Stop.
-func TestRingFailure(t *testing.T) {
+func TestRingFailure(t *testing.T) { forBackends(t, testRingFailure) }
+
+func testRingFailure(t *testing.T, be BackendKind) {
 	q, err := NewQueue(QueueConfig{Capacity: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	cfg, _ := Config{}.withDefaults()
+	cfg, _ := Config{Backend: be}.withDefaults()
 	fb := &failingBackend{}
-	l, err := newLoop(q, cfg, func() (backend, error) {
-		be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
-		fb.backend = be
-		return fb, err
+	l, err := newLoop(q, cfg, func() (backend, BackendInfo, error) {
+		inner, info, err := openTestBackend(cfg)
+		fb.backend = inner
+		return fb, info, err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -490,7 +533,7 @@ func TestRingFailure(t *testing.T) {
 	h.p, _ = q.HostProducer()
 	h.buf, _ = l.NewBuffer(4096, BufferOptions{})
 	h.dest, _ = l.AddDestination(h.buf, 0, 4096)
-	fh, _ := h.pipe()
+	fh, w := h.pipe()
 	if err := l.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -512,6 +555,8 @@ func TestRingFailure(t *testing.T) {
 	if err := l.Start(); err == nil {
 		t.Errorf("Start after a ring failure succeeded")
 	}
+	w.Close() // ends the pool worker's read(2), which Close waits for
+
 }
 
 // failingBackend is the io_uring backend until fail is set; then every
@@ -528,8 +573,10 @@ func (f *failingBackend) enter(s []sqe, c []cqe, wait time.Duration) (int, int, 
 	return f.backend.enter(s, c, wait)
 }
 
-func TestRegistration(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 16}, Config{MaxFiles: 2, MaxBuffers: 2}, 4096)
+func TestRegistration(t *testing.T) { forBackends(t, testRegistration) }
+
+func testRegistration(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be, MaxFiles: 2, MaxBuffers: 2}, 4096)
 	path, _ := patternFile(t, tmpfsDir(t), 4096, 11)
 	a := h.register(path, os.O_RDONLY)
 	h.register(path, os.O_RDONLY)
@@ -562,6 +609,23 @@ func TestRegistration(t *testing.T) {
 	if got := h.do(Request{Op: OpRead, File: 1, Dest: h.dest, Length: 10}); !errors.Is(got.Err(), unix.ENXIO) {
 		t.Errorf("READ into a removed destination = %d, want -ENXIO", got)
 	}
+}
+
+// forBackends runs a behaviour test against each backend: they must not be
+// told apart.
+func forBackends(t *testing.T, f func(t *testing.T, be BackendKind)) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) { f(t, be) })
+	}
+}
+
+// openTestBackend opens cfg.Backend (not auto) for tests that wrap it.
+func openTestBackend(cfg Config) (backend, BackendInfo, error) {
+	if cfg.Backend == BackendPool {
+		return openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles), BackendInfo{Kind: BackendPool}, nil
+	}
+	be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
+	return be, BackendInfo{Kind: BackendIOUring}, err
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -620,8 +684,10 @@ func TestSetupErrors(t *testing.T) {
 
 // TestZeroAllocs: serving requests allocates nothing in the steady state
 // (counted across all goroutines, the loop's included).
-func TestZeroAllocs(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 256}, Config{}, 1<<20)
+func TestZeroAllocs(t *testing.T) { forBackends(t, testZeroAllocs) }
+
+func testZeroAllocs(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 256}, Config{Backend: be}, 1<<20)
 	path, _ := patternFile(t, tmpfsDir(t), 1<<20, 12)
 	fh := h.register(path, os.O_RDONLY)
 	run := func() {
@@ -652,8 +718,10 @@ func TestBackoff(t *testing.T) {
 }
 
 // TestStopWakesSleepingLoop: a loop asleep in a long backoff stops at once.
-func TestStopWakesSleepingLoop(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backoff: Backoff{Spins: 1, MinSleep: time.Hour, MaxSleep: time.Hour}}, 4096)
+func TestStopWakesSleepingLoop(t *testing.T) { forBackends(t, testStopWakesSleepingLoop) }
+
+func testStopWakesSleepingLoop(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be, Backoff: Backoff{Spins: 1, MinSleep: time.Hour, MaxSleep: time.Hour}}, 4096)
 	eventually(t, "the loop to sleep", func() bool { return h.l.Stats().Sleeps > 0 })
 	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
 		t.Fatalf("Stop of a loop sleeping for an hour = %v", err)
@@ -702,16 +770,18 @@ func (f *flakyBackend) enter(s []sqe, c []cqe, wait time.Duration) (int, int, er
 
 // TestRetryableEnterErrors: EINTR, EAGAIN and EBUSY are retried; the
 // requests complete normally.
-func TestRetryableEnterErrors(t *testing.T) {
+func TestRetryableEnterErrors(t *testing.T) { forBackends(t, testRetryableEnterErrors) }
+
+func testRetryableEnterErrors(t *testing.T, be BackendKind) {
 	for _, errno := range []unix.Errno{unix.EINTR, unix.EAGAIN, unix.EBUSY} {
 		q, err := NewQueue(QueueConfig{Capacity: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, _ := Config{}.withDefaults()
-		l, err := newLoop(q, cfg, func() (backend, error) {
-			be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
-			return &flakyBackend{backend: be, left: 5, errno: errno}, err
+		cfg, _ := Config{Backend: be}.withDefaults()
+		l, err := newLoop(q, cfg, func() (backend, BackendInfo, error) {
+			inner, info, err := openTestBackend(cfg)
+			return &flakyBackend{backend: inner, left: 5, errno: errno}, info, err
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -739,8 +809,10 @@ func TestRetryableEnterErrors(t *testing.T) {
 	}
 }
 
-func TestHugepageBuffer(t *testing.T) {
-	h := newHarness(t, QueueConfig{Capacity: 16}, Config{}, 4096)
+func TestHugepageBuffer(t *testing.T) { forBackends(t, testHugepageBuffer) }
+
+func testHugepageBuffer(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be}, 4096)
 	b, err := h.l.NewBuffer(1<<21, BufferOptions{Hugepages: true})
 	if err != nil {
 		nr, _ := os.ReadFile("/proc/sys/vm/nr_hugepages")

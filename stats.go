@@ -12,19 +12,20 @@ import (
 // touches and publishes a copy every few hundred cycles, before it sleeps and
 // when it stops, so reading them never takes a lock or slows the cycle.
 type Stats struct {
-	Backend      string                // what serves the IO, e.g. "io_uring (sq 256, cq 2048, SINGLE_ISSUER|DEFER_TASKRUN)"
-	Requests     [numOps]uint64        // claimed, by op (index with Op)
-	BadOps       uint64                // claimed with an unknown op
-	Completed    uint64                // completions published
-	OK           uint64                // completions with a result >= 0
-	Errors       map[unix.Errno]uint64 // completions with a negative result, by errno
-	Bytes        uint64                // bytes moved by READ and WRITE
-	ShortIO      uint64                // continuations after a short transfer
-	SQFullStalls uint64                // cycles in which claimed requests waited for room in the ring
-	MaxInflight  uint64                // most requests in the backend at once
-	Sleeps       uint64                // idle sleeps
-	Retries      uint64                // io_uring_enter calls answered EINTR, EAGAIN or EBUSY
-	Latency      Histogram             // claim to completion
+	Backend       string                // what serves the IO, e.g. "io_uring (sq 256, cq 2048, SINGLE_ISSUER|DEFER_TASKRUN)"
+	BackendReason string                // why that backend, e.g. "io_uring refused (auto fell back): ..."
+	Requests      [numOps]uint64        // claimed, by op (index with Op)
+	BadOps        uint64                // claimed with an unknown op
+	Completed     uint64                // completions published
+	OK            uint64                // completions with a result >= 0
+	Errors        map[unix.Errno]uint64 // completions with a negative result, by errno
+	Bytes         uint64                // bytes moved by READ and WRITE
+	ShortIO       uint64                // continuations after a short transfer
+	SQFullStalls  uint64                // cycles in which claimed requests waited for room in the ring
+	MaxInflight   uint64                // most requests in the backend at once
+	Sleeps        uint64                // idle sleeps
+	Retries       uint64                // io_uring_enter calls answered EINTR, EAGAIN or EBUSY
+	Latency       Histogram             // claim to completion
 }
 
 // Histogram counts durations in buckets of a quarter of a power of two
