@@ -19,11 +19,17 @@ func BenchmarkNOP(b *testing.B) {
 	}
 }
 
-// BenchmarkRead4K reads random 4 KiB blocks of a tmpfs file.
+// BenchmarkRead4K reads random 4 KiB blocks of a tmpfs file, on each
+// backend.
 func BenchmarkRead4K(b *testing.B) {
-	for _, depth := range []int{1, 32} {
-		b.Run(fmt.Sprintf("tmpfs/depth=%d", depth), func(b *testing.B) {
-			h := newHarness(b, QueueConfig{Capacity: 4096}, Config{}, depth*4096)
+	for _, c := range []struct {
+		be      BackendKind
+		depth   int
+		workers int
+	}{{BackendIOUring, 1, 0}, {BackendIOUring, 32, 0}, {BackendPool, 1, 0}, {BackendPool, 32, 2}, {BackendPool, 32, 4}, {BackendPool, 32, 16}} {
+		b.Run(fmt.Sprintf("%v/tmpfs/depth=%d/workers=%d", c.be, c.depth, c.workers), func(b *testing.B) {
+			depth := c.depth
+			h := newHarness(b, QueueConfig{Capacity: 4096}, Config{Backend: c.be, PoolWorkers: c.workers}, depth*4096)
 			path, _ := patternFile(b, tmpfsDir(b), 64<<20, 1)
 			fh := h.register(path, os.O_RDONLY)
 			runPipelined(b, h, 1, depth, func(i int) Request {

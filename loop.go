@@ -195,21 +195,25 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 	uring := func() (backend, error) {
 		return openURing(cfg.RingEntries, cq, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
 	}
-	pool := func() backend { return openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles) }
+	pool := func() (backend, error) {
+		return openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles)
+	}
 	return newLoop(q, cfg, func() (backend, BackendInfo, error) {
 		switch cfg.Backend {
 		case BackendIOUring:
 			be, err := uring()
 			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring forced by Config.Backend"}, err
 		case BackendPool:
-			return pool(), BackendInfo{Kind: BackendPool, Reason: "pool forced by Config.Backend"}, nil
+			be, err := pool()
+			return be, BackendInfo{Kind: BackendPool, Reason: "pool forced by Config.Backend"}, err
 		}
 		be, err := uring()
 		if err == nil {
 			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring is available (auto)"}, nil
 		}
 		if errors.Is(err, ErrIOUringUnavailable) {
-			return pool(), BackendInfo{Kind: BackendPool, Reason: "io_uring refused (auto fell back): " + err.Error()}, nil
+			be, perr := pool()
+			return be, BackendInfo{Kind: BackendPool, Reason: "io_uring refused (auto fell back): " + err.Error()}, perr
 		}
 		return nil, BackendInfo{}, err
 	})

@@ -622,7 +622,8 @@ func forBackends(t *testing.T, f func(t *testing.T, be BackendKind)) {
 // openTestBackend opens cfg.Backend (not auto) for tests that wrap it.
 func openTestBackend(cfg Config) (backend, BackendInfo, error) {
 	if cfg.Backend == BackendPool {
-		return openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles), BackendInfo{Kind: BackendPool}, nil
+		be, err := openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles)
+		return be, BackendInfo{Kind: BackendPool}, err
 	}
 	be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
 	return be, BackendInfo{Kind: BackendIOUring}, err

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/internal/seccomp"
 )
 
 type demoConfig struct {
@@ -21,6 +22,7 @@ type demoConfig struct {
 	block, size                int
 	dir                        string
 	direct                     bool
+	backend                    megaio.BackendKind
 }
 
 func runDemo(args []string) error {
@@ -33,7 +35,19 @@ func runDemo(args []string) error {
 	fs.IntVar(&c.size, "size", 128<<20, "file size in bytes")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file")
 	fs.BoolVar(&c.direct, "direct", false, "open the file with O_DIRECT (needs a file system that supports it)")
+	backend := fs.String("backend", "auto", "IO backend: auto (io_uring, else the worker pool), io_uring or pool")
+	deny := fs.Bool("deny-io-uring", false, "first install a seccomp filter that refuses io_uring, as Docker's default profile does")
 	fs.Parse(args)
+	var err error
+	if c.backend, err = megaio.ParseBackend(*backend); err != nil {
+		return err
+	}
+	if *deny {
+		if err := seccomp.DenyIOUring(); err != nil {
+			return err
+		}
+		fmt.Println("seccomp: io_uring_setup, io_uring_enter and io_uring_register now fail with EPERM")
+	}
 	if c.requests < 1 || c.producers < 1 || c.depth < 1 || c.block < 1 || c.size < c.block {
 		return fmt.Errorf("demo: want positive -requests, -producers, -depth, -block and -size >= -block")
 	}
@@ -61,7 +75,7 @@ func demo(c demoConfig) error {
 		return err
 	}
 	defer q.Close()
-	l, err := megaio.NewLoop(q, megaio.Config{})
+	l, err := megaio.NewLoop(q, megaio.Config{Backend: c.backend})
 	if err != nil {
 		return err
 	}
@@ -94,7 +108,8 @@ func demo(c demoConfig) error {
 	if err := l.Start(); err != nil {
 		return err
 	}
-	fmt.Printf("backend: %s\n", l.Stats().Backend)
+	info := l.Backend()
+	fmt.Printf("backend: %s\n  because: %s\n", info.Description, info.Reason)
 
 	var served atomic.Int64
 	stopProgress := progress(&served, c.requests)

@@ -1,0 +1,364 @@
+/* pool_shim.c - see pool_shim.h. Compiled into the Go package through
+ * pool_cgo.go's preamble. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool_shim.h"
+
+/* How often an idle worker polls before it sleeps: short, because on small
+ * machines a spinning worker takes the loop's core. */
+#define WORKER_SPINS 128
+
+struct job {
+	struct megaio_sqe sqe;
+	uint64_t gen; /* cancel generation it was queued in */
+	int32_t res;
+};
+
+/* A bounded lock-free multi-producer multi-consumer queue (Dmitry Vyukov's
+ * design): cell.seq == pos means free for the push of pos, pos + 1 means it
+ * holds the value for the pop of pos. Positions are claimed with a CAS. */
+struct cell {
+	_Atomic uint64_t seq;
+	struct job v;
+};
+
+struct mpmc {
+	struct cell *cells;
+	uint64_t mask;
+	_Alignas(64) _Atomic uint64_t enq;
+	_Alignas(64) _Atomic uint64_t deq;
+};
+
+struct megaio_pool {
+	struct mpmc sq, cq;
+	unsigned nworkers, nfiles;
+	pthread_t *tids;
+	_Atomic int *fds;         /* the pool's own dup per file slot, -1 when free */
+	_Atomic unsigned char *stream; /* no offsets: read(2)/write(2), as io_uring does */
+	int *graveyard;           /* cleared descriptors, closed when nothing is in flight */
+	unsigned ngrave, capgrave;
+	uint64_t inflight;        /* jobs queued and not reaped: loop thread only */
+	_Alignas(64) _Atomic uint32_t work_seq; /* futex: bumped when work is queued */
+	_Atomic int sleepers;                   /* workers asleep or about to be */
+	_Alignas(64) _Atomic uint32_t comp_seq; /* futex: bumped per completion */
+	_Atomic int loop_waits;                 /* 1 while the loop waits for a completion */
+	_Atomic uint64_t cancel_gen;
+	_Atomic int stopping;
+};
+
+static unsigned pow2(unsigned n)
+{
+	unsigned p = 2;
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static int mpmc_init(struct mpmc *q, unsigned size)
+{
+	size = pow2(size);
+	q->cells = calloc(size, sizeof(*q->cells));
+	if (!q->cells)
+		return -ENOMEM;
+	q->mask = size - 1;
+	for (unsigned i = 0; i < size; i++)
+		atomic_init(&q->cells[i].seq, i);
+	atomic_init(&q->enq, 0);
+	atomic_init(&q->deq, 0);
+	return 0;
+}
+
+static int mpmc_push(struct mpmc *q, const struct job *v)
+{
+	uint64_t pos = atomic_load_explicit(&q->enq, memory_order_relaxed);
+	for (;;) {
+		struct cell *c = &q->cells[pos & q->mask];
+		int64_t d = (int64_t)(atomic_load_explicit(&c->seq, memory_order_acquire) - pos);
+		if (d == 0) {
+			if (atomic_compare_exchange_weak_explicit(&q->enq, &pos, pos + 1, memory_order_relaxed,
+								  memory_order_relaxed)) {
+				c->v = *v;
+				atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+				return 1;
+			}
+		} else if (d < 0) {
+			return 0; /* full */
+		} else {
+			pos = atomic_load_explicit(&q->enq, memory_order_relaxed);
+		}
+	}
+}
+
+static int mpmc_pop(struct mpmc *q, struct job *v)
+{
+	uint64_t pos = atomic_load_explicit(&q->deq, memory_order_relaxed);
+	for (;;) {
+		struct cell *c = &q->cells[pos & q->mask];
+		int64_t d = (int64_t)(atomic_load_explicit(&c->seq, memory_order_acquire) - (pos + 1));
+		if (d == 0) {
+			if (atomic_compare_exchange_weak_explicit(&q->deq, &pos, pos + 1, memory_order_relaxed,
+								  memory_order_relaxed)) {
+				*v = c->v;
+				atomic_store_explicit(&c->seq, pos + q->mask + 1, memory_order_release);
+				return 1;
+			}
+		} else if (d < 0) {
+			return 0; /* empty */
+		} else {
+			pos = atomic_load_explicit(&q->deq, memory_order_relaxed);
+		}
+	}
+}
+
+static int mpmc_empty(struct mpmc *q)
+{
+	uint64_t pos = atomic_load(&q->deq);
+	return (int64_t)(atomic_load(&q->cells[pos & q->mask].seq) - (pos + 1)) < 0;
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *ts)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, ts, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* run does one job's syscall and returns its result as io_uring would. */
+static int32_t run(struct megaio_pool *p, const struct job *j)
+{
+	const struct megaio_sqe *s = &j->sqe;
+	if (j->gen != atomic_load(&p->cancel_gen))
+		return -ECANCELED;
+	if (s->file < 0 || (unsigned)s->file >= p->nfiles)
+		return -EBADF;
+	int fd = atomic_load(&p->fds[s->file]);
+	if (fd < 0)
+		return -EBADF;
+	int stream = atomic_load(&p->stream[s->file]);
+	void *addr = (void *)(uintptr_t)s->addr;
+	for (;;) {
+		ssize_t r;
+		switch (s->op) {
+		case MEGAIO_SQE_READ:
+			r = stream ? read(fd, addr, s->len) : pread(fd, addr, s->len, (off_t)s->off);
+			break;
+		case MEGAIO_SQE_WRITE:
+			r = stream ? write(fd, addr, s->len) : pwrite(fd, addr, s->len, (off_t)s->off);
+			break;
+		default:
+			r = fdatasync(fd);
+			break;
+		}
+		if (r >= 0)
+			return (int32_t)r;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static void *worker(void *arg)
+{
+	struct megaio_pool *p = arg;
+	unsigned idle = 0;
+	struct job j;
+	for (;;) {
+		if (!mpmc_pop(&p->sq, &j)) {
+			if (atomic_load(&p->stopping))
+				return NULL;
+			if (++idle < WORKER_SPINS) {
+				cpu_relax();
+				continue;
+			}
+			/* Announce the sleep, then re-check: the loop bumps
+			 * work_seq after queueing and wakes only if it sees a
+			 * sleeper, so either it sees us or we see its job. */
+			atomic_fetch_add(&p->sleepers, 1);
+			uint32_t seq = atomic_load(&p->work_seq);
+			if (mpmc_empty(&p->sq) && !atomic_load(&p->stopping))
+				futex_wait(&p->work_seq, seq, NULL);
+			atomic_fetch_sub(&p->sleepers, 1);
+			continue;
+		}
+		idle = 0;
+		j.res = run(p, &j);
+		mpmc_push(&p->cq, &j); /* cannot fail: sized above the in-flight cap */
+		atomic_fetch_add(&p->comp_seq, 1);
+		if (atomic_load(&p->loop_waits))
+			futex_wake(&p->comp_seq, 1);
+	}
+}
+
+void megaio_pool_close(struct megaio_pool *p)
+{
+	atomic_store(&p->stopping, 1);
+	atomic_fetch_add(&p->work_seq, 1);
+	futex_wake(&p->work_seq, INT32_MAX);
+	for (unsigned i = 0; i < p->nworkers; i++)
+		pthread_join(p->tids[i], NULL);
+	for (unsigned i = 0; i < p->nfiles; i++)
+		if (p->fds[i] >= 0)
+			close(p->fds[i]);
+	for (unsigned i = 0; i < p->ngrave; i++)
+		close(p->graveyard[i]);
+	free(p->graveyard);
+	free(p->tids);
+	free((void *)p->fds);
+	free((void *)p->stream);
+	free(p->sq.cells);
+	free(p->cq.cells);
+	free(p);
+}
+
+int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_entries, unsigned cq_entries,
+		     unsigned nfiles)
+{
+	struct megaio_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->nfiles = nfiles;
+	p->fds = calloc(nfiles, sizeof(*p->fds));
+	p->stream = calloc(nfiles, sizeof(*p->stream));
+	p->tids = calloc(workers, sizeof(*p->tids));
+	if (!p->fds || !p->stream || !p->tids || mpmc_init(&p->sq, sq_entries) || mpmc_init(&p->cq, cq_entries)) {
+		megaio_pool_close(p);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < nfiles; i++)
+		atomic_init(&p->fds[i], -1);
+
+	/* Workers block every signal: they never run Go code, and a signal
+	 * meant for the process must go to a Go thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 << 10);
+	int ret = 0;
+	for (unsigned i = 0; i < workers; i++) {
+		ret = pthread_create(&p->tids[i], &attr, worker, p);
+		if (ret)
+			break;
+		p->nworkers++;
+	}
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret) {
+		megaio_pool_close(p);
+		return -ret;
+	}
+	*out = p;
+	return 0;
+}
+
+static unsigned reap(struct megaio_pool *p, struct megaio_cqe *cqes, unsigned max)
+{
+	unsigned n = 0;
+	struct job j;
+	while (n < max && mpmc_pop(&p->cq, &j)) {
+		cqes[n].user_data = j.sqe.user_data;
+		cqes[n].res = j.res;
+		cqes[n].flags = 0;
+		n++;
+	}
+	p->inflight -= n;
+	if (p->inflight == 0 && p->ngrave > 0) {
+		for (unsigned i = 0; i < p->ngrave; i++)
+			close(p->graveyard[i]);
+		p->ngrave = 0;
+	}
+	return n;
+}
+
+int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsigned n, unsigned *taken,
+		      struct megaio_cqe *cqes, unsigned max, unsigned *reaped, int64_t wait_ns)
+{
+	uint64_t gen = atomic_load(&p->cancel_gen);
+	unsigned i;
+	for (i = 0; i < n; i++) {
+		struct job j = {.sqe = sqes[i], .gen = gen};
+		if (!mpmc_push(&p->sq, &j))
+			break; /* full: backpressure */
+	}
+	*taken = i;
+	if (i > 0) {
+		p->inflight += i;
+		atomic_fetch_add(&p->work_seq, 1);
+		int s = atomic_load(&p->sleepers);
+		if (s > 0)
+			futex_wake(&p->work_seq, s < (int)i ? s : (int)i);
+	}
+	unsigned got = reap(p, cqes, max);
+	if (got == 0 && wait_ns > 0 && p->inflight > 0) {
+		struct timespec ts = {.tv_sec = wait_ns / 1000000000, .tv_nsec = wait_ns % 1000000000};
+		atomic_store(&p->loop_waits, 1);
+		uint32_t seq = atomic_load(&p->comp_seq);
+		if (mpmc_empty(&p->cq))
+			futex_wait(&p->comp_seq, seq, &ts);
+		atomic_store(&p->loop_waits, 0);
+		got = reap(p, cqes, max);
+	}
+	*reaped = got;
+	return 0;
+}
+
+void megaio_pool_cancel_all(struct megaio_pool *p) { atomic_fetch_add(&p->cancel_gen, 1); }
+
+int megaio_pool_set_file(struct megaio_pool *p, unsigned idx, int fd)
+{
+	if (idx >= p->nfiles)
+		return -EINVAL;
+	int old = atomic_exchange(&p->fds[idx], -1);
+	if (old >= 0) {
+		if (p->inflight == 0) {
+			close(old);
+		} else {
+			if (p->ngrave == p->capgrave) {
+				unsigned cap = p->capgrave ? 2 * p->capgrave : 8;
+				int *g = realloc(p->graveyard, cap * sizeof(int));
+				if (!g) {
+					close(old); /* cannot defer; a queued job on this slot sees -EBADF anyway */
+					goto set;
+				}
+				p->graveyard = g;
+				p->capgrave = cap;
+			}
+			p->graveyard[p->ngrave++] = old;
+		}
+	}
+set:
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup < 0)
+		return -errno;
+	atomic_store(&p->stream[idx], S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode));
+	atomic_store(&p->fds[idx], dup);
+	return 0;
+}

@@ -1,0 +1,48 @@
+/*
+ * pool_shim.h - megaio's worker-pool backend, for machines where io_uring is
+ * refused: a fixed pool of POSIX threads doing pread / pwrite / fdatasync
+ * straight into the registered buffers. It takes the same batches as the
+ * io_uring shim (struct megaio_sqe in, struct megaio_cqe out) so the Go cycle
+ * cannot tell the two apart.
+ *
+ * The workers are C threads, not goroutines: a worker waking from its futex
+ * needs no Go scheduler slot, so the pool does not compete with the loop and
+ * the application for GOMAXPROCS.
+ *
+ * Threads: megaio_pool_enter, _cancel_all, _set_file and _close are called by
+ * the loop's thread only; the workers touch only the queues, the file table
+ * (read) and the futex words.
+ */
+#ifndef MEGAIO_POOL_SHIM_H
+#define MEGAIO_POOL_SHIM_H
+
+#include "backend.h"
+
+struct megaio_pool;
+
+/* Starts workers threads. The submission queue holds sq_entries jobs (more
+ * is backpressure), the completion queue cq_entries (at least the most jobs
+ * ever in flight). Returns 0 or -errno. */
+int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_entries, unsigned cq_entries,
+		     unsigned nfiles);
+
+/* As megaio_ring_enter: queues sqes[0..n) while the submission queue has
+ * room, then copies up to max completions; with wait_ns > 0 and none ready,
+ * waits up to wait_ns for the first. Returns 0. */
+int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsigned n, unsigned *taken,
+		      struct megaio_cqe *cqes, unsigned max, unsigned *reaped, int64_t wait_ns);
+
+/* Jobs queued so far complete with -ECANCELED without running; a job inside
+ * its syscall runs to its end. */
+void megaio_pool_cancel_all(struct megaio_pool *p);
+
+/* Points file slot idx at a duplicate of fd (-1 clears it). A cleared
+ * descriptor is closed once nothing is in flight, so its number cannot be
+ * reused under a queued job. Returns 0 or -errno. */
+int megaio_pool_set_file(struct megaio_pool *p, unsigned idx, int fd);
+
+/* Stops and joins the workers (a worker blocked in a syscall is waited
+ * for), closes the pool's descriptors and frees it. */
+void megaio_pool_close(struct megaio_pool *p);
+
+#endif
