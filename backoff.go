@@ -10,9 +10,9 @@ import (
 
 // Backoff says how an idle loop waits for work: Spins polls without
 // sleeping, then sleeps that grow exponentially from MinSleep to MaxSleep.
-// While requests are in flight the sleep is a bounded wait for a completion
-// (it ends early when one arrives), so new requests are claimed at most
-// MaxSleep late. Stop and the loop's commands wake a sleeping loop at once.
+// While requests are in flight there is no spinning: the sleep is a bounded
+// wait for a completion (it ends early when one arrives), so new requests
+// are claimed at most MaxSleep late. Stop and the loop's commands wake a sleeping loop at once.
 type Backoff struct {
 	Spins    int           // default 64
 	MinSleep time.Duration // default 10µs
@@ -48,10 +48,11 @@ type backoff struct {
 
 func (b *backoff) reset() { b.polls, b.sleep = 0, 0 }
 
-// next returns 0 while the loop should keep spinning, else how long to sleep.
-func (b *backoff) next() time.Duration {
+// next returns 0 while the loop should keep spinning, else how long to
+// sleep; noSpin skips the spinning.
+func (b *backoff) next(noSpin bool) time.Duration {
 	b.polls++
-	if b.polls <= b.cfg.Spins {
+	if b.polls <= b.cfg.Spins && !noSpin {
 		return 0
 	}
 	if b.sleep == 0 {

@@ -134,6 +134,7 @@ type Loop struct {
 	cancelled atomic.Uint64 // requests completed with -ECANCELED at a deadline
 	pub       published
 	info      BackendInfo
+	cpuClock  int32 // the loop thread's CPU-time clock
 
 	// Loop thread only.
 	be         backend
@@ -249,6 +250,7 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 	// Never unlocked: the backend (a SINGLE_ISSUER ring) belongs to this
 	// thread, and the thread exits with the goroutine.
 	runtime.LockOSThread()
+	l.cpuClock = threadCPUClock(unix.Gettid())
 	be, info, err := open()
 	if err != nil {
 		ready <- err
@@ -450,14 +452,16 @@ func (l *Loop) dispatch() {
 	}
 }
 
-// wait decides how the flush waits: not at all while there is work, a
-// bounded wait for a completion while IO is in flight, and a futex sleep
-// (after Backoff.Spins idle polls) when nothing is in flight. It returns
-// the flush's wait argument.
+// wait decides how the flush waits: not at all while there is work; while
+// IO is in flight, a bounded wait in the kernel, which ends at the first
+// completion (spinning there would cost a syscall a poll and take the CPU
+// the kernel's workers need); and when nothing is in flight, Backoff.Spins
+// polls of the queue's head, then futex sleeps. It returns the flush's
+// wait argument.
 func (l *Loop) wait(busy bool) time.Duration {
 	if busy {
 		l.bo.reset()
-	} else if d := l.bo.next(); d > 0 {
+	} else if d := l.bo.next(l.inflight > 0); d > 0 {
 		l.st.sleeps++
 		l.publish()
 		if l.inflight > 0 {
@@ -710,6 +714,21 @@ func (l *Loop) Stats() Stats {
 	s.Backend, s.BackendReason = l.info.Description, l.info.Reason
 	return s
 }
+
+// CPUTime is the CPU time the loop's thread has used since NewLoop: the
+// cost of serving, apart from the producers' and the pool workers'.
+func (l *Loop) CPUTime() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(l.cpuClock, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// threadCPUClock is the clock id of thread tid's CPU time, built as the
+// kernel defines it (MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED), what glibc's
+// pthread_getcpuclockid returns).
+func threadCPUClock(tid int) int32 { return int32(^uint32(tid)<<3 | 6) }
 
 // Backend says which backend serves the loop, and why.
 func (l *Loop) Backend() BackendInfo { return l.info }

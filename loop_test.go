@@ -707,12 +707,12 @@ func TestBackoff(t *testing.T) {
 	b := backoff{cfg: Backoff{Spins: 2, MinSleep: 10 * time.Microsecond, MaxSleep: 40 * time.Microsecond}}
 	var got []time.Duration
 	for i := 0; i < 7; i++ {
-		got = append(got, b.next())
+		got = append(got, b.next(false))
 	}
 	b.reset()
-	got = append(got, b.next())
+	got = append(got, b.next(false), b.next(true))
 	us := time.Microsecond
-	want := []time.Duration{0, 0, 10 * us, 20 * us, 40 * us, 40 * us, 40 * us, 0}
+	want := []time.Duration{0, 0, 10 * us, 20 * us, 40 * us, 40 * us, 40 * us, 0, 10 * us}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("backoff sequence (-want +got):\n%s", diff)
 	}
@@ -827,5 +827,17 @@ func testHugepageBuffer(t *testing.T, be BackendKind) {
 	}
 	if got := h.do(Request{Op: OpRead, File: fh, Dest: dh, Length: 1 << 21}); got != 1<<21 || !bytes.Equal(b.Bytes(), data) {
 		t.Fatalf("READ into a hugepage buffer = %d (%v)", got, got.Err())
+	}
+}
+
+func TestCPUTime(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backoff: Backoff{Spins: 1 << 30}}, 4096) // spins: uses CPU
+	before := h.l.CPUTime()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.l.CPUTime()-before < 20*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("a spinning loop used %v of CPU in 10 s", h.l.CPUTime()-before)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -396,14 +397,24 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 }
 
 // Wait waits for ticket t and returns its result, or ErrStopped (see Poll).
+// It spins, then yields, then sleeps in growing steps up to 50µs (a
+// nanosleep: Go's timers cannot sleep less than about a millisecond), so a
+// long wait leaves the CPU to the loop and the kernel.
 func (p *HostProducer) Wait(t Ticket) (Result, error) {
+	sleep := time.Microsecond
 	for i := 0; ; i++ {
 		res, done, err := p.Poll(t)
 		if done || err != nil {
 			return res, err
 		}
-		if i >= spinsBeforeYield {
+		switch {
+		case i < spinsBeforeYield:
+		case i < 2*spinsBeforeYield:
 			runtime.Gosched()
+		default:
+			ts := unix.NsecToTimespec(int64(sleep))
+			unix.Nanosleep(&ts, nil)
+			sleep = min(2*sleep, 50*time.Microsecond)
 		}
 	}
 }

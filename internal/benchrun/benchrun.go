@@ -1,0 +1,382 @@
+// Package benchrun drives the workloads megaio is measured with, the same
+// way for every engine: megaio (host producers publishing through the queue,
+// a loop serving on io_uring or the worker pool), plain Go (goroutines
+// calling os.File.ReadAt / WriteAt), and fio. The package's benchmarks and
+// `megaio bench --compare` both use it, so their figures mean the same.
+package benchrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/megaio/megaio"
+)
+
+// Spec is one workload.
+type Spec struct {
+	Path     string        // the file (for "nop", unused)
+	Size     int64         // bytes of the file used
+	Block    int           // bytes per request
+	Depth    int           // requests in flight
+	Batch    int           // requests submitted, and completions awaited, at a time (1: one by one)
+	RW       string        // "randread", "read" (sequential), "randwrite", "write", "nop"
+	Direct   bool          // O_DIRECT
+	Duration time.Duration // run this long, unless Requests is set
+	Requests int64         // run exactly this many requests
+	Backend  megaio.BackendKind
+	Loop     megaio.Config // megaio: loop settings (Backend is taken from above)
+	Huge     bool          // megaio: 2 MiB pages for the destination buffer
+}
+
+// Result is what a run measured.
+type Result struct {
+	Engine    string  `json:"engine"`
+	RW        string  `json:"rw"`
+	Block     int     `json:"block"`
+	Depth     int     `json:"depth"`
+	Batch     int     `json:"batch"`
+	Direct    bool    `json:"direct"`
+	Round     int     `json:"round"`
+	Requests  int64   `json:"requests"`
+	Seconds   float64 `json:"seconds"`
+	IOPS      float64 `json:"iops"`
+	MBps      float64 `json:"mb_per_s"`
+	P50us     float64 `json:"p50_us"`
+	P99us     float64 `json:"p99_us"`
+	CPUus     float64 `json:"cpu_us_per_req"`      // serving CPU per request (see the engines)
+	LoopCPUus float64 `json:"loop_cpu_us_per_req"` // megaio: the loop thread alone
+	Backend   string  `json:"backend,omitempty"`
+
+	Stats megaio.Stats `json:"-"` // megaio: the loop's counters after the run
+}
+
+func (s Spec) withDefaults() Spec {
+	if s.Batch < 1 {
+		s.Batch = 1
+	}
+	if s.Batch > s.Depth {
+		s.Batch = s.Depth
+	}
+	return s
+}
+
+func (s Spec) write() bool { return s.RW == "randwrite" || s.RW == "write" }
+
+// offsets yields the file offset of each request: uniform block-aligned for
+// rand*, sequential (wrapping) otherwise.
+type offsets struct {
+	rng    *rand.Rand
+	blocks int64
+	block  int64
+	next   int64
+	random bool
+}
+
+func newOffsets(s Spec, seed uint64) *offsets {
+	blocks := s.Size / int64(s.Block)
+	if blocks < 1 {
+		blocks = 1
+	}
+	return &offsets{rng: rand.New(rand.NewPCG(seed, 99)), blocks: blocks, block: int64(s.Block),
+		random: s.RW == "randread" || s.RW == "randwrite", next: int64(seed) % blocks}
+}
+
+func (o *offsets) get() int64 {
+	if o.random {
+		return o.rng.Int64N(o.blocks) * o.block
+	}
+	b := o.next % o.blocks
+	o.next++
+	return b * o.block
+}
+
+// processCPU is the process's user + system CPU time.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// threadCPU is the calling thread's CPU time.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// RunMegaio serves the workload through a queue and a loop. One host
+// producer (on its own OS thread) keeps Depth requests in flight, refilling
+// Batch at a time. CPUus is the process's CPU minus the producer thread's:
+// what serving costs, since in production the producers are GPU threads.
+func RunMegaio(s Spec) (Result, error) {
+	s = s.withDefaults()
+	r := Result{Engine: "megaio-" + s.Backend.String(), RW: s.RW, Block: s.Block, Depth: s.Depth, Batch: s.Batch, Direct: s.Direct}
+	q, err := megaio.NewQueue(megaio.QueueConfig{Capacity: uint32(max(64, ceilPow2(2*s.Depth)))})
+	if err != nil {
+		return r, err
+	}
+	defer q.Close()
+	cfg := s.Loop
+	cfg.Backend = s.Backend
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = max(1024, 2*s.Depth)
+	}
+	if cfg.RingEntries == 0 {
+		cfg.RingEntries = uint32(max(256, ceilPow2(s.Depth)))
+	}
+	l, err := megaio.NewLoop(q, cfg)
+	if err != nil {
+		return r, err
+	}
+	defer l.Close()
+	r.Backend = l.Backend().Description
+	buf, err := l.NewBuffer(s.Depth*s.Block, megaio.BufferOptions{Hugepages: s.Huge})
+	if err != nil {
+		return r, err
+	}
+	dest, err := l.AddDestination(buf, 0, uint64(len(buf.Bytes())))
+	if err != nil {
+		return r, err
+	}
+	var fh megaio.FileHandle
+	op := megaio.OpNop
+	if s.RW != "nop" {
+		f, err := openFile(s)
+		if err != nil {
+			return r, err
+		}
+		fh, err = l.RegisterFile(f)
+		f.Close()
+		if err != nil {
+			return r, err
+		}
+		op = megaio.OpRead
+		if s.write() {
+			op = megaio.OpWrite
+		}
+	}
+	p, err := q.HostProducer()
+	if err != nil {
+		return r, err
+	}
+	if err := l.Start(); err != nil {
+		return r, err
+	}
+
+	type result struct {
+		n       int64
+		lat     megaio.Histogram
+		cpu     time.Duration
+		err     error
+		elapsed time.Duration
+		loopCPU time.Duration
+		procCPU time.Duration
+	}
+	done := make(chan result)
+	go func() {
+		runtime.LockOSThread() // so its CPU can be told apart from serving
+		defer runtime.UnlockOSThread()
+		var res result
+		off := newOffsets(s, 1)
+		tickets := make([]megaio.Ticket, s.Depth)
+		started := make([]time.Time, s.Depth)
+		deadline := time.Now().Add(s.Duration)
+		cpu0, proc0, loop0, t0 := threadCPU(), processCPU(), l.CPUTime(), time.Now()
+		var issued, completed int64
+		more := func() bool {
+			if s.Requests > 0 {
+				return issued < s.Requests
+			}
+			return issued&63 != 0 || time.Now().Before(deadline)
+		}
+		for {
+			// Refill: submit a batch while there is room.
+			for issued-completed+int64(s.Batch) <= int64(s.Depth) && more() {
+				for k := 0; k < s.Batch && more(); k++ {
+					i := issued % int64(s.Depth)
+					started[i] = time.Now()
+					t, err := p.Submit(megaio.Request{Op: op, File: fh, Dest: dest, FileOffset: uint64(off.get()),
+						DestOffset: uint64(i) * uint64(s.Block), Length: uint64(s.Block)})
+					if err != nil {
+						res.err = err
+						done <- res
+						return
+					}
+					tickets[i] = t
+					issued++
+				}
+			}
+			if completed == issued {
+				break
+			}
+			// Collect a batch (or what is left).
+			for k := 0; k < s.Batch && completed < issued; k++ {
+				i := completed % int64(s.Depth)
+				got, err := p.Wait(tickets[i])
+				if err == nil && got < 0 {
+					err = fmt.Errorf("request failed: %w", got.Err())
+				}
+				if err != nil && res.err == nil {
+					res.err = err
+				}
+				res.lat.Record(time.Since(started[i]))
+				completed++
+			}
+		}
+		res.elapsed = time.Since(t0)
+		res.n = completed
+		res.cpu = threadCPU() - cpu0
+		res.procCPU = processCPU() - proc0
+		res.loopCPU = l.CPUTime() - loop0
+		done <- res
+	}()
+	res := <-done
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Stop(ctx); err != nil && res.err == nil {
+		res.err = err
+	}
+	if res.err != nil {
+		return r, res.err
+	}
+	r.fill(res.n, res.elapsed, &res.lat)
+	r.Stats = l.Stats()
+	r.CPUus = perReq(res.procCPU-res.cpu, res.n)
+	r.LoopCPUus = perReq(res.loopCPU, res.n)
+	return r, nil
+}
+
+// RunGo is what a Go programmer writes without megaio: Depth goroutines
+// calling ReadAt (or WriteAt) into preallocated buffers. CPUus is the
+// process's CPU per request.
+func RunGo(s Spec) (Result, error) {
+	s = s.withDefaults()
+	r := Result{Engine: "go-readat", RW: s.RW, Block: s.Block, Depth: s.Depth, Batch: 1, Direct: s.Direct}
+	if s.write() {
+		r.Engine = "go-writeat"
+	}
+	f, err := openFile(s)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(-1, 0, s.Depth*s.Block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return r, err
+	}
+	defer unix.Munmap(mem)
+	var issued atomic.Int64
+	var firstErr atomic.Pointer[error]
+	lats := make([]megaio.Histogram, s.Depth)
+	deadline := time.Now().Add(s.Duration)
+	proc0, t0 := processCPU(), time.Now()
+	var wg sync.WaitGroup
+	for g := 0; g < s.Depth; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := mem[g*s.Block : (g+1)*s.Block]
+			off := newOffsets(s, uint64(g)+1)
+			for {
+				n := issued.Add(1)
+				if (s.Requests > 0 && n > s.Requests) || (s.Requests == 0 && n&63 == 0 && time.Now().After(deadline)) {
+					return
+				}
+				start := time.Now()
+				var err error
+				if s.write() {
+					_, err = f.WriteAt(buf, off.get())
+				} else {
+					_, err = f.ReadAt(buf, off.get())
+				}
+				if err != nil && !errors.Is(err, io.EOF) {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+				lats[g].Record(time.Since(start))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed, cpu := time.Since(t0), processCPU()-proc0
+	if p := firstErr.Load(); p != nil {
+		return r, *p
+	}
+	var lat megaio.Histogram
+	var n int64
+	for i := range lats {
+		for k, c := range lats[i].Buckets {
+			lat.Buckets[k] += c
+			n += int64(c)
+		}
+	}
+	r.fill(n, elapsed, &lat)
+	r.CPUus = perReq(cpu, n)
+	return r, nil
+}
+
+func (r *Result) fill(n int64, elapsed time.Duration, lat *megaio.Histogram) {
+	r.Requests = n
+	r.Seconds = elapsed.Seconds()
+	r.IOPS = float64(n) / elapsed.Seconds()
+	r.MBps = r.IOPS * float64(r.Block) / 1e6
+	r.P50us = float64(lat.Percentile(50)) / 1e3
+	r.P99us = float64(lat.Percentile(99)) / 1e3
+}
+
+func perReq(d time.Duration, n int64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(d) / 1e3 / float64(n)
+}
+
+func openFile(s Spec) (*os.File, error) {
+	flags := os.O_RDONLY
+	if s.write() {
+		flags = os.O_RDWR
+	}
+	if s.Direct {
+		flags |= unix.O_DIRECT
+	}
+	return os.OpenFile(s.Path, flags, 0)
+}
+
+// MakeFile writes size bytes of pseudo-random data to a new file in dir.
+func MakeFile(dir string, size int64) (string, error) {
+	f, err := os.CreateTemp(dir, "megaio-bench-*")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	src := rand.NewChaCha8([32]byte{'b', 'e', 'n', 'c', 'h'})
+	chunk := make([]byte, 4<<20)
+	for left := size; left > 0; {
+		n := min(left, int64(len(chunk)))
+		src.Read(chunk[:n])
+		if _, err := f.Write(chunk[:n]); err != nil {
+			os.Remove(f.Name())
+			return "", err
+		}
+		left -= n
+	}
+	return f.Name(), f.Sync()
+}
+
+func ceilPow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}

@@ -1,0 +1,79 @@
+package benchrun
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// FioAvailable reports whether fio is on PATH.
+func FioAvailable() bool {
+	_, err := exec.LookPath("fio")
+	return err == nil
+}
+
+// RunFio runs fio on the same file and workload. engine "io_uring" runs at
+// iodepth Depth with --fixedbufs --registerfiles and Batch submitted and
+// reaped at a time; "psync" runs Depth threads doing pread/pwrite. CPUus is
+// fio's own user + system CPU (from wait4) per request.
+func RunFio(s Spec, engine string) (Result, error) {
+	s = s.withDefaults()
+	r := Result{Engine: "fio-" + engine, RW: s.RW, Block: s.Block, Depth: s.Depth, Batch: s.Batch, Direct: s.Direct}
+	secs := max(1, int(s.Duration.Round(time.Second)/time.Second))
+	args := []string{"--name=megaio-compare", "--filename=" + s.Path, "--size=" + strconv.FormatInt(s.Size, 10),
+		"--rw=" + s.RW, "--bs=" + strconv.Itoa(s.Block), "--ioengine=" + engine, "--output-format=json",
+		"--time_based", "--runtime=" + strconv.Itoa(secs), "--norandommap", "--randrepeat=0", "--thread"}
+	if s.Direct {
+		args = append(args, "--direct=1")
+	}
+	switch engine {
+	case "io_uring":
+		args = append(args, "--iodepth="+strconv.Itoa(s.Depth), "--fixedbufs", "--registerfiles",
+			"--iodepth_batch_submit="+strconv.Itoa(s.Batch), "--iodepth_batch_complete_min="+strconv.Itoa(s.Batch))
+	case "psync":
+		args = append(args, "--numjobs="+strconv.Itoa(s.Depth), "--group_reporting")
+	default:
+		return r, fmt.Errorf("benchrun: fio engine %q", engine)
+	}
+	cmd := exec.Command("fio", args...)
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("fio %v: %w\n%s", args, err, out)
+	}
+	var rep struct {
+		Jobs []struct {
+			Read, Write fioDir
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil || len(rep.Jobs) == 0 {
+		return r, fmt.Errorf("fio output: %v\n%s", err, out)
+	}
+	d := rep.Jobs[0].Read
+	if s.write() {
+		d = rep.Jobs[0].Write
+	}
+	r.Requests = d.TotalIOs
+	r.Seconds = float64(d.RuntimeMs) / 1e3
+	r.IOPS = d.IOPS
+	r.MBps = float64(d.BwBytes) / 1e6
+	r.P50us = d.Clat.Percentile["50.000000"] / 1e3
+	r.P99us = d.Clat.Percentile["99.000000"] / 1e3
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && d.TotalIOs > 0 {
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		r.CPUus = perReq(cpu, d.TotalIOs)
+	}
+	return r, nil
+}
+
+type fioDir struct {
+	IOPS      float64 `json:"iops"`
+	BwBytes   int64   `json:"bw_bytes"`
+	TotalIOs  int64   `json:"total_ios"`
+	RuntimeMs int64   `json:"runtime"`
+	Clat      struct {
+		Percentile map[string]float64 `json:"percentile"`
+	} `json:"clat_ns"`
+}
