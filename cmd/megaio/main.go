@@ -1,7 +1,8 @@
 // Command megaio runs megaio's demo: host producers stand in for GPU threads
 // and read a file through the queue and the loop, verifying every byte.
 //
-//	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct]
+//	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct] [-backend B] [-deny-io-uring]
+//	megaio bench -compare [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
 package main
 
 import (
@@ -19,6 +20,8 @@ func main() {
 	switch os.Args[1] {
 	case "demo":
 		err = runDemo(os.Args[2:])
+	case "bench":
+		err = runBench(os.Args[2:])
 	default:
 		usage()
 		os.Exit(2)
@@ -34,8 +37,9 @@ func usage() {
 
 commands:
   demo   serve random READs from host producers through the loop and verify every byte
+  bench  -compare: megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
 
-Run 'megaio demo -h' for the flags.`)
+Run 'megaio demo -h' or 'megaio bench -h' for the flags.`)
 }
 
 func newFlagSet(name string) *flag.FlagSet {

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/internal/benchrun"
+)
+
+// allEngines are the engines `megaio bench --compare` runs, in this order
+// within each round.
+var allEngines = []string{"megaio-io_uring", "megaio-pool", "fio-io_uring", "fio-psync", "go"}
+
+type benchConfig struct {
+	compare             bool
+	dir, path           string
+	size                int64
+	rw                  string
+	block, depth, batch int
+	direct              bool
+	duration, sweepDur  time.Duration
+	rounds              int
+	sweep               []int
+	engines             []string
+	jsonPath, plotPath  string
+	mdPath              string
+	huge                bool
+}
+
+func runBench(args []string) error {
+	var c benchConfig
+	fs := newFlagSet("bench")
+	fs.BoolVar(&c.compare, "compare", false, "compare megaio with fio and plain Go side by side (the only mode)")
+	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file (use a disk directory with -direct)")
+	fs.StringVar(&c.path, "file", "", "use this file instead of generating one (at least -size bytes)")
+	size := fs.Int64("size", 256<<20, "bytes of the file to use")
+	fs.StringVar(&c.rw, "rw", "randread", "randread, read (sequential), randwrite or write")
+	fs.IntVar(&c.block, "block", 4096, "bytes per request")
+	fs.IntVar(&c.depth, "depth", 32, "requests in flight")
+	fs.IntVar(&c.batch, "batch", 1, "requests submitted and completions awaited at a time")
+	fs.BoolVar(&c.direct, "direct", false, "O_DIRECT")
+	fs.BoolVar(&c.huge, "huge", false, "megaio: 2 MiB pages for the destination buffer (needs vm.nr_hugepages)")
+	fs.DurationVar(&c.duration, "duration", 2*time.Second, "length of each run in the table")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds of the table, each running every engine once (A B C A B C ...)")
+	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128,256", "queue depths for the plot (empty: no sweep)")
+	fs.DurationVar(&c.sweepDur, "sweep-duration", time.Second, "length of each sweep run")
+	engines := fs.String("engines", strings.Join(allEngines, ","), "engines to run")
+	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "write every run's figures here")
+	fs.StringVar(&c.plotPath, "plot", "bench-iops.svg", "draw IOPS against queue depth here (.svg or .png)")
+	fs.StringVar(&c.mdPath, "markdown", "", "also write the table as Markdown here")
+	fs.Parse(args)
+	c.size = *size
+	if !c.compare {
+		return fmt.Errorf("bench: only -compare is implemented; run `megaio bench -compare`")
+	}
+	for _, e := range strings.Split(*engines, ",") {
+		if !slices.Contains(allEngines, e) {
+			return fmt.Errorf("bench: unknown engine %q (know %v)", e, allEngines)
+		}
+		c.engines = append(c.engines, e)
+	}
+	if *sweep != "" {
+		for _, d := range strings.Split(*sweep, ",") {
+			n, err := strconv.Atoi(d)
+			if err != nil || n < 1 {
+				return fmt.Errorf("bench: bad sweep depth %q", d)
+			}
+			c.sweep = append(c.sweep, n)
+		}
+	}
+	if c.block < 1 || c.depth < 1 || c.batch < 1 || c.rounds < 1 || c.size < int64(c.block) {
+		return fmt.Errorf("bench: want positive -block, -depth, -batch, -rounds and -size >= -block")
+	}
+	return bench(c, os.Stdout)
+}
+
+func bench(c benchConfig, out io.Writer) error {
+	hasFio := benchrun.FioAvailable()
+	if !hasFio {
+		fmt.Fprintln(out, "fio is not installed (./build.sh installs it; apt-get install fio): fio engines are skipped and ratios are to megaio-io_uring")
+	}
+	path := c.path
+	if path == "" {
+		fmt.Fprintf(out, "generating a %d MiB file in %s ...\n", c.size>>20, c.dir)
+		p, err := benchrun.MakeFile(c.dir, c.size)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(p)
+		path = p
+	}
+	spec := benchrun.Spec{Path: path, Size: c.size, Block: c.block, Depth: c.depth, Batch: c.batch, RW: c.rw,
+		Direct: c.direct, Duration: c.duration, Huge: c.huge}
+	fmt.Fprintf(out, "workload: %s, %d-byte blocks, depth %d, batch %d, direct=%v, %v per run, %d rounds, file %s\n",
+		c.rw, c.block, c.depth, c.batch, c.direct, c.duration, c.rounds, path)
+
+	var all []benchrun.Result
+	for round := 1; round <= c.rounds; round++ {
+		for _, e := range c.engines {
+			r, err := runEngine(e, spec, hasFio)
+			if err != nil {
+				return fmt.Errorf("%s: %w", e, err)
+			}
+			if r == nil {
+				continue
+			}
+			r.Round = round
+			fmt.Fprintf(out, "  round %d %-16s %10.0f IOPS %9.1f MB/s\n", round, e, r.IOPS, r.MBps)
+			all = append(all, *r)
+		}
+	}
+	table := summarize(all, hasFio)
+	fmt.Fprintln(out)
+	printTable(out, table, hasFio)
+	if c.mdPath != "" {
+		if err := writeMarkdown(c.mdPath, c, table, hasFio); err != nil {
+			return err
+		}
+	}
+
+	var sweep []benchrun.Result
+	for _, d := range c.sweep {
+		s := spec
+		s.Depth, s.Batch, s.Duration = d, min(c.batch, d), c.sweepDur
+		for _, e := range c.engines {
+			r, err := runEngine(e, s, hasFio)
+			if err != nil {
+				return fmt.Errorf("sweep depth %d, %s: %w", d, e, err)
+			}
+			if r != nil {
+				r.Round = 0
+				sweep = append(sweep, *r)
+			}
+		}
+		fmt.Fprintf(out, "sweep: depth %d done\n", d)
+	}
+	if c.jsonPath != "" {
+		data, _ := json.MarshalIndent(map[string]any{"workload": spec, "table_runs": all, "summary": table, "sweep": sweep,
+			"date": time.Now().UTC().Format(time.RFC3339)}, "", " ")
+		if err := os.WriteFile(c.jsonPath, append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "wrote %s\n", c.jsonPath)
+	}
+	if len(sweep) > 0 && c.plotPath != "" {
+		if err := drawSweep(c.plotPath, sweep, spec); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "wrote %s\n", c.plotPath)
+	}
+	return nil
+}
+
+// runEngine runs one engine on s; nil when it cannot run here (no fio).
+func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error) {
+	var r benchrun.Result
+	var err error
+	switch e {
+	case "megaio-io_uring":
+		s.Backend = megaio.BackendIOUring
+		r, err = benchrun.RunMegaio(s)
+	case "megaio-pool":
+		s.Backend = megaio.BackendPool
+		r, err = benchrun.RunMegaio(s)
+	case "fio-io_uring", "fio-psync":
+		if !hasFio {
+			return nil, nil
+		}
+		r, err = benchrun.RunFio(s, strings.TrimPrefix(e, "fio-"))
+	case "go":
+		r, err = benchrun.RunGo(s)
+	}
+	r.Engine = e
+	return &r, err
+}
+
+// row is one engine's median over the rounds.
+type row struct {
+	Engine                       string
+	IOPS, MBps, P50, P99, CPU    float64
+	IOPSRatio, CPURatio, P99Base float64
+	LoopCPU                      float64
+}
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+func summarize(all []benchrun.Result, hasFio bool) []row {
+	var rows []row
+	var order []string
+	by := map[string][]benchrun.Result{}
+	for _, r := range all {
+		if _, ok := by[r.Engine]; !ok {
+			order = append(order, r.Engine)
+		}
+		by[r.Engine] = append(by[r.Engine], r)
+	}
+	pick := func(rs []benchrun.Result, f func(benchrun.Result) float64) float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, f(r))
+		}
+		return median(v)
+	}
+	for _, e := range order {
+		rs := by[e]
+		rows = append(rows, row{Engine: e,
+			IOPS:    pick(rs, func(r benchrun.Result) float64 { return r.IOPS }),
+			MBps:    pick(rs, func(r benchrun.Result) float64 { return r.MBps }),
+			P50:     pick(rs, func(r benchrun.Result) float64 { return r.P50us }),
+			P99:     pick(rs, func(r benchrun.Result) float64 { return r.P99us }),
+			CPU:     pick(rs, func(r benchrun.Result) float64 { return r.CPUus }),
+			LoopCPU: pick(rs, func(r benchrun.Result) float64 { return r.LoopCPUus })})
+	}
+	base := "fio-io_uring"
+	if !hasFio {
+		base = "megaio-io_uring"
+	}
+	for _, b := range rows {
+		if b.Engine != base {
+			continue
+		}
+		for i := range rows {
+			if b.IOPS > 0 {
+				rows[i].IOPSRatio = rows[i].IOPS / b.IOPS
+			}
+			if b.CPU > 0 {
+				rows[i].CPURatio = rows[i].CPU / b.CPU
+			}
+		}
+	}
+	return rows
+}
+
+func printTable(out io.Writer, rows []row, hasFio bool) {
+	base := "fio-io_uring"
+	if !hasFio {
+		base = "megaio-io_uring"
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "engine\tIOPS\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop CPU µs/req\tIOPS vs %s\tCPU vs %s\t\n", base, base)
+	for _, r := range rows {
+		loop := "-"
+		if strings.HasPrefix(r.Engine, "megaio") {
+			loop = fmt.Sprintf("%.2f", r.LoopCPU)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99, r.CPU,
+			loop, r.IOPSRatio, r.CPURatio)
+	}
+	w.Flush()
+	fmt.Fprintln(out, "(medians over the rounds; CPU is what serving costs: megaio's excludes its host producer thread, fio's is the whole fio process, go's the whole pool)")
+}
+
+func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
+	base := "fio-io_uring"
+	if !hasFio {
+		base = "megaio-io_uring"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| engine | IOPS | MB/s | p50 µs | p99 µs | CPU µs/req | loop CPU µs/req | IOPS vs %s | CPU vs %s |\n", base, base)
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		loop := "-"
+		if strings.HasPrefix(r.Engine, "megaio") {
+			loop = fmt.Sprintf("%.2f", r.LoopCPU)
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %.1f | %.2f | %s | %.2fx | %.2fx |\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99,
+			r.CPU, loop, r.IOPSRatio, r.CPURatio)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// drawSweep plots IOPS against queue depth, one line per engine.
+func drawSweep(path string, sweep []benchrun.Result, s benchrun.Spec) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s, %d-byte blocks, direct=%v: IOPS by queue depth", s.RW, s.Block, s.Direct)
+	p.X.Label.Text = "queue depth"
+	p.Y.Label.Text = "IOPS"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Add(plotter.NewGrid())
+	var order []string
+	pts := map[string]plotter.XYs{}
+	for _, r := range sweep {
+		if _, ok := pts[r.Engine]; !ok {
+			order = append(order, r.Engine)
+		}
+		pts[r.Engine] = append(pts[r.Engine], plotter.XY{X: float64(r.Depth), Y: r.IOPS})
+	}
+	var lines []any
+	for _, e := range order {
+		lines = append(lines, e, pts[e])
+	}
+	if err := plotutil.AddLinePoints(p, lines...); err != nil {
+		return err
+	}
+	p.Legend.Top = true
+	p.Legend.Left = true
+	return p.Save(8*vg.Inch, 5*vg.Inch, path)
+}
