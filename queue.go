@@ -399,7 +399,9 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 // Wait waits for ticket t and returns its result, or ErrStopped (see Poll).
 // It spins, then yields, then sleeps in growing steps up to 50µs (a
 // nanosleep: Go's timers cannot sleep less than about a millisecond), so a
-// long wait leaves the CPU to the loop and the kernel.
+// long wait leaves the CPU to the loop and the kernel. A goroutine locked to
+// its OS thread should poll with Poll and sleep instead: yielding a locked
+// goroutine makes the runtime hand its P to another thread and back.
 func (p *HostProducer) Wait(t Ticket) (Result, error) {
 	sleep := time.Microsecond
 	for i := 0; ; i++ {
