@@ -88,4 +88,3 @@ func BenchmarkNOPThroughput(b *testing.B) {
 	s := benchrun.Spec{RW: "nop", Block: 1, Depth: 256, Batch: 64, Backend: megaio.BackendIOUring, Duration: time.Second}
 	runSpec(b, s)
 }
-
