@@ -7,8 +7,9 @@
 #   ./build.sh test     ... then go vet, gofmt and the tests with -race
 #
 # Needs Go (1.24 or newer) on PATH or in /usr/local/go/bin. Installs
-# liburing-dev and pkg-config with apt-get when they are missing: liburing is
-# linked statically, so the binaries need no liburing at run time.
+# liburing-dev, pkg-config and fio with apt-get when they are missing:
+# liburing is linked statically, so the binaries need no liburing at run
+# time; fio is only for `megaio bench -compare`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,6 +20,7 @@ need=()
 [ -f /usr/include/liburing.h ] || need+=(liburing-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v fio >/dev/null || need+=(fio) # for `megaio bench -compare`
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"

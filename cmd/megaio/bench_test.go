@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/megaio/megaio/internal/benchrun"
+)
+
+// TestBenchCompare runs a tiny `megaio bench -compare` and checks that it
+// prints the table with ratios and writes the JSON and the plot.
+func TestBenchCompare(t *testing.T) {
+	dir := t.TempDir()
+	c := benchConfig{compare: true, dir: defaultDir(), size: 8 << 20, rw: "randread", block: 4096, depth: 4, batch: 1,
+		duration: 300 * time.Millisecond, rounds: 1, sweep: []int{1, 4}, sweepDur: 200 * time.Millisecond,
+		engines: allEngines, jsonPath: filepath.Join(dir, "r.json"), plotPath: filepath.Join(dir, "p.svg"),
+		mdPath: filepath.Join(dir, "t.md")}
+	var out bytes.Buffer
+	if err := bench(c, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	base := "fio-io_uring"
+	if !benchrun.FioAvailable() {
+		base = "megaio-io_uring"
+		t.Log("fio is not installed: its engines were skipped (./build.sh installs it)")
+	}
+	for _, want := range []string{"megaio-io_uring", "megaio-pool", "go", "IOPS vs " + base, "1.00x"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	var doc struct {
+		Sweep []benchrun.Result `json:"sweep"`
+	}
+	raw, err := os.ReadFile(c.jsonPath)
+	if err != nil || json.Unmarshal(raw, &doc) != nil || len(doc.Sweep) < 6 {
+		t.Errorf("JSON: %v, %d sweep runs", err, len(doc.Sweep))
+	}
+	for _, r := range doc.Sweep {
+		if r.IOPS <= 0 {
+			t.Errorf("sweep run %+v has no IOPS", r)
+		}
+	}
+	if st, err := os.Stat(c.plotPath); err != nil || st.Size() < 1000 {
+		t.Errorf("plot: %v", err)
+	}
+}
