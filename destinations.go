@@ -46,6 +46,7 @@ type BufferOptions struct {
 type fileEntry struct {
 	fd    int // the loop's own dup of the caller's descriptor; -1 when free
 	valid bool
+	lane  uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
 }
 
 // destination is one entry of the loop's destination table.
@@ -106,6 +107,9 @@ func (t *tables) checkFile(file uint32) int64 {
 
 // RegisterFile registers f with the loop and returns its handle. The loop
 // keeps its own duplicate of the descriptor, so f may be closed afterwards.
+// On an io_uring loop, a file on a FUSE file system is served by a small
+// pool of pread workers instead (see fuseLane in loop.go for the kernel
+// defect this avoids).
 // For O_DIRECT, open f with O_DIRECT and keep offsets, lengths and
 // destination addresses aligned to the device's logical block size; an
 // unaligned request completes with -EINVAL.
@@ -115,15 +119,24 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 		return 0, fmt.Errorf("megaio: duplicating %s: %w", f.Name(), err)
 	}
 	var h FileHandle
+	lane := uint8(0)
+	var st unix.Statfs_t
+	if l.info.Kind == BackendIOUring && unix.Fstatfs(fd, &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC {
+		lane = fuseLane
+	}
 	err = l.exec(func() error {
 		for i := range l.tab.files {
 			if l.tab.files[i].valid {
 				continue
 			}
-			if err := l.be.setFile(uint32(i), fd); err != nil {
+			be, err := l.laneBackend(lane)
+			if err != nil {
 				return err
 			}
-			l.tab.files[i] = fileEntry{fd: fd, valid: true}
+			if err := be.setFile(uint32(i), fd); err != nil {
+				return err
+			}
+			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane}
 			h = FileHandle(i)
 			return nil
 		}
@@ -136,6 +149,22 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 	return h, nil
 }
 
+// laneBackend returns lane's backend, starting the FUSE lane's pool on
+// first use. Runs on the loop's thread.
+func (l *Loop) laneBackend(lane uint8) (backend, error) {
+	ln := &l.lanes[lane]
+	if ln.be == nil {
+		p, err := openPool(min(l.cfg.PoolWorkers, 4), l.cfg.RingEntries, l.cfg.MaxInflight, l.cfg.MaxFiles)
+		if err != nil {
+			return nil, err
+		}
+		ln.be = p
+		note := " + " + p.describe() + " for FUSE files"
+		l.fuseNote.Store(&note)
+	}
+	return ln.be, nil
+}
+
 // UnregisterFile removes a file. Requests claimed afterwards fail with
 // -EBADF; requests already in flight finish (the kernel holds its own
 // reference to the file).
@@ -146,7 +175,7 @@ func (l *Loop) UnregisterFile(h FileHandle) error {
 		}
 		e := &l.tab.files[h]
 		e.valid = false
-		err := l.be.setFile(uint32(h), -1)
+		err := l.lanes[e.lane].be.setFile(uint32(h), -1)
 		unix.Close(e.fd)
 		e.fd = -1
 		return err

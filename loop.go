@@ -133,19 +133,18 @@ type Loop struct {
 	fatal     atomic.Pointer[error]
 	cancelled atomic.Uint64 // requests completed with -ECANCELED at a deadline
 	pub       published
-	info      BackendInfo
-	cpuClock  int32 // the loop thread's CPU-time clock
+	info      BackendInfo            // set before NewLoop returns; read-only after
+	fuseNote  atomic.Pointer[string] // set when the FUSE lane starts
+	cpuClock  int32                  // the loop thread's CPU-time clock
 
 	// Loop thread only.
-	be         backend
+	be         backend // lanes[0].be
+	lanes      [2]lane // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab        tables
 	recs       []record
 	free       []uint32 // free record indices
 	pending    fifo     // records waiting for a slot in the SQE batch
-	sqes       []sqe    // batch for the next flush (front: not yet taken)
-	cqes       []cqe    // completions reaped by the last flush
-	nreaped    int
-	inflight   int // records in the backend
+	inflight   int      // records in the backends, both lanes
 	fence      fences
 	st         counters
 	bo         backoff
@@ -156,6 +155,23 @@ type Loop struct {
 	cancelSent bool
 	failed     bool // the backend failed; claims complete with -EIO
 }
+
+// lane is one backend with its batch: what the loop submits to it and
+// what it reaped.
+type lane struct {
+	be       backend
+	sqes     []sqe // batch for the next flush (front: not yet taken)
+	cqes     []cqe // completions reaped by the last flush
+	nreaped  int
+	inflight int
+}
+
+// fuseLane serves FUSE files when the loop runs io_uring. On the kernels we
+// tested (6.18), io_uring's own retry of a short read on a FUSE direct-IO
+// file re-reads the same offset: a READ across EOF returns its full length
+// with the bytes before EOF repeated (TestFUSEFaults shows it). pread
+// workers return the short count, so FUSE files go to a pool instead.
+const fuseLane = 1
 
 // record is one claimed request while the loop holds it.
 type record struct {
@@ -169,6 +185,7 @@ type record struct {
 	file      uint32
 	buf       uint16
 	op        Op
+	lane      uint8
 }
 
 type command struct {
@@ -231,8 +248,10 @@ func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*
 		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
 	}
 	l.pending = newFIFO(cfg.MaxInflight)
-	l.sqes = make([]sqe, 0, cfg.MaxInflight)
-	l.cqes = make([]cqe, cfg.MaxInflight+1)
+	for i := range l.lanes {
+		l.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
+		l.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
+	}
 	l.fence = newFences(cfg.MaxInflight)
 	l.bo.cfg = cfg.Backoff
 	l.epoch = time.Now()
@@ -257,7 +276,7 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 		return
 	}
 	info.Description = be.describe()
-	l.be, l.info = be, info
+	l.be, l.lanes[0].be, l.info = be, be, info
 	ready <- nil
 	for c := range l.cmds {
 		switch c.kind {
@@ -269,7 +288,11 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 			l.serve()
 			close(l.runDone)
 		case cmdClose:
-			l.be.close()
+			for _, ln := range l.lanes {
+				if ln.be != nil {
+					ln.be.close()
+				}
+			}
 			l.tab.release()
 			c.done <- nil
 			return
@@ -288,7 +311,7 @@ func (l *Loop) serve() {
 		if l.stopReq.Load() && l.stopStep() {
 			return
 		}
-		busy := drained > 0 || claimed > 0 || len(l.sqes) > 0
+		busy := drained > 0 || claimed > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0
 		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
 		if l.cycles++; l.cycles&255 == 0 {
 			l.publish()
@@ -308,45 +331,51 @@ func (l *Loop) beginRun() {
 // drain completes the records whose completions the last flush reaped,
 // continuing short transfers. It returns how many completions it handled.
 func (l *Loop) drain() int {
-	n := l.nreaped
+	n := l.lanes[0].nreaped + l.lanes[1].nreaped
 	if n == 0 {
 		return 0
 	}
-	l.nreaped = 0
 	now := l.now()
-	for _, c := range l.cqes[:n] {
-		if c.userData == cancelUserData {
-			continue
-		}
-		l.inflight--
-		i := uint32(c.userData)
-		r := &l.recs[i]
-		res := int64(c.res)
-		if r.op == OpFsync {
-			l.finish(i, res, now)
-			continue
-		}
-		if res > 0 {
-			r.done += uint64(res)
-			r.remaining -= uint64(res)
-			l.st.bytes += uint64(res)
-			if r.remaining > 0 && !l.cancelling {
-				// Short transfer: go on from where it stopped. A
-				// READ that reaches EOF gets 0 next and ends.
-				r.fileOff += uint64(res)
-				r.addr += uint64(res)
-				l.st.shortIO++
-				l.pending.push(i)
-				continue
+	for k := range l.lanes {
+		ln := &l.lanes[k]
+		for _, c := range ln.cqes[:ln.nreaped] {
+			if c.userData != cancelUserData {
+				ln.inflight--
+				l.inflight--
+				l.reaped(uint32(c.userData), int64(c.res), now)
 			}
 		}
-		result := int64(r.done)
-		if res < 0 && r.done == 0 {
-			result = res // an error before any byte moved; after some, the count
-		}
-		l.finish(i, result, now)
+		ln.nreaped = 0
 	}
 	return n
+}
+
+// reaped handles one completion of record i.
+func (l *Loop) reaped(i uint32, res int64, now int64) {
+	r := &l.recs[i]
+	if r.op == OpFsync {
+		l.finish(i, res, now)
+		return
+	}
+	if res > 0 {
+		r.done += uint64(res)
+		r.remaining -= uint64(res)
+		l.st.bytes += uint64(res)
+		if r.remaining > 0 && !l.cancelling {
+			// Short transfer: go on from where it stopped. A READ
+			// that reaches EOF gets 0 next and ends.
+			r.fileOff += uint64(res)
+			r.addr += uint64(res)
+			l.st.shortIO++
+			l.pending.push(i)
+			return
+		}
+	}
+	result := int64(r.done)
+	if res < 0 && r.done == 0 {
+		result = res // an error before any byte moved; after some, the count
+	}
+	l.finish(i, result, now)
 }
 
 // claim takes newly published requests in ticket order (L1). A request that
@@ -410,6 +439,7 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 		i := l.take(t, req.op, now)
 		r := &l.recs[i]
 		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
+		r.lane = l.tab.files[req.file].lane
 		l.fence.add(r)
 		l.pending.push(i)
 		return
@@ -418,7 +448,7 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 			break
 		}
 		i := l.take(t, req.op, now)
-		l.recs[i].file = req.file
+		l.recs[i].file, l.recs[i].lane = req.file, l.tab.files[req.file].lane
 		l.fence.add(&l.recs[i])
 		l.pending.push(i)
 		return
@@ -435,7 +465,7 @@ func (l *Loop) dispatch() {
 		l.abandonUnsubmitted()
 		return
 	}
-	for l.pending.len() > 0 && len(l.sqes) < cap(l.sqes) {
+	for l.pending.len() > 0 {
 		i := l.pending.pop()
 		r := &l.recs[i]
 		s := sqe{userData: uint64(i), off: r.fileOff, addr: r.addr, len: uint32(r.remaining), bufIndex: r.buf,
@@ -448,7 +478,8 @@ func (l *Loop) dispatch() {
 		default:
 			s.op = sqeFsync
 		}
-		l.sqes = append(l.sqes, s)
+		ln := &l.lanes[r.lane]
+		ln.sqes = append(ln.sqes, s) // room: a record is in at most one batch
 	}
 }
 
@@ -477,26 +508,42 @@ func (l *Loop) wait(busy bool) time.Duration {
 
 // flush hands the batch to the backend and reaps completions (one cgo
 // crossing for io_uring). SQEs that did not fit stay at the batch's front.
+// The FUSE lane, when there is one, is served first and never waited on:
+// the main lane's wait is bounded, and skipped when the FUSE lane reaped.
 func (l *Loop) flush(wait time.Duration) {
-	if l.failed || (len(l.sqes) == 0 && l.inflight == 0 && !l.cancelling) {
+	if l.failed {
 		return
 	}
-	taken, reaped, err := l.be.enter(l.sqes, l.cqes, wait)
+	if aux := &l.lanes[fuseLane]; aux.be != nil && (len(aux.sqes) > 0 || aux.inflight > 0) {
+		if l.enterLane(aux, -1) && wait > 0 {
+			wait = 0
+		}
+	}
+	if main := &l.lanes[0]; len(main.sqes) > 0 || main.inflight > 0 || l.cancelling || wait > 0 {
+		l.enterLane(main, wait)
+	}
+	l.st.maxInflight = max(l.st.maxInflight, uint64(l.inflight))
+}
+
+// enterLane runs one backend's enter and reports whether it reaped any.
+func (l *Loop) enterLane(ln *lane, wait time.Duration) bool {
+	taken, reaped, err := ln.be.enter(ln.sqes, ln.cqes, wait)
+	ln.inflight += taken
 	l.inflight += taken
-	if taken < len(l.sqes) {
+	if taken < len(ln.sqes) {
 		l.st.sqFullStalls++
 	}
-	l.sqes = l.sqes[:copy(l.sqes, l.sqes[taken:])]
-	l.nreaped = reaped
-	l.st.maxInflight = max(l.st.maxInflight, uint64(l.inflight))
+	ln.sqes = ln.sqes[:copy(ln.sqes, ln.sqes[taken:])]
+	ln.nreaped = reaped
 	if err != nil {
 		if isRetryable(err) {
 			l.st.retries++
-			return
+			return reaped > 0
 		}
 		l.drain()
 		l.fail(err)
 	}
+	return reaped > 0
 }
 
 // stopStep runs each cycle once Stop began. It returns true when the run is
@@ -506,8 +553,11 @@ func (l *Loop) stopStep() bool {
 	if l.cancelReq.Load() && !l.cancelSent {
 		l.cancelling = true
 		l.abandonUnsubmitted()
-		if l.inflight == 0 || l.be.cancelAll() == nil {
-			l.cancelSent = true // the next flush submits the cancel
+		l.cancelSent = true
+		for _, ln := range l.lanes {
+			if ln.be != nil && ln.inflight > 0 && ln.be.cancelAll() != nil {
+				l.cancelSent = false // the SQ is full: again next cycle
+			}
 		}
 	}
 	if len(l.free) < len(l.recs) {
@@ -527,10 +577,12 @@ func (l *Loop) stopStep() bool {
 // bytes moved so far, or -ECANCELED.
 func (l *Loop) abandonUnsubmitted() {
 	now := l.now()
-	for _, s := range l.sqes {
-		l.abandon(uint32(s.userData), now)
+	for k := range l.lanes {
+		for _, s := range l.lanes[k].sqes {
+			l.abandon(uint32(s.userData), now)
+		}
+		l.lanes[k].sqes = l.lanes[k].sqes[:0]
 	}
-	l.sqes = l.sqes[:0]
 	for l.pending.len() > 0 {
 		l.abandon(l.pending.pop(), now)
 	}
@@ -553,7 +605,10 @@ func (l *Loop) fail(err error) {
 	l.fatal.Store(&err)
 	l.failed = true
 	now := l.now()
-	l.sqes, l.inflight = l.sqes[:0], 0
+	l.inflight = 0
+	for k := range l.lanes {
+		l.lanes[k].sqes, l.lanes[k].inflight, l.lanes[k].nreaped = l.lanes[k].sqes[:0], 0, 0
+	}
 	for l.pending.len() > 0 {
 		l.pending.pop()
 	}
@@ -711,7 +766,8 @@ func (l *Loop) Err() error {
 // Stats returns the loop's latest published counters.
 func (l *Loop) Stats() Stats {
 	s := l.pub.snapshot()
-	s.Backend, s.BackendReason = l.info.Description, l.info.Reason
+	info := l.Backend()
+	s.Backend, s.BackendReason = info.Description, info.Reason
 	return s
 }
 
@@ -731,7 +787,13 @@ func (l *Loop) CPUTime() time.Duration {
 func threadCPUClock(tid int) int32 { return int32(^uint32(tid)<<3 | 6) }
 
 // Backend says which backend serves the loop, and why.
-func (l *Loop) Backend() BackendInfo { return l.info }
+func (l *Loop) Backend() BackendInfo {
+	info := l.info
+	if note := l.fuseNote.Load(); note != nil {
+		info.Description += *note
+	}
+	return info
+}
 
 // Close stops the loop (waiting for requests in flight, without deadline),
 // tears the ring down, closes the loop's descriptors and unmaps its buffers,

@@ -18,9 +18,16 @@ import (
 const childEnv = "MEGAIO_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "deny-io-uring" {
+	switch os.Getenv(childEnv) {
+	case "deny-io-uring":
 		if err := seccomp.DenyIOUring(); err != nil {
 			fmt.Fprintln(os.Stderr, "child: installing the seccomp filter:", err)
+			os.Exit(3)
+		}
+	case "memlock":
+		lim := unix.Rlimit{Cur: 64 << 10, Max: 64 << 10}
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, "child: lowering RLIMIT_MEMLOCK:", err)
 			os.Exit(3)
 		}
 	}
