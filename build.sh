@@ -4,7 +4,8 @@
 #
 #   ./build.sh          install what is missing, build bin/megaio
 #   ./build.sh demo     ... then run the demo (every byte verified)
-#   ./build.sh test     ... then go vet, gofmt and the tests with -race
+#   ./build.sh test     ... then go vet, gofmt, the tests with -race (fault
+#                       tests and a short soak included) and bounded fuzzing
 #
 # Needs Go (1.24 or newer) on PATH or in /usr/local/go/bin. Installs
 # liburing-dev, pkg-config and fio with apt-get when they are missing:
@@ -47,6 +48,11 @@ test)
 	fi
 	go vet ./...
 	go test -race -count=1 ./...
+	# Bounded fuzzing (FUZZTIME=10m ./build.sh test for a longer run); the
+	# corpus lives in testdata/fuzz.
+	for target in FuzzCheckRange FuzzLiveQueue; do
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" .
+	done
 	;;
 *)
 	echo "usage: $0 [build|demo|test]" >&2

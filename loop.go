@@ -749,8 +749,8 @@ func (l *Loop) stop(ctx context.Context) error {
 	}
 	l.running = false
 	if ctxErr != nil {
-		ctxErr = fmt.Errorf("megaio: Stop's deadline passed with requests in flight; they were cancelled (%d requests cancelled so far): %w",
-			l.cancelled.Load(), ctxErr)
+		ctxErr = fmt.Errorf("megaio: Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
+			"the rest were asked to cancel and waited for: %w", l.cancelled.Load(), ctxErr)
 	}
 	return errors.Join(ctxErr, l.Err())
 }
