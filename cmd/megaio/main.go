@@ -2,6 +2,7 @@
 // and read a file through the queue and the loop, verifying every byte.
 //
 //	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct] [-backend B] [-deny-io-uring]
+//	megaio soak [-duration D] [-cycle D] [-producers P] [-backend B] [-seed S]
 //	megaio bench -compare [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
 package main
 
@@ -22,6 +23,8 @@ func main() {
 		err = runDemo(os.Args[2:])
 	case "bench":
 		err = runBench(os.Args[2:])
+	case "soak":
+		err = runSoak(os.Args[2:])
 	default:
 		usage()
 		os.Exit(2)
@@ -38,8 +41,9 @@ func usage() {
 commands:
   demo   serve random READs from host producers through the loop and verify every byte
   bench  -compare: megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
+  soak   many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
 
-Run 'megaio demo -h' or 'megaio bench -h' for the flags.`)
+Run 'megaio <command> -h' for the flags.`)
 }
 
 func newFlagSet(name string) *flag.FlagSet {
