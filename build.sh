@@ -34,6 +34,22 @@ export CGO_ENABLED=1
 go mod download
 go build -o bin/megaio ./cmd/megaio
 
+# Where CUDA is installed: check our own driver declarations against the
+# real cuda.h, and compile the GPU kernels (never needed for the Go package).
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+if [ -f "$cuda_home/include/cuda.h" ]; then
+	gcc -std=c11 -Wall -Werror -fsyntax-only -I"$cuda_home/include" -Icsrc csrc/cuda_check.c
+	echo "build.sh: csrc/cuda_shim.h matches $cuda_home/include/cuda.h"
+fi
+nvcc="$(command -v nvcc || true)"
+[ -z "$nvcc" ] && [ -x "$cuda_home/bin/nvcc" ] && nvcc="$cuda_home/bin/nvcc"
+if [ -n "$nvcc" ]; then
+	mkdir -p build/gpu
+	"$nvcc" -std=c++17 -O3 -Iinclude -fatbin ${NVCC_ARCH:-"-gencode arch=compute_70,code=sm_70 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]"} \
+		-o build/gpu/megakernel.fatbin csrc/gpu/megakernel.cu
+	echo "build.sh: built build/gpu/megakernel.fatbin"
+fi
+
 case "${1:-build}" in
 build) ;;
 demo)

@@ -25,7 +25,12 @@ type Buffer struct {
 	mem       []byte
 	index     uint16
 	hugepages bool
+	devPtr    uint64 // device address, once the loop is mapped for a GPU
 }
+
+// DevicePointer is the buffer's address on the GPU the loop is mapped for
+// (Loop.MapForGPU), or 0.
+func (b *Buffer) DevicePointer() uint64 { return b.devPtr }
 
 // Bytes is the buffer's memory. Bytes inside a destination that a request in
 // flight reads into may change until its completion is published.
@@ -207,6 +212,14 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 			}
 			if err := l.be.setBuffer(uint16(i), mem); err != nil {
 				return err
+			}
+			if l.gpu != nil {
+				d, err := l.gpu.RegisterHost(mem)
+				if err != nil {
+					l.be.setBuffer(uint16(i), nil)
+					return err
+				}
+				b.devPtr = d
 			}
 			b.index = uint16(i)
 			l.tab.bufs[i] = b

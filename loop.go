@@ -141,6 +141,7 @@ type Loop struct {
 	be         backend // lanes[0].be
 	lanes      [2]lane // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab        tables
+	gpu        *GPU // set by MapForGPU
 	recs       []record
 	free       []uint32 // free record indices
 	pending    fifo     // records waiting for a slot in the SQE batch
@@ -288,13 +289,16 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 			l.serve()
 			close(l.runDone)
 		case cmdClose:
+			// The order keeps every pin valid: the loop has stopped;
+			// CUDA lets go, then io_uring, then the memory is unmapped.
+			gpuErr := l.unmapGPU()
 			for _, ln := range l.lanes {
 				if ln.be != nil {
 					ln.be.close()
 				}
 			}
 			l.tab.release()
-			c.done <- nil
+			c.done <- gpuErr
 			return
 		}
 	}
@@ -812,7 +816,7 @@ func (l *Loop) Close() error {
 	done := make(chan error, 1)
 	l.cmds <- command{kind: cmdClose, done: done}
 	l.wk.wake()
-	<-done
+	err = errors.Join(err, <-done)
 	l.q.detach()
 	return err
 }

@@ -615,7 +615,37 @@ func testRegistration(t *testing.T, be BackendKind) {
 // told apart.
 func forBackends(t *testing.T, f func(t *testing.T, be BackendKind)) {
 	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
-		t.Run(be.String(), func(t *testing.T) { f(t, be) })
+		t.Run(be.String(), func(t *testing.T) {
+			if be == BackendIOUring {
+				requireIOUring(t)
+			}
+			f(t, be)
+		})
+	}
+}
+
+var iouringProbe struct {
+	once sync.Once
+	err  error
+}
+
+// requireIOUring skips, saying why, where io_uring is refused (a container's
+// default seccomp profile, kernel.io_uring_disabled); any other set-up error
+// fails the test.
+func requireIOUring(t *testing.T) {
+	t.Helper()
+	iouringProbe.once.Do(func() {
+		be, err := openURing(8, 16, 1, 1)
+		if err == nil {
+			be.close()
+		}
+		iouringProbe.err = err
+	})
+	switch err := iouringProbe.err; {
+	case errors.Is(err, ErrIOUringUnavailable):
+		t.Skipf("skipping: io_uring is refused here (%v); run with deploy/seccomp-io_uring.json to test it", err)
+	case err != nil:
+		t.Fatalf("io_uring set-up: %v", err)
 	}
 }
 

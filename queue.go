@@ -321,20 +321,41 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 	if q.host != nil {
 		return q.host, nil
 	}
-	c := uint64(len(q.slots))
-	mem, err := mapAnonymous(int(unsafe.Sizeof(producerSideHeader{}))+int(c)*8, false)
+	mem, err := mapAnonymous(producerSideSize(len(q.slots)), false)
 	if err != nil {
 		return nil, fmt.Errorf("megaio: mapping the host producer side: %w", err)
 	}
-	p := &HostProducer{q: q, mem: mem, side: (*producerSideHeader)(unsafe.Pointer(&mem[0]))}
-	p.turns = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[unsafe.Sizeof(producerSideHeader{})])), c)
-	first := q.hdr.firstTicket
-	p.side.nextTicket, p.side.capacity = first, uint32(c)
-	for s := range p.turns {
-		p.turns[s] = firstTicketOfSlot(first, c, uint64(s))
-	}
+	p := &HostProducer{q: q, mem: mem}
+	p.side, p.turns = q.initProducerSide(mem)
 	q.host = p
 	return p, nil
+}
+
+// DeviceProducerSide returns the initial bytes of a producer side for this
+// queue (megaio_producer_side and its turn words): copy them into device
+// memory for GPU producers (include/megaio_device.cuh). A queue has one
+// producer side; do not also use its HostProducer.
+func (q *Queue) DeviceProducerSide() []byte {
+	b := make([]byte, producerSideSize(len(q.slots)))
+	q.initProducerSide(b)
+	return b
+}
+
+func producerSideSize(capacity int) int { return int(unsafe.Sizeof(producerSideHeader{})) + capacity*8 }
+
+// initProducerSide writes a fresh producer side into b
+// (megaio_producer_side_init).
+func (q *Queue) initProducerSide(b []byte) (*producerSideHeader, []uint64) {
+	c := uint64(len(q.slots))
+	hdr := int(unsafe.Sizeof(producerSideHeader{}))
+	side := (*producerSideHeader)(unsafe.Pointer(&b[0]))
+	first := q.hdr.firstTicket
+	side.nextTicket, side.capacity = first, uint32(c)
+	turns := unsafe.Slice((*uint64)(unsafe.Pointer(&b[hdr])), c)
+	for s := range turns {
+		turns[s] = firstTicketOfSlot(first, c, uint64(s))
+	}
+	return side, turns
 }
 
 // Memory is the producer side's memory (megaio_producer_side and its turn

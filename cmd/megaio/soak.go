@@ -221,7 +221,7 @@ func soak(c soakConfig, out io.Writer) (*soakReport, error) {
 				return
 			case <-t.C:
 				sh.mu.Lock()
-				fmt.Fprintf(out, "soak: %v: %d completed, %d lost so far, %d cycles\n", time.Since(start).Round(time.Second),
+				fmt.Fprintf(out, "soak: %v: %d completed, %d in flight, %d cycles\n", time.Since(start).Round(time.Second),
 					sh.rep.Completed, sh.rep.Published-sh.rep.Completed, cycles.Load())
 				sh.mu.Unlock()
 			}

@@ -1,0 +1,30 @@
+# megaio in a CUDA container: Ubuntu 24.04 (its liburing-dev, 2.5, is newer
+# than Debian 12's), Go, the module built and its tests run.
+#
+#   docker build -t megaio .
+#   docker run --rm --gpus all --security-opt seccomp=deploy/seccomp-io_uring.json megaio
+#
+# The run's default command is the test suite, GPU tests included (they
+# skip, saying why, without --gpus). Without the seccomp option Docker's
+# default profile refuses io_uring: the pool backend's tests still run and
+# the io_uring ones skip with the reason. `docker build` itself runs under
+# the default profile, so the build step tests what it can.
+FROM nvidia/cuda:12.6.3-devel-ubuntu24.04
+
+ARG GO_VERSION=1.24.6
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates curl gcc libc6-dev liburing-dev pkg-config fio git \
+    && rm -rf /var/lib/apt/lists/*
+RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1
+
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# Builds bin/megaio, checks csrc/cuda_shim.h against this image's cuda.h,
+# compiles the GPU kernels with nvcc, and runs the tests that need neither a
+# GPU nor io_uring.
+RUN ./build.sh && go vet ./... && go test -count=1 ./...
+
+CMD ["./build.sh", "test"]

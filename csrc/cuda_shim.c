@@ -1,0 +1,83 @@
+/* cuda_shim.c - see cuda_shim.h. Compiled through cuda_cgo.go's preamble. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_shim.h"
+
+/* The CUDA version whose entry-point ABIs these declarations describe:
+ * cuGetProcAddress returns the variant of each function that matches it
+ * (e.g. cuMemHostRegister_v2, cuMemAlloc_v2). */
+#define MEGAIO_CUDA_ABI 12000
+
+struct entry {
+	const char *name;      /* base name, for cuGetProcAddress */
+	const char *versioned; /* exported symbol, for dlsym */
+	size_t offset;
+};
+
+#define E(base, versioned) {#base, versioned, offsetof(struct megaio_cuda, base)}
+static const struct entry entries[] = {
+	E(cuInit, "cuInit"),
+	E(cuDriverGetVersion, "cuDriverGetVersion"),
+	E(cuDeviceGetCount, "cuDeviceGetCount"),
+	E(cuDeviceGet, "cuDeviceGet"),
+	E(cuDeviceGetName, "cuDeviceGetName"),
+	E(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
+	E(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"),
+	E(cuCtxSetCurrent, "cuCtxSetCurrent"),
+	E(cuCtxSynchronize, "cuCtxSynchronize"),
+	E(cuMemHostRegister, "cuMemHostRegister_v2"),
+	E(cuMemHostUnregister, "cuMemHostUnregister"),
+	E(cuMemHostGetDevicePointer, "cuMemHostGetDevicePointer_v2"),
+	E(cuMemAlloc, "cuMemAlloc_v2"),
+	E(cuMemFree, "cuMemFree_v2"),
+	E(cuMemcpyHtoD, "cuMemcpyHtoD_v2"),
+	E(cuMemcpyDtoH, "cuMemcpyDtoH_v2"),
+	E(cuMemsetD8, "cuMemsetD8_v2"),
+	E(cuModuleLoadData, "cuModuleLoadData"),
+	E(cuModuleUnload, "cuModuleUnload"),
+	E(cuModuleGetFunction, "cuModuleGetFunction"),
+	E(cuLaunchKernel, "cuLaunchKernel"),
+	E(cuGetErrorName, "cuGetErrorName"),
+	E(cuGetErrorString, "cuGetErrorString"),
+};
+
+int megaio_cuda_load(struct megaio_cuda *c, const char *libname, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof(*c));
+	c->lib = dlopen(libname, RTLD_NOW | RTLD_LOCAL);
+	if (!c->lib) {
+		const char *e = dlerror();
+		snprintf(err, errlen, "%s", e ? e : "dlopen failed");
+		return -1;
+	}
+	megaio_cuGetProcAddress_t gpa = (megaio_cuGetProcAddress_t)dlsym(c->lib, "cuGetProcAddress");
+	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+		void *fn = NULL;
+		if (gpa)
+			gpa(entries[i].name, &fn, MEGAIO_CUDA_ABI, 0);
+		if (!fn)
+			fn = dlsym(c->lib, entries[i].versioned);
+		if (!fn) {
+			snprintf(err, errlen, "%s", entries[i].versioned);
+			dlclose(c->lib);
+			c->lib = NULL;
+			return -2;
+		}
+		memcpy((char *)c + entries[i].offset, &fn, sizeof(fn));
+	}
+	return 0;
+}
+
+megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, unsigned grid, unsigned block,
+				   unsigned shmem, const uint64_t *args, int nargs)
+{
+	uint64_t vals[8];
+	void *params[8];
+	for (int i = 0; i < nargs && i < 8; i++) {
+		vals[i] = args[i];
+		params[i] = &vals[i];
+	}
+	return c->cuLaunchKernel(f, grid, 1, 1, block, 1, 1, shmem, NULL, params, NULL);
+}

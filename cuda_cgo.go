@@ -1,0 +1,384 @@
+package megaio
+
+/*
+#cgo CFLAGS: -O2 -Wall -I${SRCDIR}/csrc
+#cgo LDFLAGS: -ldl
+#include <stdlib.h>
+#include "cuda_shim.c"
+
+static megaio_CUresult call_init(struct megaio_cuda *c) { return c->cuInit(0); }
+static megaio_CUresult call_version(struct megaio_cuda *c, int *v) { return c->cuDriverGetVersion(v); }
+static megaio_CUresult call_count(struct megaio_cuda *c, int *n) { return c->cuDeviceGetCount(n); }
+static megaio_CUresult call_device(struct megaio_cuda *c, megaio_CUdevice *d, int i) { return c->cuDeviceGet(d, i); }
+static megaio_CUresult call_name(struct megaio_cuda *c, char *s, int n, megaio_CUdevice d) { return c->cuDeviceGetName(s, n, d); }
+static megaio_CUresult call_retain(struct megaio_cuda *c, megaio_CUcontext *ctx, megaio_CUdevice d) { return c->cuDevicePrimaryCtxRetain(ctx, d); }
+static megaio_CUresult call_release(struct megaio_cuda *c, megaio_CUdevice d) { return c->cuDevicePrimaryCtxRelease(d); }
+static megaio_CUresult call_setcur(struct megaio_cuda *c, megaio_CUcontext ctx) { return c->cuCtxSetCurrent(ctx); }
+static megaio_CUresult call_sync(struct megaio_cuda *c) { return c->cuCtxSynchronize(); }
+static megaio_CUresult call_hostreg(struct megaio_cuda *c, void *p, size_t n, unsigned f) { return c->cuMemHostRegister(p, n, f); }
+static megaio_CUresult call_hostunreg(struct megaio_cuda *c, void *p) { return c->cuMemHostUnregister(p); }
+static megaio_CUresult call_devptr(struct megaio_cuda *c, megaio_CUdeviceptr *d, void *p) { return c->cuMemHostGetDevicePointer(d, p, 0); }
+static megaio_CUresult call_alloc(struct megaio_cuda *c, megaio_CUdeviceptr *d, size_t n) { return c->cuMemAlloc(d, n); }
+static megaio_CUresult call_free(struct megaio_cuda *c, megaio_CUdeviceptr d) { return c->cuMemFree(d); }
+static megaio_CUresult call_htod(struct megaio_cuda *c, megaio_CUdeviceptr d, const void *s, size_t n) { return c->cuMemcpyHtoD(d, s, n); }
+static megaio_CUresult call_dtoh(struct megaio_cuda *c, void *d, megaio_CUdeviceptr s, size_t n) { return c->cuMemcpyDtoH(d, s, n); }
+static megaio_CUresult call_modload(struct megaio_cuda *c, megaio_CUmodule *m, const void *img) { return c->cuModuleLoadData(m, img); }
+static megaio_CUresult call_modunload(struct megaio_cuda *c, megaio_CUmodule m) { return c->cuModuleUnload(m); }
+static megaio_CUresult call_getfn(struct megaio_cuda *c, megaio_CUfunction *f, megaio_CUmodule m, const char *n) { return c->cuModuleGetFunction(f, m, n); }
+static const char *err_name(struct megaio_cuda *c, megaio_CUresult r) { const char *s = 0; if (c->cuGetErrorName) c->cuGetErrorName(r, &s); return s; }
+static const char *err_string(struct megaio_cuda *c, megaio_CUresult r) { const char *s = 0; if (c->cuGetErrorString) c->cuGetErrorString(r, &s); return s; }
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// CUDA errors. A CUresult matches these with errors.Is.
+var (
+	// ErrNoDriver: libcuda.so.1 could not be loaded (no NVIDIA driver, or
+	// a container started without --gpus).
+	ErrNoDriver = errors.New("megaio: the CUDA driver (libcuda.so.1) cannot be loaded; install the NVIDIA driver, " +
+		"or start the container with --gpus all")
+	// ErrNoDevice: the driver loaded but sees no GPU (CUDA_ERROR_NO_DEVICE),
+	// or the ordinal is out of range.
+	ErrNoDevice = errors.New("megaio: no CUDA device; check nvidia-smi and CUDA_VISIBLE_DEVICES")
+	// ErrAlreadyRegistered: host memory is already registered with CUDA
+	// (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED).
+	ErrAlreadyRegistered = errors.New("megaio: host memory is already registered with CUDA")
+	// ErrNotRegisteredCUDA: host memory is not registered with CUDA
+	// (CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED).
+	ErrNotRegisteredCUDA = errors.New("megaio: host memory is not registered with CUDA")
+)
+
+// CUresult is a CUDA driver API result code.
+type CUresult int
+
+// Known result codes, for messages when the driver cannot name them.
+var cuNames = map[CUresult]string{
+	1: "CUDA_ERROR_INVALID_VALUE", 2: "CUDA_ERROR_OUT_OF_MEMORY", 3: "CUDA_ERROR_NOT_INITIALIZED",
+	100: "CUDA_ERROR_NO_DEVICE", 101: "CUDA_ERROR_INVALID_DEVICE", 200: "CUDA_ERROR_INVALID_IMAGE",
+	209: "CUDA_ERROR_NO_BINARY_FOR_GPU", 500: "CUDA_ERROR_NOT_FOUND", 712: "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED",
+	713: "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", 719: "CUDA_ERROR_LAUNCH_FAILED", 801: "CUDA_ERROR_NOT_SUPPORTED",
+}
+
+func (r CUresult) Error() string {
+	name, msg := cuNames[r], ""
+	if driver.loaded {
+		if s := C.err_name(&driver.c, C.megaio_CUresult(r)); s != nil {
+			name = C.GoString(s)
+		}
+		if s := C.err_string(&driver.c, C.megaio_CUresult(r)); s != nil {
+			msg = C.GoString(s)
+		}
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	if msg != "" {
+		return fmt.Sprintf("CUDA error %d (%s): %s", int(r), name, msg)
+	}
+	return fmt.Sprintf("CUDA error %d (%s)", int(r), name)
+}
+
+// Is matches the sentinels above.
+func (r CUresult) Is(target error) bool {
+	switch target {
+	case ErrNoDevice:
+		return r == 100 || r == 101
+	case ErrAlreadyRegistered:
+		return r == 712
+	case ErrNotRegisteredCUDA:
+		return r == 713
+	}
+	return false
+}
+
+func cuErr(what string, r C.megaio_CUresult) error {
+	if r == 0 {
+		return nil
+	}
+	return fmt.Errorf("megaio: %s: %w", what, CUresult(r))
+}
+
+// driver is the CUDA driver library, loaded once: the package's only
+// global mutable state.
+var driver struct {
+	once    sync.Once
+	c       C.struct_megaio_cuda
+	loaded  bool
+	version int
+	err     error
+}
+
+// loadDriver opens libname and resolves the entry points megaio uses.
+func loadDriver(libname string) (C.struct_megaio_cuda, error) {
+	var c C.struct_megaio_cuda
+	name := C.CString(libname)
+	defer C.free(unsafe.Pointer(name))
+	var msg [256]C.char
+	switch C.megaio_cuda_load(&c, name, &msg[0], C.size_t(len(msg))) {
+	case -1:
+		return c, fmt.Errorf("%w (%s)", ErrNoDriver, C.GoString(&msg[0]))
+	case -2:
+		return c, fmt.Errorf("%w: it lacks %s; update the NVIDIA driver", ErrNoDriver, C.GoString(&msg[0]))
+	}
+	return c, nil
+}
+
+func initDriver() error {
+	driver.once.Do(func() {
+		c, err := loadDriver("libcuda.so.1")
+		if err != nil {
+			driver.err = err
+			return
+		}
+		driver.c, driver.loaded = c, true
+		if err := cuErr("cuInit", C.call_init(&driver.c)); err != nil {
+			driver.err = err
+			return
+		}
+		var v C.int
+		C.call_version(&driver.c, &v)
+		driver.version = int(v)
+	})
+	return driver.err
+}
+
+// GPU is one CUDA device, used through its primary context.
+type GPU struct {
+	dev     C.megaio_CUdevice
+	ctx     C.megaio_CUcontext
+	ordinal int
+	name    string
+
+	mu     sync.Mutex
+	mapped map[uintptr]int // registered host regions (base -> length)
+	closed bool
+}
+
+// OpenGPU retains device ordinal's primary context. It fails with
+// ErrNoDriver or ErrNoDevice (errors.Is) where there is no GPU.
+func OpenGPU(ordinal int) (*GPU, error) {
+	if err := initDriver(); err != nil {
+		return nil, err
+	}
+	var n C.int
+	if err := cuErr("cuDeviceGetCount", C.call_count(&driver.c, &n)); err != nil {
+		return nil, err
+	}
+	if ordinal < 0 || ordinal >= int(n) {
+		return nil, fmt.Errorf("%w: device %d of %d", ErrNoDevice, ordinal, int(n))
+	}
+	g := &GPU{ordinal: ordinal, mapped: map[uintptr]int{}}
+	if err := cuErr("cuDeviceGet", C.call_device(&driver.c, &g.dev, C.int(ordinal))); err != nil {
+		return nil, err
+	}
+	var name [256]C.char
+	C.call_name(&driver.c, &name[0], C.int(len(name)), g.dev)
+	g.name = C.GoString(&name[0])
+	if err := cuErr("cuDevicePrimaryCtxRetain", C.call_retain(&driver.c, &g.ctx, g.dev)); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Name is the device's name; DriverVersion the driver's CUDA version
+// (e.g. 12040).
+func (g *GPU) Name() string       { return g.name }
+func (g *GPU) DriverVersion() int { return driver.version }
+
+// do runs f on this goroutine's OS thread with the context current.
+func (g *GPU) do(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cuErr("cuCtxSetCurrent", C.call_setcur(&driver.c, g.ctx)); err != nil {
+		return err
+	}
+	return f()
+}
+
+// RegisterHost pins mem for the GPU (cuMemHostRegister with DEVICEMAP and
+// PORTABLE) and returns its device address. mem must stay mapped until
+// UnregisterHost.
+func (g *GPU) RegisterHost(mem []byte) (uint64, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, fmt.Errorf("%w: the GPU", ErrClosed)
+	}
+	p := unsafe.Pointer(&mem[0])
+	var dptr C.megaio_CUdeviceptr
+	err := g.do(func() error {
+		if err := cuErr("cuMemHostRegister", C.call_hostreg(&driver.c, p, C.size_t(len(mem)),
+			C.MEGAIO_CU_MEMHOSTREGISTER_DEVICEMAP|C.MEGAIO_CU_MEMHOSTREGISTER_PORTABLE)); err != nil {
+			return err
+		}
+		if err := cuErr("cuMemHostGetDevicePointer", C.call_devptr(&driver.c, &dptr, p)); err != nil {
+			C.call_hostunreg(&driver.c, p)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	g.mapped[uintptr(p)] = len(mem)
+	return uint64(dptr), nil
+}
+
+// UnregisterHost undoes RegisterHost.
+func (g *GPU) UnregisterHost(mem []byte) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := unsafe.Pointer(&mem[0])
+	if _, ok := g.mapped[uintptr(p)]; !ok {
+		return fmt.Errorf("%w: %p", ErrNotRegisteredCUDA, p)
+	}
+	delete(g.mapped, uintptr(p))
+	return g.do(func() error { return cuErr("cuMemHostUnregister", C.call_hostunreg(&driver.c, p)) })
+}
+
+// Alloc allocates device memory; Free releases it.
+func (g *GPU) Alloc(n int) (uint64, error) {
+	var d C.megaio_CUdeviceptr
+	err := g.do(func() error { return cuErr("cuMemAlloc", C.call_alloc(&driver.c, &d, C.size_t(n))) })
+	return uint64(d), err
+}
+
+func (g *GPU) Free(d uint64) error {
+	return g.do(func() error { return cuErr("cuMemFree", C.call_free(&driver.c, C.megaio_CUdeviceptr(d))) })
+}
+
+// CopyToDevice and CopyFromDevice copy synchronously.
+func (g *GPU) CopyToDevice(dst uint64, src []byte) error {
+	return g.do(func() error {
+		return cuErr("cuMemcpyHtoD", C.call_htod(&driver.c, C.megaio_CUdeviceptr(dst), unsafe.Pointer(&src[0]), C.size_t(len(src))))
+	})
+}
+
+func (g *GPU) CopyFromDevice(dst []byte, src uint64) error {
+	return g.do(func() error {
+		return cuErr("cuMemcpyDtoH", C.call_dtoh(&driver.c, unsafe.Pointer(&dst[0]), C.megaio_CUdeviceptr(src), C.size_t(len(dst))))
+	})
+}
+
+// Synchronize waits for every kernel launched in the context.
+func (g *GPU) Synchronize() error {
+	return g.do(func() error { return cuErr("cuCtxSynchronize", C.call_sync(&driver.c)) })
+}
+
+// Module is a loaded CUDA module (cubin, fatbin or PTX image).
+type Module struct {
+	g   *GPU
+	mod C.megaio_CUmodule
+}
+
+// LoadModule loads a module image (cuModuleLoadData).
+func (g *GPU) LoadModule(image []byte) (*Module, error) {
+	cimg := C.CBytes(append(image, 0)) // PTX must end in a NUL; binaries ignore it
+	defer C.free(cimg)
+	m := &Module{g: g}
+	err := g.do(func() error { return cuErr("cuModuleLoadData", C.call_modload(&driver.c, &m.mod, cimg)) })
+	return m, err
+}
+
+// Launch starts kernel on a 1-D grid with up to 8 arguments, each passed
+// as a 64-bit value (pointers and 64-bit integers). It does not wait.
+func (m *Module) Launch(kernel string, grid, block, sharedBytes int, args ...uint64) error {
+	if len(args) > 8 {
+		return configError("Launch takes at most 8 arguments, got %d", len(args))
+	}
+	name := C.CString(kernel)
+	defer C.free(unsafe.Pointer(name))
+	return m.g.do(func() error {
+		var fn C.megaio_CUfunction
+		if err := cuErr("cuModuleGetFunction "+kernel, C.call_getfn(&driver.c, &fn, m.mod, name)); err != nil {
+			return err
+		}
+		var a [8]C.uint64_t
+		for i, v := range args {
+			a[i] = C.uint64_t(v)
+		}
+		return cuErr("cuLaunchKernel "+kernel, C.megaio_cuda_launch(&driver.c, fn, C.uint(grid), C.uint(block),
+			C.uint(sharedBytes), &a[0], C.int(len(args))))
+	})
+}
+
+// Unload unloads the module.
+func (m *Module) Unload() error {
+	return m.g.do(func() error { return cuErr("cuModuleUnload", C.call_modunload(&driver.c, m.mod)) })
+}
+
+// Close releases the primary context. It fails while host memory is still
+// registered: close the loops mapped for this GPU first.
+func (g *GPU) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	if len(g.mapped) > 0 {
+		return fmt.Errorf("%w: %d host regions are still registered with CUDA; close the loop first", ErrInUse, len(g.mapped))
+	}
+	g.closed = true
+	return cuErr("cuDevicePrimaryCtxRelease", C.call_release(&driver.c, g.dev))
+}
+
+// GPUMapping is where the GPU sees a loop's queue and buffers.
+type GPUMapping struct {
+	Queue   uint64            // device address of Queue.Memory()
+	Buffers map[uint16]uint64 // device address of each buffer, by Buffer.Index
+}
+
+// MapForGPU registers the loop's queue and every buffer with g, so a kernel
+// can publish requests and read the data in place; buffers made afterwards
+// are registered as they are made (Buffer.DevicePointer). Memory pinned by
+// both io_uring and CUDA is anonymous mmap memory pinned twice. Close
+// tears down in the order that keeps every pin valid: the loop stops, CUDA
+// unregisters, io_uring unregisters, memory is unmapped.
+func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
+	m := GPUMapping{Buffers: map[uint16]uint64{}}
+	err := l.exec(func() error {
+		if l.gpu != nil {
+			return fmt.Errorf("%w: the loop is already mapped for a GPU", ErrInUse)
+		}
+		q, err := g.RegisterHost(l.q.Memory())
+		if err != nil {
+			return err
+		}
+		l.gpu, m.Queue = g, q
+		for _, b := range l.tab.bufs {
+			if b != nil {
+				if b.devPtr, err = g.RegisterHost(b.mem); err != nil {
+					return err
+				}
+				m.Buffers[b.index] = b.devPtr
+			}
+		}
+		return nil
+	})
+	return m, err
+}
+
+// unmapGPU unregisters everything MapForGPU registered. Runs on the loop's
+// thread, after the loop stopped and before the backend closes.
+func (l *Loop) unmapGPU() error {
+	if l.gpu == nil {
+		return nil
+	}
+	var errs []error
+	for _, b := range l.tab.bufs {
+		if b != nil && b.devPtr != 0 {
+			errs = append(errs, l.gpu.UnregisterHost(b.mem))
+			b.devPtr = 0
+		}
+	}
+	errs = append(errs, l.gpu.UnregisterHost(l.q.Memory()))
+	l.gpu = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,211 @@
+package megaio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+)
+
+// TestCUDANoDriver exercises the loader's error path on every machine: a
+// driver library that does not exist is ErrNoDriver.
+func TestCUDANoDriver(t *testing.T) {
+	_, err := loadDriver("libmegaio-no-such-driver.so.1")
+	if !errors.Is(err, ErrNoDriver) {
+		t.Fatalf("loading a missing driver = %v, want ErrNoDriver", err)
+	}
+	if _, err := os.Stat("/dev/nvidia0"); err != nil {
+		// No GPU here: OpenGPU must say so with a sentinel, never panic.
+		if _, err := OpenGPU(0); !errors.Is(err, ErrNoDriver) && !errors.Is(err, ErrNoDevice) {
+			t.Fatalf("OpenGPU without a GPU = %v, want ErrNoDriver or ErrNoDevice", err)
+		}
+	}
+}
+
+func TestCUresult(t *testing.T) {
+	for _, c := range []struct {
+		r    CUresult
+		want error
+	}{{712, ErrAlreadyRegistered}, {713, ErrNotRegisteredCUDA}, {100, ErrNoDevice}} {
+		if err := error(c.r); !errors.Is(err, c.want) || !bytes.Contains([]byte(err.Error()), []byte("CUDA error")) {
+			t.Errorf("CUresult %d: %q does not match %v", int(c.r), err, c.want)
+		}
+	}
+	if errors.Is(CUresult(1), ErrNoDevice) {
+		t.Error("CUDA_ERROR_INVALID_VALUE matches ErrNoDevice")
+	}
+}
+
+// requireGPU opens GPU 0, or skips saying why.
+func requireGPU(t *testing.T) *GPU {
+	t.Helper()
+	g, err := OpenGPU(0)
+	if errors.Is(err, ErrNoDriver) || errors.Is(err, ErrNoDevice) {
+		t.Skipf("skipping: no GPU: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Errorf("GPU.Close: %v", err)
+		}
+	})
+	return g
+}
+
+// kernelImage is the compiled csrc/gpu/megakernel.cu: MEGAIO_GPU_KERNELS,
+// else build/gpu/megakernel.fatbin (build.sh writes it where nvcc exists).
+func kernelImage(t *testing.T) []byte {
+	path := os.Getenv("MEGAIO_GPU_KERNELS")
+	if path == "" {
+		path = filepath.Join("build", "gpu", "megakernel.fatbin")
+	}
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the GPU kernels are not built (%v): run ./build.sh where nvcc is installed, or set MEGAIO_GPU_KERNELS", err)
+	}
+	return img
+}
+
+// gpuHarness is a started loop mapped for g, with a producer side in
+// device memory.
+func gpuHarness(t *testing.T, g *GPU, bufSize int) (*harness, GPUMapping, uint64) {
+	h := newHarness(t, QueueConfig{Capacity: 1024}, Config{}, bufSize)
+	m, err := h.l.MapForGPU(g)
+	if err != nil {
+		t.Fatalf("MapForGPU: %v", err)
+	}
+	img := h.q.DeviceProducerSide()
+	side, err := g.Alloc(len(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Free(side) })
+	if err := g.CopyToDevice(side, img); err != nil {
+		t.Fatal(err)
+	}
+	return h, m, side
+}
+
+func weightedSum(data []byte) uint64 {
+	var s uint64
+	for i, b := range data {
+		s += uint64(b) * (uint64(i)%65521 + 1)
+	}
+	return s
+}
+
+// TestGPUDoublePin: memory pinned by io_uring and by CUDA at once serves
+// READs correctly and unregisters cleanly.
+func TestGPUDoublePin(t *testing.T) {
+	g := requireGPU(t)
+	h, m, _ := gpuHarness(t, g, 1<<20)
+	if m.Queue == 0 || m.Buffers[h.buf.Index()] == 0 || h.buf.DevicePointer() == 0 {
+		t.Fatalf("mapping %+v: want device addresses for the queue and the buffer", m)
+	}
+	path, data := patternFile(t, tmpfsDir(t), 1<<20, 31)
+	fh := h.register(path, os.O_RDONLY)
+	if got := h.do(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 1 << 20}); got != 1<<20 || !bytes.Equal(h.buf.Bytes(), data) {
+		t.Fatalf("READ into doubly pinned memory = %d (%v)", got, got.Err())
+	}
+	if err := g.Close(); !errors.Is(err, ErrInUse) {
+		t.Errorf("GPU.Close while a loop is mapped = %v, want ErrInUse", err)
+	}
+	if err := h.l.Close(); err != nil {
+		t.Fatalf("Loop.Close (stop, CUDA unregister, io_uring unregister, unmap): %v", err)
+	}
+}
+
+// TestGPUChecksum: a persistent kernel reads files through the queue into
+// mapped memory and checksums them on the GPU; the sum equals the host's.
+func TestGPUChecksum(t *testing.T) {
+	g := requireGPU(t)
+	img := kernelImage(t)
+	const chunk, blocks = 64 << 10, 8
+	for _, size := range []int{1, 4096, 3*chunk + 123, 5 << 20} {
+		h, m, side := gpuHarness(t, g, 2*blocks*chunk)
+		mod, err := g.LoadModule(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, data := patternFile(t, tmpfsDir(t), size, uint64(size))
+		fh := h.register(path, os.O_RDONLY)
+		out, err := g.Alloc(16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.CopyToDevice(out, make([]byte, 16))
+		start := time.Now()
+		err = mod.Launch("megaio_checksum", blocks, 256, 0, m.Queue, side, m.Buffers[h.buf.Index()],
+			uint64(fh)<<32|uint64(h.dest), uint64(size), chunk, out, out+8)
+		if err == nil {
+			err = g.Synchronize()
+		}
+		if err != nil {
+			t.Fatalf("size %d: kernel: %v", size, err)
+		}
+		elapsed := time.Since(start)
+		res := make([]byte, 16)
+		g.CopyFromDevice(res, out)
+		sum, errs := leUint64(res[:8]), leUint64(res[8:])
+		if want := weightedSum(data); sum != want || errs != 0 {
+			t.Errorf("size %d: GPU checksum %#x with %d bad results, host checksum %#x", size, sum, errs, want)
+		}
+		t.Logf("size %d: %d chunks in %v (%.1f MB/s)", size, (size+chunk-1)/chunk+1, elapsed, float64(size)/elapsed.Seconds()/1e6)
+		g.Free(out)
+		mod.Unload()
+		stopWithin(t, h.l, 10*time.Second)
+	}
+}
+
+// TestGPUPingPong times GPU -> host -> GPU NOP round trips with
+// %globaltimer and prints their percentiles.
+func TestGPUPingPong(t *testing.T) {
+	g := requireGPU(t)
+	img := kernelImage(t)
+	h, m, side := gpuHarness(t, g, 4096)
+	mod, err := g.LoadModule(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Unload()
+	const n = 20000
+	times, err := g.Alloc(8 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(times)
+	if err := mod.Launch("megaio_pingpong", 1, 1, 0, m.Queue, side, n, times); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 8*n)
+	g.CopyFromDevice(raw, times)
+	lat := make([]int64, n)
+	for i := range lat {
+		if lat[i] = int64(leUint64(raw[8*i:])); lat[i] < 0 {
+			t.Fatalf("round trip %d failed with %d", i, lat[i])
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return time.Duration(lat[int(p/100*float64(n-1))]) }
+	t.Logf("GPU->host->GPU NOP round trip over %d: p50 %v p90 %v p99 %v p99.9 %v max %v", n, pct(50), pct(90), pct(99), pct(99.9), pct(100))
+	if err := h.l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func leUint64(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
