@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -37,8 +36,8 @@ func TestMain(m *testing.M) {
 // TestIOUringRefused runs TestRefusedChild in a child process under a
 // seccomp filter that refuses io_uring, as Docker's default profile does.
 func TestIOUringRefused(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRefusedChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"=deny-io-uring")
+	cmd, cleanup := childCommand(t, "^TestRefusedChild$", "deny-io-uring")
+	defer cleanup()
 	out, err := cmd.CombinedOutput()
 	t.Logf("child output:\n%s", out)
 	if err != nil {
