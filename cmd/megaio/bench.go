@@ -190,10 +190,9 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 
 // row is one engine's median over the rounds.
 type row struct {
-	Engine                       string
-	IOPS, MBps, P50, P99, CPU    float64
-	IOPSRatio, CPURatio, P99Base float64
-	LoopCPU                      float64
+	Engine                                  string
+	IOPS, MBps, P50, P99, CPU, LoopCPU      float64
+	IOPSRatio, P50Ratio, P99Ratio, CPURatio float64 // to the base engine; MB/s shares IOPS's ratio
 }
 
 func median(v []float64) float64 {
@@ -239,13 +238,17 @@ func summarize(all []benchrun.Result, hasFio bool) []row {
 		if b.Engine != base {
 			continue
 		}
+		ratio := func(v, base float64) float64 {
+			if base > 0 {
+				return v / base
+			}
+			return 0
+		}
 		for i := range rows {
-			if b.IOPS > 0 {
-				rows[i].IOPSRatio = rows[i].IOPS / b.IOPS
-			}
-			if b.CPU > 0 {
-				rows[i].CPURatio = rows[i].CPU / b.CPU
-			}
+			rows[i].IOPSRatio = ratio(rows[i].IOPS, b.IOPS)
+			rows[i].P50Ratio = ratio(rows[i].P50, b.P50)
+			rows[i].P99Ratio = ratio(rows[i].P99, b.P99)
+			rows[i].CPURatio = ratio(rows[i].CPU, b.CPU)
 		}
 	}
 	return rows
@@ -257,16 +260,13 @@ func printTable(out io.Writer, rows []row, hasFio bool) {
 		base = "megaio-io_uring"
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "engine\tIOPS\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop CPU µs/req\tIOPS vs %s\tCPU vs %s\t\n", base, base)
+	fmt.Fprintf(w, "engine\tIOPS\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop CPU µs/req\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
 	for _, r := range rows {
-		loop := "-"
-		if strings.HasPrefix(r.Engine, "megaio") {
-			loop = fmt.Sprintf("%.2f", r.LoopCPU)
-		}
-		fmt.Fprintf(w, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99, r.CPU,
-			loop, r.IOPSRatio, r.CPURatio)
+		fmt.Fprintf(w, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99,
+			r.CPU, loopCPU(r), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	w.Flush()
+	fmt.Fprintf(out, "(the last four columns are ratios to %s)\n", base)
 	fmt.Fprintln(out, "(medians over the rounds; CPU is what serving costs: megaio's excludes its host producer thread, fio's is the whole fio process, go's the whole pool)")
 }
 
@@ -276,17 +276,20 @@ func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
 		base = "megaio-io_uring"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| engine | IOPS | MB/s | p50 µs | p99 µs | CPU µs/req | loop CPU µs/req | IOPS vs %s | CPU vs %s |\n", base, base)
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "| engine | IOPS | MB/s | p50 µs | p99 µs | CPU µs/req | loop CPU µs/req | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
-		loop := "-"
-		if strings.HasPrefix(r.Engine, "megaio") {
-			loop = fmt.Sprintf("%.2f", r.LoopCPU)
-		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %.1f | %.2f | %s | %.2fx | %.2fx |\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99,
-			r.CPU, loop, r.IOPSRatio, r.CPURatio)
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %.1f | %.2f | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine, r.IOPS, r.MBps,
+			r.P50, r.P99, r.CPU, loopCPU(r), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func loopCPU(r row) string {
+	if strings.HasPrefix(r.Engine, "megaio") {
+		return fmt.Sprintf("%.2f", r.LoopCPU)
+	}
+	return "-"
 }
 
 // drawSweep plots IOPS against queue depth, one line per engine.
