@@ -231,3 +231,35 @@ func copyFile(from, to string) error {
 	}
 	return dst.Close()
 }
+
+// TestSlotReuseInFlight: a file is unregistered while a READ of it is in
+// flight and its slot is given to another file; the READ still reads the
+// file it was claimed for.
+func TestSlotReuseInFlight(t *testing.T) { forBackends(t, testSlotReuseInFlight) }
+
+func testSlotReuseInFlight(t *testing.T, be BackendKind) {
+	_, data := patternFile(t, tmpfsDir(t), 64<<10, 24)
+	slow := &faultFile{data: data, eioFrom: -1, gate: make(chan struct{}), reads: make(chan struct{}, 1)}
+	paths := faultFS(t, map[string]*faultFile{"slow": slow})
+	other, _ := patternFile(t, tmpfsDir(t), 64<<10, 25)
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be, MaxFiles: 1, PoolWorkers: 1}, 1<<20)
+	fh := h.register(paths["slow"], os.O_RDONLY)
+	first, _ := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 4096})
+	<-slow.reads // the only worker (pool) or an io-wq thread now blocks in this READ
+	second, _ := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, DestOffset: 8192, Length: 4096})
+	eventually(t, "both READs to be claimed", func() bool { return h.l.Stats().Requests[OpRead] >= 2 })
+	if err := h.l.UnregisterFile(fh); err != nil {
+		t.Fatal(err)
+	}
+	if again := h.register(other, os.O_RDONLY); again != fh {
+		t.Fatalf("the slot was not reused (%d, %d): the test needs MaxFiles 1", again, fh)
+	}
+	close(slow.gate)
+	for i, tk := range []Ticket{first, second} {
+		got, err := h.p.Wait(tk)
+		off := 8192 * i
+		if err != nil || got != 4096 || !bytes.Equal(h.buf.Bytes()[off:off+4096], data[:4096]) {
+			t.Errorf("READ %d claimed for the first file = %d (%v), %v; want the first file's bytes", i, got, got.Err(), err)
+		}
+	}
+}

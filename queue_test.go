@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"testing"
 	"unsafe"
 
@@ -128,4 +129,18 @@ func runCProducers(h *harness, fh FileHandle, threads, per int, block uint64) ([
 		reqs[i] = cproducer.Request{Op: uint16(OpRead), File: uint32(fh), Dest: uint32(h.dest), FileOffset: off, DestOffset: off, Length: block}
 	}
 	return cproducer.Run(h.q.Memory(), h.p.Memory(), reqs, threads)
+}
+
+// TestHeader: the embedded headers are the repository's.
+func TestHeader(t *testing.T) {
+	for _, name := range []string{"megaio.h", "megaio_device.cuh"} {
+		got, err := Header(name)
+		want, rerr := os.ReadFile("include/" + name)
+		if err != nil || rerr != nil || !bytes.Equal(got, want) {
+			t.Errorf("Header(%q): %v, %v, equal %v", name, err, rerr, bytes.Equal(got, want))
+		}
+	}
+	if _, err := Header("nope.h"); err == nil {
+		t.Error("Header of a missing file succeeded")
+	}
 }

@@ -22,6 +22,9 @@
 struct job {
 	struct megaio_sqe sqe;
 	uint64_t gen; /* cancel generation it was queued in */
+	int fd;       /* resolved when queued, as io_uring resolves fixed files at submission;
+		       * the graveyard keeps the number open until nothing is in flight */
+	int stream;
 	int32_t res;
 };
 
@@ -152,12 +155,9 @@ static int32_t run(struct megaio_pool *p, const struct job *j)
 	const struct megaio_sqe *s = &j->sqe;
 	if (j->gen != atomic_load(&p->cancel_gen))
 		return -ECANCELED;
-	if (s->file < 0 || (unsigned)s->file >= p->nfiles)
-		return -EBADF;
-	int fd = atomic_load(&p->fds[s->file]);
+	int fd = j->fd, stream = j->stream;
 	if (fd < 0)
 		return -EBADF;
-	int stream = atomic_load(&p->stream[s->file]);
 	void *addr = (void *)(uintptr_t)s->addr;
 	for (;;) {
 		ssize_t r;
@@ -299,7 +299,11 @@ int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsi
 	uint64_t gen = atomic_load(&p->cancel_gen);
 	unsigned i;
 	for (i = 0; i < n; i++) {
-		struct job j = {.sqe = sqes[i], .gen = gen};
+		struct job j = {.sqe = sqes[i], .gen = gen, .fd = -1};
+		if (sqes[i].file >= 0 && (unsigned)sqes[i].file < p->nfiles) {
+			j.fd = atomic_load(&p->fds[sqes[i].file]);
+			j.stream = atomic_load(&p->stream[sqes[i].file]);
+		}
 		if (!mpmc_push(&p->sq, &j))
 			break; /* full: backpressure */
 	}
