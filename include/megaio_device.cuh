@@ -31,12 +31,13 @@ struct megaio_dev_queue {
 	megaio_completion *completions; /* mapped host memory */
 	megaio_queue_header *header;    /* mapped host memory */
 	megaio_producer_side *side;     /* device memory */
-	unsigned long long *turns;      /* device memory, capacity words */
-	unsigned long long mask;        /* capacity - 1 */
+	uint64_t *turns;                /* device memory, capacity words */
+	uint64_t mask;                  /* capacity - 1 */
 };
 
-using megaio_sys_u64 = cuda::atomic_ref<unsigned long long, cuda::thread_scope_system>;
-using megaio_dev_u64 = cuda::atomic_ref<unsigned long long, cuda::thread_scope_device>;
+/* uint64_t (unsigned long on Linux), the type of the ABI's words. */
+using megaio_sys_u64 = cuda::atomic_ref<uint64_t, cuda::thread_scope_system>;
+using megaio_dev_u64 = cuda::atomic_ref<uint64_t, cuda::thread_scope_device>;
 
 /* Builds a view from the queue's device address (Loop.MapForGPU's Queue)
  * and the producer side's device address. Reads the header once. */
@@ -47,7 +48,7 @@ __device__ inline megaio_dev_queue megaio_dev_attach(void *queue, void *side)
 	q.slots = (megaio_request *)((char *)queue + q.header->slots_offset);
 	q.completions = (megaio_completion *)((char *)queue + q.header->completions_offset);
 	q.side = (megaio_producer_side *)side;
-	q.turns = (unsigned long long *)(q.side + 1);
+	q.turns = (uint64_t *)(q.side + 1);
 	q.mask = q.header->capacity - 1;
 	return q;
 }
@@ -68,7 +69,7 @@ __device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned lo
 	 * before our writes to the slot. Device scope: only GPU threads write
 	 * turn words. */
 	unsigned ns = 32;
-	while (megaio_dev_u64(q.turns[s]).load(cuda::memory_order_acquire) != t) {
+	while (megaio_dev_u64(q.turns[s]).load(cuda::memory_order_acquire) != (uint64_t)t) {
 		__nanosleep(ns);
 		ns = ns < 2048 ? 2 * ns : ns;
 	}
@@ -87,7 +88,7 @@ __device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned lo
 	/* P4: system-scope release: every store above is visible to the host
 	 * before seq is, and the loop's acquire load of seq (L1) pairs with it.
 	 * A plain store (st.release.sys), not a read-modify-write. */
-	megaio_sys_u64(slot->seq).store(t + 1, cuda::memory_order_release);
+	megaio_sys_u64(slot->seq).store((uint64_t)(t + 1), cuda::memory_order_release);
 }
 
 /* P5: non-blocking check; returns true with *result set when done. */
@@ -97,7 +98,7 @@ __device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, unsigned long 
 	/* Acquire pairs with the loop's release store of done (L3): the result
 	 * read after it is the one written for t. System scope: the host wrote
 	 * it. */
-	if (megaio_sys_u64(c->done).load(cuda::memory_order_acquire) != t + 1)
+	if (megaio_sys_u64(c->done).load(cuda::memory_order_acquire) != (uint64_t)(t + 1))
 		return false;
 	*result = *(volatile long long *)&c->result;
 	return true;
@@ -107,7 +108,7 @@ __device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, unsigned long 
  * result. Release pairs with the acquire in megaio_dev_publish (P2). */
 __device__ inline void megaio_dev_collect(const megaio_dev_queue &q, unsigned long long t)
 {
-	megaio_dev_u64(q.turns[t & q.mask]).store(t + q.mask + 1, cuda::memory_order_release);
+	megaio_dev_u64(q.turns[t & q.mask]).store((uint64_t)(t + q.mask + 1), cuda::memory_order_release);
 }
 
 /* P5-P6: waits for ticket t's result (with __nanosleep backoff, so a
