@@ -210,13 +210,13 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 			if l.tab.bufs[i] != nil {
 				continue
 			}
-			if err := l.be.setBuffer(uint16(i), mem); err != nil {
+			if err := l.lanes[0].be.setBuffer(uint16(i), mem); err != nil {
 				return err
 			}
 			if l.gpu != nil {
 				d, err := l.gpu.RegisterHost(mem)
 				if err != nil {
-					l.be.setBuffer(uint16(i), nil)
+					l.lanes[0].be.setBuffer(uint16(i), nil)
 					return err
 				}
 				b.devPtr = d

@@ -147,16 +147,7 @@ func testUnregisterInFlight(t *testing.T, be BackendKind) {
 // RLIMIT_MEMLOCK is 64 KiB and that has no CAP_IPC_LOCK (as root, it runs as
 // nobody): registering a buffer must fail with ErrMemlock, naming the limit.
 func TestMemlockLimit(t *testing.T) {
-	cmd, cleanup := childCommand(t, "^TestMemlockChild$", "memlock")
-	defer cleanup()
-	out, err := cmd.CombinedOutput()
-	t.Logf("child output:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: TestMemlockChild")) {
-		t.Fatal("the child did not run TestMemlockChild")
-	}
+	runChild(t, "TestMemlockChild", "memlock")
 }
 
 // TestMemlockChild is TestMemlockLimit's child.
@@ -183,6 +174,22 @@ func TestMemlockChild(t *testing.T) {
 		t.Logf("%v: %v", be, err)
 		l.Close()
 		q.Close()
+	}
+}
+
+// runChild runs test in a child process (childCommand) and fails unless the
+// child ran it and it passed.
+func runChild(t *testing.T, test, role string) {
+	t.Helper()
+	cmd, cleanup := childCommand(t, "^"+test+"$", role)
+	defer cleanup()
+	out, err := cmd.CombinedOutput()
+	t.Logf("child output:\n%s", out)
+	if err != nil {
+		t.Fatalf("child (%s): %v", role, err)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: "+test)) {
+		t.Fatalf("the child did not run %s", test)
 	}
 }
 

@@ -138,7 +138,6 @@ type Loop struct {
 	cpuClock  int32                  // the loop thread's CPU-time clock
 
 	// Loop thread only.
-	be         backend // lanes[0].be
 	lanes      [2]lane // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab        tables
 	gpu        *GPU // set by MapForGPU
@@ -277,7 +276,7 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 		return
 	}
 	info.Description = be.describe()
-	l.be, l.lanes[0].be, l.info = be, be, info
+	l.lanes[0].be, l.info = be, info
 	ready <- nil
 	for c := range l.cmds {
 		switch c.kind {

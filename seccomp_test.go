@@ -36,16 +36,7 @@ func TestMain(m *testing.M) {
 // TestIOUringRefused runs TestRefusedChild in a child process under a
 // seccomp filter that refuses io_uring, as Docker's default profile does.
 func TestIOUringRefused(t *testing.T) {
-	cmd, cleanup := childCommand(t, "^TestRefusedChild$", "deny-io-uring")
-	defer cleanup()
-	out, err := cmd.CombinedOutput()
-	t.Logf("child output:\n%s", out)
-	if err != nil {
-		t.Fatalf("child under seccomp: %v", err)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: TestRefusedChild")) {
-		t.Fatal("the child did not run TestRefusedChild")
-	}
+	runChild(t, "TestRefusedChild", "deny-io-uring")
 }
 
 // TestRefusedChild is TestIOUringRefused's child: io_uring is refused here.
