@@ -25,6 +25,20 @@ static megaio_CUresult call_dtoh(struct megaio_cuda *c, void *d, megaio_CUdevice
 static megaio_CUresult call_modload(struct megaio_cuda *c, megaio_CUmodule *m, const void *img) { return c->cuModuleLoadData(m, img); }
 static megaio_CUresult call_modunload(struct megaio_cuda *c, megaio_CUmodule m) { return c->cuModuleUnload(m); }
 static megaio_CUresult call_getfn(struct megaio_cuda *c, megaio_CUfunction *f, megaio_CUmodule m, const char *n) { return c->cuModuleGetFunction(f, m, n); }
+static megaio_CUresult call_addrrange(struct megaio_cuda *c, megaio_CUdeviceptr *base, size_t *size, megaio_CUdeviceptr p) { return c->cuMemGetAddressRange(base, size, p); }
+static megaio_CUresult call_stream_create(struct megaio_cuda *c, megaio_CUstream *s) { return c->cuStreamCreate(s, MEGAIO_CU_STREAM_NON_BLOCKING); }
+static megaio_CUresult call_stream_destroy(struct megaio_cuda *c, megaio_CUstream s) { return c->cuStreamDestroy(s); }
+static megaio_CUresult call_stream_sync(struct megaio_cuda *c, megaio_CUstream s) { return c->cuStreamSynchronize(s); }
+static megaio_CUresult call_event_create(struct megaio_cuda *c, megaio_CUevent *e) { return c->cuEventCreate(e, MEGAIO_CU_EVENT_DISABLE_TIMING); }
+static megaio_CUresult call_event_destroy(struct megaio_cuda *c, megaio_CUevent e) { return c->cuEventDestroy(e); }
+static megaio_CUresult call_event_query(struct megaio_cuda *c, megaio_CUevent e) { return c->cuEventQuery(e); }
+// One crossing per staged copy: the copy, then the event that marks its end.
+static megaio_CUresult copy_async(struct megaio_cuda *c, int to_device, uint64_t host, megaio_CUdeviceptr dev,
+				  size_t n, megaio_CUstream s, megaio_CUevent e) {
+	megaio_CUresult r = to_device ? c->cuMemcpyHtoDAsync(dev, (const void *)(uintptr_t)host, n, s)
+				      : c->cuMemcpyDtoHAsync((void *)(uintptr_t)host, dev, n, s);
+	return r ? r : c->cuEventRecord(e, s);
+}
 static const char *err_name(struct megaio_cuda *c, megaio_CUresult r) { const char *s = 0; if (c->cuGetErrorName) c->cuGetErrorName(r, &s); return s; }
 static const char *err_string(struct megaio_cuda *c, megaio_CUresult r) { const char *s = 0; if (c->cuGetErrorString) c->cuGetErrorString(r, &s); return s; }
 */
@@ -61,7 +75,7 @@ type CUresult int
 // Known result codes, for messages when the driver cannot name them.
 var cuNames = map[CUresult]string{
 	1: "CUDA_ERROR_INVALID_VALUE", 2: "CUDA_ERROR_OUT_OF_MEMORY", 3: "CUDA_ERROR_NOT_INITIALIZED",
-	100: "CUDA_ERROR_NO_DEVICE", 101: "CUDA_ERROR_INVALID_DEVICE", 200: "CUDA_ERROR_INVALID_IMAGE",
+	100: "CUDA_ERROR_NO_DEVICE", 101: "CUDA_ERROR_INVALID_DEVICE", 200: "CUDA_ERROR_INVALID_IMAGE", 600: "CUDA_ERROR_NOT_READY",
 	209: "CUDA_ERROR_NO_BINARY_FOR_GPU", 500: "CUDA_ERROR_NOT_FOUND", 712: "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED",
 	713: "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", 719: "CUDA_ERROR_LAUNCH_FAILED", 801: "CUDA_ERROR_NOT_SUPPORTED",
 }
@@ -105,6 +119,10 @@ func cuErr(what string, r C.megaio_CUresult) error {
 	return fmt.Errorf("megaio: %s: %w", what, CUresult(r))
 }
 
+// cudaLibrary is the driver library's name. Only the package's tests change
+// it, to load a stand-in driver (testdata/fakecuda) in a child process.
+var cudaLibrary = "libcuda.so.1"
+
 // driver is the CUDA driver library, loaded once: the package's only
 // global mutable state.
 var driver struct {
@@ -132,7 +150,7 @@ func loadDriver(libname string) (C.struct_megaio_cuda, error) {
 
 func initDriver() error {
 	driver.once.Do(func() {
-		c, err := loadDriver("libcuda.so.1")
+		c, err := loadDriver(cudaLibrary)
 		if err != nil {
 			driver.err = err
 			return
@@ -353,7 +371,7 @@ func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
 		}
 		l.gpu, m.Queue = g, q
 		for _, b := range l.tab.bufs {
-			if b != nil {
+			if b != nil && !b.internal {
 				if b.devPtr, err = g.RegisterHost(b.mem); err != nil {
 					return err
 				}
@@ -381,4 +399,90 @@ func (l *Loop) unmapGPU() error {
 	errs = append(errs, l.gpu.UnregisterHost(l.q.Memory()))
 	l.gpu = nil
 	return errors.Join(errs...)
+}
+
+// DeviceRange returns the allocation that holds device address p: its base
+// and size (cuMemGetAddressRange). It is how memory handed in by another
+// framework is checked before it becomes a destination.
+func (g *GPU) DeviceRange(p uint64) (base, size uint64, err error) {
+	var b C.megaio_CUdeviceptr
+	var n C.size_t
+	err = g.do(func() error {
+		return cuErr("cuMemGetAddressRange", C.call_addrrange(&driver.c, &b, &n, C.megaio_CUdeviceptr(p)))
+	})
+	return uint64(b), uint64(n), err
+}
+
+// copyStream is a loop's CUDA stream for staged copies, with one event per
+// staging chunk. Its methods run on the loop's thread, where the GPU's
+// context is current; none of them blocks but sync.
+type copyStream struct {
+	stream C.megaio_CUstream
+	events []C.megaio_CUevent
+}
+
+// newCopyStream makes the stream (non-blocking: it never waits for the
+// legacy default stream, so the megakernel and the copies overlap) and n
+// events without timing (cheaper to record and query).
+func newCopyStream(n int) (*copyStream, error) {
+	s := &copyStream{}
+	if err := cuErr("cuStreamCreate", C.call_stream_create(&driver.c, &s.stream)); err != nil {
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		var e C.megaio_CUevent
+		if err := cuErr("cuEventCreate", C.call_event_create(&driver.c, &e)); err != nil {
+			s.close()
+			return nil, err
+		}
+		s.events = append(s.events, e)
+	}
+	return s, nil
+}
+
+// copy queues an n-byte copy between pinned host memory at host and device
+// memory at dev (toDevice says which way), then records event ev after it.
+func (s *copyStream) copy(toDevice bool, host uintptr, dev uint64, n uint64, ev int) error {
+	dir := C.int(0)
+	what := "cuMemcpyDtoHAsync"
+	if toDevice {
+		dir, what = 1, "cuMemcpyHtoDAsync"
+	}
+	return cuErr(what, C.copy_async(&driver.c, dir, C.uint64_t(host), C.megaio_CUdeviceptr(dev), C.size_t(n),
+		s.stream, s.events[ev]))
+}
+
+// done reports whether event ev has completed: every copy queued before it
+// has landed. A copy that failed reports its error here.
+func (s *copyStream) done(ev int) (bool, error) {
+	switch r := C.call_event_query(&driver.c, s.events[ev]); r {
+	case C.MEGAIO_CUDA_SUCCESS:
+		return true, nil
+	case C.MEGAIO_CUDA_ERROR_NOT_READY:
+		return false, nil
+	default:
+		return true, cuErr("cuEventQuery", r)
+	}
+}
+
+// sync waits for every queued copy (Close and the fatal path only).
+func (s *copyStream) sync() error {
+	return cuErr("cuStreamSynchronize", C.call_stream_sync(&driver.c, s.stream))
+}
+
+func (s *copyStream) close() {
+	for _, e := range s.events {
+		C.call_event_destroy(&driver.c, e)
+	}
+	s.events = nil
+	if s.stream != nil {
+		C.call_stream_destroy(&driver.c, s.stream)
+		s.stream = nil
+	}
+}
+
+// makeCurrent makes g's context current on the calling thread, which must
+// be locked to its goroutine (the loop's thread is, for its whole life).
+func (g *GPU) makeCurrent() error {
+	return cuErr("cuCtxSetCurrent", C.call_setcur(&driver.c, g.ctx))
 }

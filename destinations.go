@@ -26,6 +26,7 @@ type Buffer struct {
 	index     uint16
 	hugepages bool
 	devPtr    uint64 // device address, once the loop is mapped for a GPU
+	internal  bool   // the loop's own staging memory (devio.go): never a destination
 }
 
 // DevicePointer is the buffer's address on the GPU the loop is mapped for
@@ -52,14 +53,31 @@ type fileEntry struct {
 	fd    int // the loop's own dup of the caller's descriptor; -1 when free
 	valid bool
 	lane  uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
+	// For device destinations (device.go):
+	direct bool     // opened with O_DIRECT
+	gds    *gdsFile // registered with cuFile, or nil
+	gdsWhy string   // why GDS does or does not serve the file
 }
 
 // destination is one entry of the loop's destination table.
 type destination struct {
 	buf    uint16
-	addr   uint64 // address of the destination's first byte
+	addr   uint64 // address of the destination's first byte (a device address for dev)
 	length uint64
 	valid  bool
+	dev    *DeviceBuffer // a device destination (device.go), or nil
+}
+
+// addDest puts d in the first free slot and returns its handle.
+func (t *tables) addDest(d destination) DestHandle {
+	for i := range t.dests {
+		if !t.dests[i].valid {
+			t.dests[i] = d
+			return DestHandle(i)
+		}
+	}
+	t.dests = append(t.dests, d)
+	return DestHandle(len(t.dests) - 1)
 }
 
 // tables are the loop's registered files, buffers and destinations. Only
@@ -141,7 +159,8 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 			if err := be.setFile(uint32(i), fd); err != nil {
 				return err
 			}
-			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane}
+			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, direct: isDirect(fd)}
+			l.gdsRegisterFile(i)
 			h = FileHandle(i)
 			return nil
 		}
@@ -180,6 +199,7 @@ func (l *Loop) UnregisterFile(h FileHandle) error {
 		}
 		e := &l.tab.files[h]
 		e.valid = false
+		l.gdsUnregisterFile(int(h))
 		err := l.lanes[e.lane].be.setFile(uint32(h), -1)
 		unix.Close(e.fd)
 		e.fd = -1
@@ -205,33 +225,38 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 		return nil, fmt.Errorf("megaio: mapping a %d-byte buffer: %w", size, err)
 	}
 	b := &Buffer{mem: mem, hugepages: opts.Hugepages}
-	err = l.exec(func() error {
-		for i := range l.tab.bufs {
-			if l.tab.bufs[i] != nil {
-				continue
-			}
-			if err := l.lanes[0].be.setBuffer(uint16(i), mem); err != nil {
-				return err
-			}
-			if l.gpu != nil {
-				d, err := l.gpu.RegisterHost(mem)
-				if err != nil {
-					l.lanes[0].be.setBuffer(uint16(i), nil)
-					return err
-				}
-				b.devPtr = d
-			}
-			b.index = uint16(i)
-			l.tab.bufs[i] = b
-			return nil
-		}
-		return fmt.Errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
-	})
+	err = l.exec(func() error { return l.installBuffer(b) })
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, err
 	}
 	return b, nil
+}
+
+// installBuffer gives b a slot of the buffer table, registers it with the
+// backend and, when the loop is mapped for a GPU, with CUDA. Runs on the
+// loop's thread.
+func (l *Loop) installBuffer(b *Buffer) error {
+	for i := range l.tab.bufs {
+		if l.tab.bufs[i] != nil {
+			continue
+		}
+		if err := l.lanes[0].be.setBuffer(uint16(i), b.mem); err != nil {
+			return err
+		}
+		if l.gpu != nil && !b.internal {
+			d, err := l.gpu.RegisterHost(b.mem)
+			if err != nil {
+				l.lanes[0].be.setBuffer(uint16(i), nil)
+				return err
+			}
+			b.devPtr = d
+		}
+		b.index = uint16(i)
+		l.tab.bufs[i] = b
+		return nil
+	}
+	return fmt.Errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
 }
 
 // AddDestination makes [base, base+length) of b a destination and returns
@@ -246,16 +271,10 @@ func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error
 		if int(b.index) >= len(l.tab.bufs) || l.tab.bufs[b.index] != b {
 			return fmt.Errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
 		}
-		d := destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true}
-		for i := range l.tab.dests {
-			if !l.tab.dests[i].valid {
-				l.tab.dests[i] = d
-				h = DestHandle(i)
-				return nil
-			}
+		if b.internal {
+			return fmt.Errorf("%w: the buffer is the loop's own", ErrInUse)
 		}
-		l.tab.dests = append(l.tab.dests, d)
-		h = DestHandle(len(l.tab.dests) - 1)
+		h = l.tab.addDest(destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true})
 		return nil
 	})
 	return h, err

@@ -31,6 +31,9 @@ type Config struct {
 	Backend BackendKind
 	// PoolWorkers is the pool backend's thread count (default 16).
 	PoolWorkers int
+	// Device tunes device destinations: GPUDirect Storage or the bounce
+	// path (device.go).
+	Device DeviceConfig
 }
 
 // BackendKind selects the IO backend.
@@ -92,6 +95,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.PoolWorkers = 16
 	}
 	c.Backoff = c.Backoff.withDefaults()
+	var err error
+	if c.Device, err = c.Device.withDefaults(); err != nil {
+		return c, err
+	}
 	switch {
 	case c.RingEntries > 32768 || c.RingEntries&(c.RingEntries-1) != 0:
 		return c, configError("RingEntries %d: want a power of two up to 32768", c.RingEntries)
@@ -135,12 +142,15 @@ type Loop struct {
 	pub       published
 	info      BackendInfo            // set before NewLoop returns; read-only after
 	fuseNote  atomic.Pointer[string] // set when the FUSE lane starts
+	devNote   atomic.Pointer[string] // set when the device engine starts
+	devErr    atomic.Pointer[error]  // the last device-path error (DeviceErr)
 	cpuClock  int32                  // the loop thread's CPU-time clock
 
 	// Loop thread only.
 	lanes      [2]lane // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab        tables
-	gpu        *GPU // set by MapForGPU
+	gpu        *GPU       // set by MapForGPU
+	dev        *devEngine // device destinations (devio.go), from the first device buffer
 	recs       []record
 	free       []uint32 // free record indices
 	pending    fifo     // records waiting for a slot in the SQE batch
@@ -186,6 +196,7 @@ type record struct {
 	buf       uint16
 	op        Op
 	lane      uint8
+	dev       devRec // when the destination is device memory
 }
 
 type command struct {
@@ -290,7 +301,11 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 		case cmdClose:
 			// The order keeps every pin valid: the loop has stopped;
 			// CUDA lets go, then io_uring, then the memory is unmapped.
-			gpuErr := l.unmapGPU()
+			var devErr error
+			if l.dev != nil {
+				devErr = l.dev.close()
+			}
+			gpuErr := errors.Join(devErr, l.unmapGPU())
 			for _, ln := range l.lanes {
 				if ln.be != nil {
 					ln.be.close()
@@ -311,10 +326,18 @@ func (l *Loop) serve() {
 		drained := l.drain() // completions reaped by the last flush -> their slots
 		claimed := l.claim() // newly published requests; bad ones complete at once
 		l.dispatch()         // claimed requests -> SQE batch
+		advanced := 0
+		if l.dev != nil { // device destinations (devio.go)
+			advanced = l.devPoll() // finished copies and GDS IOs
+			if !l.cancelling && !l.failed {
+				l.devIssue() // queued device requests -> staged IOs, copies, GDS batches
+			}
+		}
 		if l.stopReq.Load() && l.stopStep() {
 			return
 		}
-		busy := drained > 0 || claimed > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0
+		busy := drained > 0 || claimed > 0 || advanced > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0 ||
+			l.devBusy()
 		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
 		if l.cycles++; l.cycles&255 == 0 {
 			l.publish()
@@ -342,7 +365,13 @@ func (l *Loop) drain() int {
 	for k := range l.lanes {
 		ln := &l.lanes[k]
 		for _, c := range ln.cqes[:ln.nreaped] {
-			if c.userData != cancelUserData {
+			switch {
+			case c.userData == cancelUserData:
+			case c.userData&devTag != 0: // a staged IO of a device request
+				ln.inflight--
+				l.inflight--
+				l.devIODone(uint32(c.userData&^devTag), int64(c.res))
+			default:
 				ln.inflight--
 				l.inflight--
 				l.reaped(uint32(c.userData), int64(c.res), now)
@@ -439,6 +468,10 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 			res = e
 			break
 		}
+		if d.dev != nil {
+			l.admitDevice(t, req, d, now)
+			return
+		}
 		i := l.take(t, req.op, now)
 		r := &l.recs[i]
 		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
@@ -495,7 +528,7 @@ func (l *Loop) dispatch() {
 func (l *Loop) wait(busy bool) time.Duration {
 	if busy {
 		l.bo.reset()
-	} else if d := l.bo.next(l.inflight > 0); d > 0 {
+	} else if d := l.bo.next(l.inflight > 0 || l.devWaiting()); d > 0 {
 		l.st.sleeps++
 		l.publish()
 		if l.inflight > 0 {
@@ -556,6 +589,9 @@ func (l *Loop) stopStep() bool {
 	if l.cancelReq.Load() && !l.cancelSent {
 		l.cancelling = true
 		l.abandonUnsubmitted()
+		if l.dev != nil {
+			l.devCancel()
+		}
 		l.cancelSent = true
 		for _, ln := range l.lanes {
 			if ln.be != nil && ln.inflight > 0 && ln.be.cancelAll() != nil {
@@ -582,6 +618,10 @@ func (l *Loop) abandonUnsubmitted() {
 	now := l.now()
 	for k := range l.lanes {
 		for _, s := range l.lanes[k].sqes {
+			if s.userData&devTag != 0 {
+				l.devDropIO(uint32(s.userData &^ devTag))
+				continue
+			}
 			l.abandon(uint32(s.userData), now)
 		}
 		l.lanes[k].sqes = l.lanes[k].sqes[:0]
@@ -607,6 +647,9 @@ func (l *Loop) fail(err error) {
 	err = fmt.Errorf("%w: %w", ErrRingFailed, err)
 	l.fatal.Store(&err)
 	l.failed = true
+	if l.dev != nil {
+		l.devFail() // nothing may still write into device memory or staging
+	}
 	now := l.now()
 	l.inflight = 0
 	for k := range l.lanes {
@@ -771,6 +814,9 @@ func (l *Loop) Stats() Stats {
 	s := l.pub.snapshot()
 	info := l.Backend()
 	s.Backend, s.BackendReason = info.Description, info.Reason
+	if note := l.devNote.Load(); note != nil {
+		s.Device.Setup = *note
+	}
 	return s
 }
 

@@ -26,6 +26,21 @@ type Stats struct {
 	Sleeps        uint64                // idle sleeps
 	Retries       uint64                // io_uring_enter calls answered EINTR, EAGAIN or EBUSY
 	Latency       Histogram             // claim to completion
+	Device        DeviceStats           // device destinations
+}
+
+// DeviceStats count the requests whose destination is device memory, by
+// the path that served them.
+type DeviceStats struct {
+	Setup          string // the device paths' set-up, e.g. "device: bounce (16 x 1024 KiB staging chunks) + GDS (...)"; "" before the first device buffer
+	GDSRequests    uint64 // requests whose aligned body went through GPUDirect Storage
+	SplitRequests  uint64 // of those, requests with an unaligned head or tail through the bounce path
+	BounceRequests uint64 // requests served by the bounce path alone
+	GDSBytes       uint64 // bytes moved by GDS
+	BounceBytes    uint64 // bytes moved through staging chunks
+	StagingWaits   uint64 // times a request waited for a free staging chunk or GDS batch entry
+	GDSRetries     uint64 // batch submissions cuFile asked to retry
+	Errors         uint64 // CUDA copy and cuFile errors (the last one: Loop.DeviceErr)
 }
 
 // Histogram counts durations in buckets of a quarter of a power of two
@@ -98,6 +113,9 @@ type counters struct {
 	sleeps       uint64
 	retries      uint64
 	latency      [histBuckets]uint64
+
+	devGDSReqs, devSplitReqs, devBounceReqs, devGDSBytes, devBounceBytes uint64
+	devStagingWaits, devGDSRetries, devErrors                            uint64
 }
 
 const maxErrno = 133
@@ -124,7 +142,7 @@ type published struct {
 	words [unsafeCountersWords]atomic.Uint64
 }
 
-const unsafeCountersWords = numOps + 1 + 2 + maxErrno + 1 + 6 + histBuckets
+const unsafeCountersWords = numOps + 1 + 2 + maxErrno + 1 + 6 + histBuckets + 8
 
 // publish copies c into p.
 func (p *published) publish(c *counters) {
@@ -151,6 +169,10 @@ func (p *published) publish(c *counters) {
 	put(c.sleeps)
 	put(c.retries)
 	for _, v := range c.latency {
+		put(v)
+	}
+	for _, v := range [...]uint64{c.devGDSReqs, c.devSplitReqs, c.devBounceReqs, c.devGDSBytes, c.devBounceBytes,
+		c.devStagingWaits, c.devGDSRetries, c.devErrors} {
 		put(v)
 	}
 }
@@ -180,6 +202,11 @@ func (p *published) snapshot() Stats {
 	s.Retries = get()
 	for k := range s.Latency.Buckets {
 		s.Latency.Buckets[k] = get()
+	}
+	d := &s.Device
+	for _, f := range [...]*uint64{&d.GDSRequests, &d.SplitRequests, &d.BounceRequests, &d.GDSBytes, &d.BounceBytes,
+		&d.StagingWaits, &d.GDSRetries, &d.Errors} {
+		*f = get()
 	}
 	return s
 }

@@ -12,6 +12,7 @@
 #define megaio_CUmod_st CUmod_st
 #define megaio_CUfunc_st CUfunc_st
 #define megaio_CUstream_st CUstream_st
+#define megaio_CUevent_st CUevent_st
 #include "cuda_shim.h"
 
 _Static_assert(sizeof(CUdeviceptr) == sizeof(megaio_CUdeviceptr), "CUdeviceptr");
@@ -22,6 +23,9 @@ _Static_assert(CUDA_ERROR_NO_DEVICE == MEGAIO_CUDA_ERROR_NO_DEVICE, "NO_DEVICE")
 _Static_assert(CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED == MEGAIO_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED, "712");
 _Static_assert(CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED == MEGAIO_CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED, "713");
 _Static_assert(CU_MEMHOSTREGISTER_PORTABLE == MEGAIO_CU_MEMHOSTREGISTER_PORTABLE, "PORTABLE");
+_Static_assert(CUDA_ERROR_NOT_READY == MEGAIO_CUDA_ERROR_NOT_READY, "NOT_READY");
+_Static_assert(CU_STREAM_NON_BLOCKING == MEGAIO_CU_STREAM_NON_BLOCKING, "NON_BLOCKING");
+_Static_assert(CU_EVENT_DISABLE_TIMING == MEGAIO_CU_EVENT_DISABLE_TIMING, "DISABLE_TIMING");
 _Static_assert(CU_MEMHOSTREGISTER_DEVICEMAP == MEGAIO_CU_MEMHOSTREGISTER_DEVICEMAP, "DEVICEMAP");
 
 megaio_cuInit_t check_cuInit = cuInit;
@@ -47,3 +51,13 @@ megaio_cuModuleGetFunction_t check_cuModuleGetFunction = cuModuleGetFunction;
 megaio_cuLaunchKernel_t check_cuLaunchKernel = cuLaunchKernel;
 megaio_cuGetErrorName_t check_cuGetErrorName = cuGetErrorName;
 megaio_cuGetErrorString_t check_cuGetErrorString = cuGetErrorString;
+megaio_cuMemGetAddressRange_t check_cuMemGetAddressRange = cuMemGetAddressRange;
+megaio_cuMemcpyHtoDAsync_t check_cuMemcpyHtoDAsync = cuMemcpyHtoDAsync;
+megaio_cuMemcpyDtoHAsync_t check_cuMemcpyDtoHAsync = cuMemcpyDtoHAsync;
+megaio_cuStreamCreate_t check_cuStreamCreate = cuStreamCreate;
+megaio_cuStreamDestroy_t check_cuStreamDestroy = cuStreamDestroy;
+megaio_cuStreamSynchronize_t check_cuStreamSynchronize = cuStreamSynchronize;
+megaio_cuEventCreate_t check_cuEventCreate = cuEventCreate;
+megaio_cuEventDestroy_t check_cuEventDestroy = cuEventDestroy;
+megaio_cuEventRecord_t check_cuEventRecord = cuEventRecord;
+megaio_cuEventQuery_t check_cuEventQuery = cuEventQuery;

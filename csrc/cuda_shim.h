@@ -21,14 +21,18 @@ typedef struct megaio_CUctx_st *megaio_CUcontext;
 typedef struct megaio_CUmod_st *megaio_CUmodule;
 typedef struct megaio_CUfunc_st *megaio_CUfunction;
 typedef struct megaio_CUstream_st *megaio_CUstream;
+typedef struct megaio_CUevent_st *megaio_CUevent;
 typedef unsigned long long megaio_CUdeviceptr; /* CUdeviceptr_v2 */
 
 #define MEGAIO_CUDA_SUCCESS 0
 #define MEGAIO_CUDA_ERROR_NO_DEVICE 100
+#define MEGAIO_CUDA_ERROR_NOT_READY 600
 #define MEGAIO_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED 712
 #define MEGAIO_CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED 713
 #define MEGAIO_CU_MEMHOSTREGISTER_PORTABLE 0x01
 #define MEGAIO_CU_MEMHOSTREGISTER_DEVICEMAP 0x02
+#define MEGAIO_CU_STREAM_NON_BLOCKING 0x1
+#define MEGAIO_CU_EVENT_DISABLE_TIMING 0x2
 
 /* The entry points, as function-pointer types. */
 typedef megaio_CUresult (*megaio_cuInit_t)(unsigned int flags);
@@ -54,6 +58,18 @@ typedef megaio_CUresult (*megaio_cuModuleGetFunction_t)(megaio_CUfunction *fn, m
 typedef megaio_CUresult (*megaio_cuLaunchKernel_t)(megaio_CUfunction f, unsigned gx, unsigned gy, unsigned gz,
 						  unsigned bx, unsigned by, unsigned bz, unsigned shmem,
 						  megaio_CUstream stream, void **params, void **extra);
+typedef megaio_CUresult (*megaio_cuMemGetAddressRange_t)(megaio_CUdeviceptr *base, size_t *size, megaio_CUdeviceptr p);
+typedef megaio_CUresult (*megaio_cuMemcpyHtoDAsync_t)(megaio_CUdeviceptr dst, const void *src, size_t bytes,
+						      megaio_CUstream stream);
+typedef megaio_CUresult (*megaio_cuMemcpyDtoHAsync_t)(void *dst, megaio_CUdeviceptr src, size_t bytes,
+						      megaio_CUstream stream);
+typedef megaio_CUresult (*megaio_cuStreamCreate_t)(megaio_CUstream *stream, unsigned int flags);
+typedef megaio_CUresult (*megaio_cuStreamDestroy_t)(megaio_CUstream stream);
+typedef megaio_CUresult (*megaio_cuStreamSynchronize_t)(megaio_CUstream stream);
+typedef megaio_CUresult (*megaio_cuEventCreate_t)(megaio_CUevent *event, unsigned int flags);
+typedef megaio_CUresult (*megaio_cuEventDestroy_t)(megaio_CUevent event);
+typedef megaio_CUresult (*megaio_cuEventRecord_t)(megaio_CUevent event, megaio_CUstream stream);
+typedef megaio_CUresult (*megaio_cuEventQuery_t)(megaio_CUevent event);
 typedef megaio_CUresult (*megaio_cuGetErrorName_t)(megaio_CUresult err, const char **name);
 typedef megaio_CUresult (*megaio_cuGetErrorString_t)(megaio_CUresult err, const char **str);
 /* cuGetProcAddress as the driver exports it under that name (CUDA 11.3+). */
@@ -84,6 +100,16 @@ struct megaio_cuda {
 	megaio_cuModuleUnload_t cuModuleUnload;
 	megaio_cuModuleGetFunction_t cuModuleGetFunction;
 	megaio_cuLaunchKernel_t cuLaunchKernel;
+	megaio_cuMemGetAddressRange_t cuMemGetAddressRange;
+	megaio_cuMemcpyHtoDAsync_t cuMemcpyHtoDAsync;
+	megaio_cuMemcpyDtoHAsync_t cuMemcpyDtoHAsync;
+	megaio_cuStreamCreate_t cuStreamCreate;
+	megaio_cuStreamDestroy_t cuStreamDestroy;
+	megaio_cuStreamSynchronize_t cuStreamSynchronize;
+	megaio_cuEventCreate_t cuEventCreate;
+	megaio_cuEventDestroy_t cuEventDestroy;
+	megaio_cuEventRecord_t cuEventRecord;
+	megaio_cuEventQuery_t cuEventQuery;
 	megaio_cuGetErrorName_t cuGetErrorName;
 	megaio_cuGetErrorString_t cuGetErrorString;
 };

@@ -1,0 +1,234 @@
+package megaio
+
+/*
+#cgo CFLAGS: -O2 -Wall -I${SRCDIR}/csrc
+#cgo LDFLAGS: -ldl
+#include <stdlib.h>
+#include "cufile_shim.c"
+
+static megaio_CUfileError gds_driver_open(struct megaio_cufile *c) { return c->cuFileDriverOpen(); }
+static megaio_CUfileError gds_props(struct megaio_cufile *c, megaio_CUfileDrvProps *p) { return c->cuFileDriverGetProperties(p); }
+static megaio_CUfileError gds_handle_register(struct megaio_cufile *c, void **fh, int fd) {
+	megaio_CUfileDescr d;
+	memset(&d, 0, sizeof(d));
+	d.type = MEGAIO_CU_FILE_HANDLE_TYPE_OPAQUE_FD;
+	d.handle.fd = fd;
+	return c->cuFileHandleRegister(fh, &d);
+}
+static void gds_handle_deregister(struct megaio_cufile *c, void *fh) { c->cuFileHandleDeregister(fh); }
+static megaio_CUfileError gds_buf_register(struct megaio_cufile *c, uint64_t p, size_t n) { return c->cuFileBufRegister((const void *)(uintptr_t)p, n, 0); }
+static megaio_CUfileError gds_buf_deregister(struct megaio_cufile *c, uint64_t p) { return c->cuFileBufDeregister((const void *)(uintptr_t)p); }
+static megaio_CUfileError gds_batch_setup(struct megaio_cufile *c, void **b, unsigned n) { return c->cuFileBatchIOSetUp(b, n); }
+static megaio_CUfileError gds_batch_cancel(struct megaio_cufile *c, void *b) { return c->cuFileBatchIOCancel(b); }
+static void gds_batch_destroy(struct megaio_cufile *c, void *b) { c->cuFileBatchIODestroy(b); }
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+// ErrGDSUnavailable: GPUDirect Storage cannot serve a buffer or file: no
+// libcufile.so.0, no nvidia-fs driver or platform support, a file system
+// cuFile refuses, or a file not opened with O_DIRECT. With DevicePathAuto
+// the bounce path serves instead (and says so); with DevicePathGDS it is
+// an error.
+var ErrGDSUnavailable = errors.New("megaio: GPUDirect Storage (cuFile) is unavailable")
+
+// cufileLibrary is cuFile's library name; only tests change it (see
+// cudaLibrary).
+var cufileLibrary = "libcufile.so.0"
+
+// CuFileError is an error from cuFile: its CUfileOpError code and, for
+// CU_FILE_CUDA_DRIVER_ERROR, the CUresult beneath.
+type CuFileError struct {
+	Op     string // the entry point, e.g. "cuFileHandleRegister"
+	Code   int    // CUfileOpError (5000 + n)
+	CUCode int    // CUresult when Code is 5011
+}
+
+var cufileNames = map[int]string{
+	5001: "CU_FILE_DRIVER_NOT_INITIALIZED", 5007: "CU_FILE_PLATFORM_NOT_SUPPORTED", 5008: "CU_FILE_IO_NOT_SUPPORTED",
+	5009: "CU_FILE_DEVICE_NOT_SUPPORTED", 5011: "CU_FILE_CUDA_DRIVER_ERROR", 5012: "CU_FILE_CUDA_POINTER_INVALID",
+	5018: "CU_FILE_INVALID_FILE_TYPE", 5019: "CU_FILE_INVALID_FILE_OPEN_FLAG", 5020: "CU_FILE_DIO_NOT_SET",
+	5022: "CU_FILE_INVALID_VALUE", 5023: "CU_FILE_MEMORY_ALREADY_REGISTERED", 5024: "CU_FILE_MEMORY_NOT_REGISTERED",
+	5025: "CU_FILE_PERMISSION_DENIED", 5026: "CU_FILE_DRIVER_ALREADY_OPEN", 5034: "CU_FILE_IO_DISABLED",
+	5035: "CU_FILE_BATCH_SUBMIT_FAILED", 5037: "CU_FILE_BATCH_FULL", 5049: "CU_FILE_BATCH_NOCOMPAT_ERROR",
+}
+
+func (e *CuFileError) Error() string {
+	name := cufileNames[e.Code]
+	if name == "" {
+		name = "unknown"
+	}
+	msg := fmt.Sprintf("megaio: %s: cuFile error %d (%s)", e.Op, e.Code, name)
+	if e.Code == 5011 {
+		msg += ": " + CUresult(e.CUCode).Error()
+	}
+	return msg
+}
+
+// Is matches ErrGDSUnavailable for the codes that mean "GDS cannot serve
+// this here" rather than "this call was wrong".
+func (e *CuFileError) Is(target error) bool {
+	if target != ErrGDSUnavailable {
+		return false
+	}
+	switch e.Code {
+	case 5001, 5007, 5008, 5009, 5018, 5019, 5020, 5025, 5034, 5049:
+		return true
+	}
+	return false
+}
+
+// retryable: cuFile's "queue full" and "internal error - retry later"
+// codes (5037, 5039-5043).
+func (e *CuFileError) retryable() bool { return e.Code == 5037 || (e.Code >= 5039 && e.Code <= 5043) }
+
+func cufileErr(op string, r C.megaio_CUfileError) error {
+	if r.err == 0 {
+		return nil
+	}
+	return &CuFileError{Op: op, Code: int(r.err), CUCode: int(r.cu_err)}
+}
+
+// cufile is the cuFile library, loaded and its driver opened once per
+// process, on first use; like the CUDA driver it stays open until exit.
+var cufile struct {
+	once     sync.Once
+	c        C.struct_megaio_cufile
+	err      error
+	maxBatch int // the driver's max_batch_io_size (0: not reported)
+}
+
+// openCuFile loads libcufile.so.0 and opens the cuFile driver. Its errors
+// match ErrGDSUnavailable.
+func openCuFile() error {
+	cufile.once.Do(func() {
+		name := C.CString(cufileLibrary)
+		defer C.free(unsafe.Pointer(name))
+		var msg [256]C.char
+		switch C.megaio_cufile_load(&cufile.c, name, &msg[0], C.size_t(len(msg))) {
+		case -1:
+			cufile.err = fmt.Errorf("%w: %s cannot be loaded (%s)", ErrGDSUnavailable, cufileLibrary, C.GoString(&msg[0]))
+			return
+		case -2:
+			cufile.err = fmt.Errorf("%w: %s lacks %s (cuFile 1.7 or newer has the batch API)", ErrGDSUnavailable,
+				cufileLibrary, C.GoString(&msg[0]))
+			return
+		}
+		if err := cufileErr("cuFileDriverOpen", C.gds_driver_open(&cufile.c)); err != nil {
+			cufile.err = fmt.Errorf("%w: %w", ErrGDSUnavailable, err)
+			return
+		}
+		var p C.megaio_CUfileDrvProps
+		if C.gds_props(&cufile.c, &p).err == 0 {
+			cufile.maxBatch = int(p.max_batch_io_size)
+		}
+	})
+	return cufile.err
+}
+
+// cufileHandle registers fd (opened with O_DIRECT) with cuFile.
+// The handle is C memory (CUfileHandle_t).
+func cufileHandle(fd int) (unsafe.Pointer, error) {
+	var fh unsafe.Pointer
+	if err := cufileErr("cuFileHandleRegister", C.gds_handle_register(&cufile.c, &fh, C.int(fd))); err != nil {
+		return nil, err
+	}
+	return fh, nil
+}
+
+func cufileHandleRelease(fh unsafe.Pointer) { C.gds_handle_deregister(&cufile.c, fh) }
+
+// cufileBufRegister registers device memory [p, p+n) for direct DMA.
+func cufileBufRegister(p, n uint64) error {
+	return cufileErr("cuFileBufRegister", C.gds_buf_register(&cufile.c, C.uint64_t(p), C.size_t(n)))
+}
+
+func cufileBufDeregister(p uint64) error {
+	return cufileErr("cuFileBufDeregister", C.gds_buf_deregister(&cufile.c, C.uint64_t(p)))
+}
+
+// gdsBatch is one cuFile batch handle with room for n IOs: it carries one
+// submission at a time (the batch API's rule) and is reused once every IO
+// of that submission has reported.
+type gdsBatch struct {
+	h      unsafe.Pointer // CUfileBatchHandle_t
+	ios    []C.struct_megaio_gds_io
+	evs    []C.struct_megaio_gds_event
+	got    []gdsEvent               // what the last poll collected
+	params *C.megaio_CUfileIOParams // C scratch for the submit shim
+	raw    *C.megaio_CUfileIOEvents // C scratch for the poll shim
+}
+
+func newGDSBatch(n int) (*gdsBatch, error) {
+	b := &gdsBatch{ios: make([]C.struct_megaio_gds_io, n), evs: make([]C.struct_megaio_gds_event, n), got: make([]gdsEvent, n)}
+	if err := cufileErr("cuFileBatchIOSetUp", C.gds_batch_setup(&cufile.c, &b.h, C.uint(n))); err != nil {
+		return nil, err
+	}
+	b.params = (*C.megaio_CUfileIOParams)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.megaio_CUfileIOParams{}))))
+	b.raw = (*C.megaio_CUfileIOEvents)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.megaio_CUfileIOEvents{}))))
+	return b, nil
+}
+
+// set fills IO k of the next submission.
+func (b *gdsBatch) set(k int, write bool, fh unsafe.Pointer, devBase uint64, devOff, fileOff, size uint64, cookie uint64) {
+	io := &b.ios[k]
+	io.dev_base, io.dev_off, io.file_off, io.size = C.uint64_t(devBase), C.int64_t(devOff), C.int64_t(fileOff), C.uint64_t(size)
+	io.fh, io.cookie, io.opcode = C.uint64_t(uintptr(fh)), C.uint64_t(cookie), C.MEGAIO_CUFILE_READ
+	if write {
+		io.opcode = C.MEGAIO_CUFILE_WRITE
+	}
+}
+
+// submit hands IOs [0, n) to cuFile.
+func (b *gdsBatch) submit(n int) error {
+	if r := C.megaio_gds_submit(&cufile.c, b.h, &b.ios[0], C.uint(n), b.params); r != 0 {
+		return &CuFileError{Op: "cuFileBatchIOSubmit", Code: int(r)}
+	}
+	return nil
+}
+
+// gdsEvent is one finished IO.
+type gdsEvent struct {
+	cookie uint64
+	ret    int64 // bytes, or a negative errno
+	status int   // gdsComplete, gdsFailed, ...
+}
+
+// CUfileStatus_t values.
+const (
+	gdsWaiting  = C.MEGAIO_CUFILE_WAITING
+	gdsPending  = C.MEGAIO_CUFILE_PENDING
+	gdsInvalid  = C.MEGAIO_CUFILE_INVALID
+	gdsCanceled = C.MEGAIO_CUFILE_CANCELED
+	gdsComplete = C.MEGAIO_CUFILE_COMPLETE
+	gdsTimeout  = C.MEGAIO_CUFILE_TIMEOUT
+	gdsFailed   = C.MEGAIO_CUFILE_FAILED
+)
+
+// poll collects the IOs that finished, without waiting, into b.got[:n].
+func (b *gdsBatch) poll() (int, error) {
+	n := C.megaio_gds_poll(&cufile.c, b.h, &b.evs[0], C.uint(len(b.evs)), b.raw)
+	if n < 0 {
+		return 0, &CuFileError{Op: "cuFileBatchIOGetStatus", Code: int(-n)}
+	}
+	for k, e := range b.evs[:n] {
+		b.got[k] = gdsEvent{cookie: uint64(e.cookie), ret: int64(e.ret), status: int(e.status)}
+	}
+	return int(n), nil
+}
+
+func (b *gdsBatch) cancel() error {
+	return cufileErr("cuFileBatchIOCancel", C.gds_batch_cancel(&cufile.c, b.h))
+}
+
+func (b *gdsBatch) destroy() {
+	C.gds_batch_destroy(&cufile.c, b.h)
+	C.free(unsafe.Pointer(b.params))
+	C.free(unsafe.Pointer(b.raw))
+}

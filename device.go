@@ -1,0 +1,456 @@
+package megaio
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Device destinations: READs that land in GPU device memory and WRITEs that
+// come from it. Two paths serve them (docs/DEVICE.md has the whole design):
+//
+//   - GPUDirect Storage (GDS): cuFile's batch API moves the bytes between
+//     the file and device memory by DMA, with no copy through host memory.
+//     It needs libcufile.so.0, the nvidia-fs driver (or a platform cuFile
+//     supports), files opened with O_DIRECT and 4 KiB-aligned file ranges.
+//   - The bounce path: io_uring reads into pinned host staging chunks, and a
+//     CUDA stream owned by the loop copies each chunk to the device
+//     (cuMemcpyHtoDAsync); WRITEs run the other way. Large requests are cut
+//     into chunks that are read and copied at the same time.
+//
+// The pieces of one request may take both: the 4 KiB-aligned body through
+// GDS, an unaligned head and tail through the bounce path.
+
+// DevicePath picks how device destinations are served.
+type DevicePath int
+
+const (
+	// DevicePathAuto uses GDS where cuFile accepts the buffer and the file,
+	// and the bounce path elsewhere; a buffer that falls back comes with a
+	// *PathWarning.
+	DevicePathAuto DevicePath = iota
+	// DevicePathGDS uses GDS or fails: registering a device buffer that
+	// cuFile refuses is an error (ErrGDSUnavailable), and a request from a
+	// file cuFile refused completes with -EOPNOTSUPP. Unaligned heads and
+	// tails still go through the bounce path.
+	DevicePathGDS
+	// DevicePathBounce never uses GDS.
+	DevicePathBounce
+)
+
+func (p DevicePath) String() string {
+	switch p {
+	case DevicePathAuto:
+		return "auto"
+	case DevicePathGDS:
+		return "gds"
+	case DevicePathBounce:
+		return "bounce"
+	}
+	return fmt.Sprintf("DevicePath(%d)", int(p))
+}
+
+// ParseDevicePath parses "auto", "gds" or "bounce".
+func ParseDevicePath(s string) (DevicePath, error) {
+	for _, p := range []DevicePath{DevicePathAuto, DevicePathGDS, DevicePathBounce} {
+		if s == p.String() {
+			return p, nil
+		}
+	}
+	return 0, configError("device path %q: want auto, gds or bounce", s)
+}
+
+// DeviceConfig tunes device destinations (Config.Device). Zero fields take
+// the defaults.
+type DeviceConfig struct {
+	// Path: DevicePathAuto (default), DevicePathGDS or DevicePathBounce.
+	Path DevicePath
+	// StagingChunks and ChunkSize shape the bounce path's pinned staging
+	// pool (defaults 16 and 1 MiB). ChunkSize is a multiple of 4 KiB, at
+	// most 64 MiB; the pool is at most 1 GiB.
+	StagingChunks int
+	ChunkSize     int
+	// MaxPiecesPerRequest bounds how many chunks (or GDS IOs) one request
+	// holds in flight, so a large request cannot starve the others
+	// (default StagingChunks/2, at least 1).
+	MaxPiecesPerRequest int
+	// GDSBatches is how many cuFile batch handles the loop keeps (default
+	// 4); GDSBatchEntries the IOs per batch (default 32, at most 128 and at
+	// most the driver's max_batch_io_size: larger batches are reported to
+	// fail).
+	GDSBatches      int
+	GDSBatchEntries int
+	// GDSMaxIO is the largest single GDS IO, a multiple of 4 KiB (default
+	// 16 MiB, cuFile's default max_direct_io_size).
+	GDSMaxIO int
+}
+
+const (
+	gdsAlign        = 4096 // O_DIRECT and GDS alignment used for file ranges
+	maxGDSBatchSize = 128
+)
+
+func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
+	if c.StagingChunks == 0 {
+		c.StagingChunks = 16
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = 1 << 20
+	}
+	if c.MaxPiecesPerRequest == 0 {
+		c.MaxPiecesPerRequest = max(1, c.StagingChunks/2)
+	}
+	if c.GDSBatches == 0 {
+		c.GDSBatches = 4
+	}
+	if c.GDSBatchEntries == 0 {
+		c.GDSBatchEntries = 32
+	}
+	if c.GDSMaxIO == 0 {
+		c.GDSMaxIO = 16 << 20
+	}
+	switch {
+	case c.Path < DevicePathAuto || c.Path > DevicePathBounce:
+		return c, configError("Device.Path %v: want auto, gds or bounce", c.Path)
+	case c.ChunkSize < gdsAlign || c.ChunkSize%gdsAlign != 0 || c.ChunkSize > 64<<20:
+		return c, configError("Device.ChunkSize %d: want a multiple of 4 KiB up to 64 MiB", c.ChunkSize)
+	case c.StagingChunks < 1 || c.StagingChunks > 1<<14 || c.StagingChunks*c.ChunkSize > maxBufferSize:
+		return c, configError("Device.StagingChunks %d x %d bytes: want 1 or more chunks and at most 1 GiB in all",
+			c.StagingChunks, c.ChunkSize)
+	case c.MaxPiecesPerRequest < 1 || c.MaxPiecesPerRequest > 1<<15:
+		return c, configError("Device.MaxPiecesPerRequest %d: want 1 to 32768", c.MaxPiecesPerRequest)
+	case c.GDSBatches < 1 || c.GDSBatches > 64:
+		return c, configError("Device.GDSBatches %d: want 1 to 64", c.GDSBatches)
+	case c.GDSBatchEntries < 1 || c.GDSBatchEntries > maxGDSBatchSize:
+		return c, configError("Device.GDSBatchEntries %d: want 1 to %d", c.GDSBatchEntries, maxGDSBatchSize)
+	case c.GDSMaxIO < gdsAlign || c.GDSMaxIO%gdsAlign != 0 || c.GDSMaxIO > MaxLength:
+		return c, configError("Device.GDSMaxIO %d: want a multiple of 4 KiB up to 1 GiB", c.GDSMaxIO)
+	}
+	return c, nil
+}
+
+// DeviceBuffer is GPU device memory registered with a loop as a place
+// READs land and WRITEs come from. It lives until the loop is closed; memory
+// the loop allocated (NewDeviceBuffer) is freed then, memory handed in
+// (RegisterDeviceMemory) stays the caller's.
+type DeviceBuffer struct {
+	ptr, size uint64
+	owned     bool
+	gpu       *GPU
+	path      DevicePath // DevicePathGDS or DevicePathBounce
+	reason    string
+	index     int
+}
+
+// Pointer is the buffer's device address; Size its length.
+func (b *DeviceBuffer) Pointer() uint64 { return b.ptr }
+func (b *DeviceBuffer) Size() uint64    { return b.size }
+
+// Path says which path serves the buffer: DevicePathGDS (cuFile registered
+// it; requests from files cuFile accepted go by DMA) or DevicePathBounce.
+// PathReason says why.
+func (b *DeviceBuffer) Path() DevicePath   { return b.path }
+func (b *DeviceBuffer) PathReason() string { return b.reason }
+
+// PathWarning is returned beside a usable DeviceBuffer when GPUDirect
+// Storage was wanted (DevicePathAuto) but the bounce path serves it. Cause
+// says why; it matches ErrGDSUnavailable when GDS is missing here.
+type PathWarning struct {
+	Cause error
+}
+
+func (w *PathWarning) Error() string {
+	return "megaio: GPUDirect Storage is not used for this buffer; the bounce path serves it: " + w.Cause.Error()
+}
+func (w *PathWarning) Unwrap() error { return w.Cause }
+
+// chooseBufferPath decides a buffer's path from the configured mode and
+// what cuFile answered (gdsErr: nil when cuFile registered the buffer). It
+// is the whole of the buffer-level policy, kept free of CUDA so it can be
+// tested anywhere.
+func chooseBufferPath(mode DevicePath, gdsErr error) (DevicePath, *PathWarning, error) {
+	switch {
+	case mode == DevicePathBounce:
+		return DevicePathBounce, nil, nil
+	case gdsErr == nil:
+		return DevicePathGDS, nil, nil
+	case mode == DevicePathGDS:
+		return 0, nil, fmt.Errorf("megaio: Device.Path is gds: %w", gdsErr)
+	}
+	return DevicePathBounce, &PathWarning{Cause: gdsErr}, nil
+}
+
+// planParams is how one request is cut into pieces.
+type planParams struct {
+	align  uint64 // file alignment: gdsAlign for O_DIRECT files, 1 otherwise
+	gds    bool   // the aligned body goes through GDS
+	chunk  uint64 // staging chunk size (a multiple of align)
+	gdsMax uint64 // largest GDS IO (a multiple of align)
+}
+
+// requestPlan decides how a READ or WRITE of [off, off+length) to a device
+// destination is served, or returns the negative errno that completes it:
+//   - a WRITE to an O_DIRECT file must be 4 KiB aligned in offset and
+//     length (-EINVAL otherwise: the unaligned edges would need a
+//     read-modify-write of blocks other writers may be changing);
+//   - with DevicePathGDS, a file or buffer GDS does not serve is
+//     -EOPNOTSUPP.
+func requestPlan(mode DevicePath, bufGDS, fileGDS, direct, write bool, off, length uint64, cfg DeviceConfig) (planParams, int64) {
+	p := planParams{align: 1, chunk: uint64(cfg.ChunkSize), gdsMax: uint64(cfg.GDSMaxIO)}
+	if direct {
+		p.align = gdsAlign
+	}
+	if write && direct && (off%gdsAlign != 0 || length%gdsAlign != 0) {
+		return p, -int64(unix.EINVAL)
+	}
+	p.gds = bufGDS && fileGDS && direct && mode != DevicePathBounce
+	if mode == DevicePathGDS && !p.gds {
+		return p, -int64(unix.EOPNOTSUPP)
+	}
+	return p, 0
+}
+
+// span is one piece of a request: the bytes [start, start+n) it delivers,
+// and for the bounce path the file range [ioOff, ioOff+ioLen) it reads,
+// widened to the file's alignment (O_DIRECT).
+type span struct {
+	start, n     uint64
+	gds          bool
+	ioOff, ioLen uint64
+}
+
+func alignDown(x, a uint64) uint64 { return x - x%a }
+func alignUp(x, a uint64) uint64   { return alignDown(x+a-1, a) }
+
+// nextPiece returns the piece of request [off, end) that starts at cur
+// (off <= cur < end). With GDS, the body [alignUp(off), alignDown(end)) goes
+// in GDS IOs of at most gdsMax bytes, and the head before it and the tail
+// after it go through the bounce path. A bounce piece fits one staging
+// chunk including the widening to the alignment.
+func nextPiece(off, end, cur uint64, p planParams) span {
+	if p.gds {
+		body, bodyEnd := alignUp(off, p.align), alignDown(end, p.align)
+		if body < bodyEnd {
+			if cur >= body && cur < bodyEnd {
+				n := min(bodyEnd-cur, p.gdsMax)
+				return span{start: cur, n: n, gds: true, ioOff: cur, ioLen: n}
+			}
+			if cur < body {
+				end = body // the head stops where the body starts
+			}
+		}
+	}
+	ioOff := alignDown(cur, p.align)
+	e := min(end, ioOff+p.chunk)
+	return span{start: cur, n: e - cur, ioOff: ioOff, ioLen: alignUp(e, p.align) - ioOff}
+}
+
+// chunkPool hands out the staging chunks. A request takes one chunk per
+// piece, only when one is free, and gives it back when the piece's copy
+// has completed: it never holds an idle chunk while it waits for another,
+// so every chunk taken is in flight and comes back without anyone waiting
+// on it (no request can wait on a chunk held by itself).
+type chunkPool struct {
+	free []uint32
+	n    int
+}
+
+func newChunkPool(n int) chunkPool {
+	p := chunkPool{free: make([]uint32, n), n: n}
+	for i := range p.free {
+		p.free[i] = uint32(n - 1 - i)
+	}
+	return p
+}
+
+func (p *chunkPool) get() (uint32, bool) {
+	if len(p.free) == 0 {
+		return 0, false
+	}
+	c := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return c, true
+}
+
+func (p *chunkPool) put(c uint32) { p.free = append(p.free, c) }
+func (p *chunkPool) inUse() int   { return p.n - len(p.free) }
+
+// gdsFile is a file registered with cuFile. It holds its own duplicate of
+// the descriptor, so unregistering the file while GDS IOs are in flight
+// only marks it; the last IO releases it.
+type gdsFile struct {
+	fd       int
+	fh       unsafe.Pointer // CUfileHandle_t
+	inflight int
+	closed   bool
+}
+
+func (f *gdsFile) release() {
+	cufileHandleRelease(f.fh)
+	unix.Close(f.fd)
+	f.fd = -1
+}
+
+// NewDeviceBuffer allocates size bytes of device memory on g (cuMemAlloc)
+// and registers them with the loop. The first device buffer sets up the
+// loop's device paths on g (one GPU per loop). The *PathWarning, when not
+// nil, says the bounce path serves the buffer although GDS was wanted; the
+// buffer is usable either way.
+func (l *Loop) NewDeviceBuffer(g *GPU, size int) (*DeviceBuffer, *PathWarning, error) {
+	if size <= 0 || size > maxBufferSize {
+		return nil, nil, configError("device buffer size %d: want 1 byte to 1 GiB", size)
+	}
+	ptr, err := g.Alloc(size)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, w, err := l.registerDevice(g, ptr, uint64(size), true)
+	if err != nil {
+		g.Free(ptr)
+	}
+	return b, w, err
+}
+
+// RegisterDeviceMemory registers device memory the caller allocated (a
+// framework's tensor, say): [ptr, ptr+size) must lie inside one allocation
+// on g (checked with cuMemGetAddressRange). The memory must stay allocated
+// until the loop is closed.
+func (l *Loop) RegisterDeviceMemory(g *GPU, ptr, size uint64) (*DeviceBuffer, *PathWarning, error) {
+	if size == 0 || size > maxBufferSize {
+		return nil, nil, configError("device memory size %d: want 1 byte to 1 GiB", size)
+	}
+	base, n, err := g.DeviceRange(ptr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("megaio: %#x is not device memory of this GPU: %w", ptr, err)
+	}
+	if ptr-base > n || size > n-(ptr-base) {
+		return nil, nil, configError("device memory [%#x, +%d) overruns its allocation [%#x, +%d)", ptr, size, base, n)
+	}
+	return l.registerDevice(g, ptr, size, false)
+}
+
+func (l *Loop) registerDevice(g *GPU, ptr, size uint64, owned bool) (*DeviceBuffer, *PathWarning, error) {
+	b := &DeviceBuffer{ptr: ptr, size: size, owned: owned, gpu: g}
+	var warn *PathWarning
+	err := l.exec(func() error {
+		if err := l.devSetup(g); err != nil {
+			return err
+		}
+		e := l.dev
+		gdsErr := e.gdsErr
+		if gdsErr == nil && l.cfg.Device.Path != DevicePathBounce {
+			gdsErr = cufileBufRegister(ptr, size)
+		}
+		path, w, err := chooseBufferPath(l.cfg.Device.Path, gdsErr)
+		if err != nil {
+			return err
+		}
+		b.path, warn = path, w
+		switch {
+		case path == DevicePathGDS:
+			b.reason = "cuFile registered the buffer (cuFileBufRegister)"
+		case l.cfg.Device.Path == DevicePathBounce:
+			b.reason = "Device.Path is bounce"
+		default:
+			b.reason = gdsErr.Error()
+		}
+		b.index = len(e.bufs)
+		e.bufs = append(e.bufs, b)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, warn, nil
+}
+
+// AddDeviceDestination makes [base, base+length) of b a destination and
+// returns its handle; requests name it like any destination, and their
+// ranges are checked against it the same way (-EFAULT when outside).
+func (l *Loop) AddDeviceDestination(b *DeviceBuffer, base, length uint64) (DestHandle, error) {
+	if b == nil || base > b.size || length == 0 || length > b.size-base {
+		return 0, configError("device destination [%d, +%d) does not fit the buffer", base, length)
+	}
+	var h DestHandle
+	err := l.exec(func() error {
+		if l.dev == nil || b.index >= len(l.dev.bufs) || l.dev.bufs[b.index] != b {
+			return fmt.Errorf("%w: the device buffer belongs to no loop or another loop", ErrNotRegistered)
+		}
+		h = l.tab.addDest(destination{addr: b.ptr + base, length: length, valid: true, dev: b})
+		return nil
+	})
+	return h, err
+}
+
+// FileDevicePath says how READs and WRITEs between file h and device
+// destinations are served, and why: DevicePathGDS when cuFile accepted the
+// file, else DevicePathBounce. Before the loop's first device buffer it
+// reports DevicePathBounce with "no device buffer yet".
+func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
+	var p DevicePath
+	var why string
+	err := l.exec(func() error {
+		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
+			return fmt.Errorf("%w: file handle %d", ErrNotRegistered, h)
+		}
+		f := &l.tab.files[h]
+		p, why = DevicePathBounce, f.gdsWhy
+		if f.gds != nil {
+			p = DevicePathGDS
+		}
+		if why == "" {
+			why = "no device buffer yet"
+		}
+		return nil
+	})
+	return p, why, err
+}
+
+// gdsRegisterFile registers file slot i with cuFile when GDS is on. Runs on
+// the loop's thread.
+func (l *Loop) gdsRegisterFile(i int) {
+	f := &l.tab.files[i]
+	switch {
+	case l.dev == nil:
+		return
+	case l.dev.gdsErr != nil:
+		f.gdsWhy = "GDS is off for this loop: " + l.dev.gdsErr.Error()
+		return
+	case !f.direct:
+		f.gdsWhy = "not opened with O_DIRECT, which GDS needs"
+		return
+	}
+	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		f.gdsWhy = "duplicating the descriptor: " + err.Error()
+		return
+	}
+	fh, err := cufileHandle(fd)
+	if err != nil {
+		unix.Close(fd)
+		f.gdsWhy = err.Error()
+		return
+	}
+	f.gds, f.gdsWhy = &gdsFile{fd: fd, fh: fh}, "cuFile registered the file (cuFileHandleRegister)"
+}
+
+// gdsUnregisterFile lets go of slot i's cuFile handle, at once or when its
+// last GDS IO reports.
+func (l *Loop) gdsUnregisterFile(i int) {
+	f := &l.tab.files[i]
+	if f.gds != nil {
+		f.gds.closed = true
+		if f.gds.inflight == 0 {
+			f.gds.release()
+		}
+		f.gds = nil
+	}
+	f.gdsWhy = ""
+}
+
+// isDirect reports whether fd was opened with O_DIRECT.
+func isDirect(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_DIRECT != 0
+}
