@@ -113,7 +113,7 @@ func openCuFile() error {
 		var msg [256]C.char
 		switch C.megaio_cufile_load(&cufile.c, name, &msg[0], C.size_t(len(msg))) {
 		case -1:
-			cufile.err = fmt.Errorf("%w: %s cannot be loaded (%s)", ErrGDSUnavailable, cufileLibrary, C.GoString(&msg[0]))
+			cufile.err = fmt.Errorf("%w: %s", ErrGDSUnavailable, C.GoString(&msg[0]))
 			return
 		case -2:
 			cufile.err = fmt.Errorf("%w: %s lacks %s (cuFile 1.7 or newer has the batch API)", ErrGDSUnavailable,

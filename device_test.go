@@ -104,11 +104,11 @@ func TestRequestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		mode                          DevicePath
+		mode                           DevicePath
 		bufGDS, fileGDS, direct, write bool
-		off, n                        uint64
-		wantGDS                       bool
-		wantErr                       unix.Errno
+		off, n                         uint64
+		wantGDS                        bool
+		wantErr                        unix.Errno
 	}{
 		{DevicePathAuto, true, true, true, false, 0, 8192, true, 0},
 		{DevicePathAuto, true, false, true, false, 0, 8192, false, 0}, // cuFile refused the file

@@ -1,0 +1,561 @@
+package megaio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The device paths end to end. The TestDevice* tests need a GPU: on a GPU
+// machine they run against the real driver (and cuFile where installed);
+// elsewhere TestDeviceFakeDriver runs them in child processes against the
+// stand-in driver and cuFile of testdata/fakecuda, which move the bytes with
+// memcpy and pread but keep the asynchrony (copies land late, on another
+// thread) and check how they are called.
+
+// fakeDriverEnv, in a child, names the directory holding the stand-ins;
+// fakeCuFileEnv=absent makes cuFile unloadable there.
+const (
+	fakeDriverEnv = "MEGAIO_TEST_FAKE_DRIVER"
+	fakeCuFileEnv = "MEGAIO_TEST_FAKE_CUFILE"
+)
+
+func init() {
+	// Runs before TestMain: point the loaders at the stand-ins.
+	if dir := os.Getenv(fakeDriverEnv); dir != "" {
+		cudaLibrary = filepath.Join(dir, "libcuda.so.1")
+		cufileLibrary = filepath.Join(dir, "libcufile.so.0")
+		if os.Getenv(fakeCuFileEnv) == "absent" {
+			cufileLibrary = filepath.Join(dir, "libcufile-absent.so.0")
+		}
+	}
+}
+
+// TestDeviceFakeDriver builds the stand-ins and runs the TestDevice tests
+// against them three times: with cuFile (the GDS path), without it (auto
+// falls back to the bounce path and says so), and with cuFile refusing
+// every file and one copy failing.
+func TestDeviceFakeDriver(t *testing.T) {
+	if os.Getenv(fakeDriverEnv) != "" {
+		t.Skip("skipping: this is the child")
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed to build the stand-in driver: %v", err)
+	}
+	dir := t.TempDir()
+	for lib, src := range map[string]string{"libcuda.so.1": "fake_cuda.c", "libcufile.so.0": "fake_cufile.c"} {
+		out, err := exec.Command("gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", filepath.Join(dir, lib),
+			filepath.Join("testdata", "fakecuda", src), "-lpthread").CombinedOutput()
+		if err != nil {
+			t.Fatalf("building %s: %v\n%s", lib, err, out)
+		}
+	}
+	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
+		"TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs"}
+	for _, run := range []struct {
+		name  string
+		env   []string
+		tests []string
+	}{
+		{"with cuFile", nil, all},
+		{"without cuFile", []string{fakeCuFileEnv + "=absent"}, all},
+		{"cuFile refuses files, a copy fails", []string{"FAKE_CUFILE_REFUSE_FILES=1", "FAKE_CUDA_FAIL_COPY=3"},
+			[]string{"TestDeviceCopyFailure"}},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(run.tests, "|")+")$", "-test.v", "-test.count=1")
+			cmd.Env = append(append(os.Environ(), fakeDriverEnv+"="+dir), run.env...)
+			out, err := cmd.CombinedOutput()
+			t.Logf("child output:\n%s", out)
+			if err != nil {
+				t.Fatalf("child: %v", err)
+			}
+			for _, name := range run.tests {
+				if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
+					t.Errorf("the child did not pass %s", name)
+				}
+			}
+			if bytes.Contains(out, []byte("--- SKIP")) {
+				t.Errorf("a test skipped in the child")
+			}
+		})
+	}
+}
+
+// devHarness is a harness with a device buffer of size bytes as
+// destination devDest.
+type devHarness struct {
+	*harness
+	g       *GPU
+	db      *DeviceBuffer
+	warn    *PathWarning
+	devDest DestHandle
+}
+
+func newDevHarness(t *testing.T, cfg Config, size int) *devHarness {
+	t.Helper()
+	g := requireGPU(t)
+	h := &devHarness{harness: newHarness(t, QueueConfig{Capacity: 256}, cfg, 1<<16), g: g}
+	var err error
+	if h.db, h.warn, err = h.l.NewDeviceBuffer(g, size); err != nil {
+		t.Fatalf("NewDeviceBuffer: %v", err)
+	}
+	if h.devDest, err = h.l.AddDeviceDestination(h.db, 0, uint64(size)); err != nil {
+		t.Fatalf("AddDeviceDestination: %v", err)
+	}
+	t.Logf("buffer path %v (%s); %s", h.db.Path(), h.db.PathReason(), h.l.Stats().Device.Setup)
+	return h
+}
+
+// fill sets the whole device buffer to v.
+func (h *devHarness) fill(v byte) {
+	h.t.Helper()
+	if err := h.g.CopyToDevice(h.db.Pointer(), bytes.Repeat([]byte{v}, int(h.db.Size()))); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// device returns the device buffer's bytes.
+func (h *devHarness) device() []byte {
+	h.t.Helper()
+	b := make([]byte, h.db.Size())
+	if err := h.g.CopyFromDevice(b, h.db.Pointer()); err != nil {
+		h.t.Fatal(err)
+	}
+	return b
+}
+
+// checkWarning: a buffer served by the bounce path although GDS was wanted
+// comes with a warning, and only then.
+func (h *devHarness) checkWarning(mode DevicePath) {
+	h.t.Helper()
+	wantWarn := mode == DevicePathAuto && h.db.Path() == DevicePathBounce
+	if (h.warn != nil) != wantWarn {
+		h.t.Fatalf("mode %v, path %v: warning %v", mode, h.db.Path(), h.warn)
+	}
+	if h.warn != nil && !errors.Is(h.warn, ErrGDSUnavailable) && !errors.As(h.warn.Cause, new(*CuFileError)) {
+		h.t.Fatalf("warning %v: its cause is neither ErrGDSUnavailable nor a cuFile error", h.warn)
+	}
+}
+
+func devConfig(mode DevicePath) Config {
+	return Config{Device: DeviceConfig{Path: mode, StagingChunks: 4, ChunkSize: 64 << 10, GDSMaxIO: 128 << 10,
+		GDSBatchEntries: 8}}
+}
+
+func TestDeviceReads(t *testing.T) {
+	for _, mode := range []DevicePath{DevicePathBounce, DevicePathAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newDevHarness(t, devConfig(mode), 2<<20)
+			h.checkWarning(mode)
+			const size = 1<<20 + 123
+			bufPath, data := patternFile(t, tmpfsDir(t), size, 1)
+			directPath, _ := patternFile(t, diskDir(t), size, 1)
+			files := map[string]FileHandle{"buffered": h.register(bufPath, os.O_RDONLY),
+				"O_DIRECT": h.register(directPath, os.O_RDONLY|unix.O_DIRECT)}
+			for name, fh := range files {
+				p, why, err := h.l.FileDevicePath(fh)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("%s file: %v (%s)", name, p, why)
+				if p == DevicePathGDS && (name != "O_DIRECT" || h.db.Path() != DevicePathGDS || mode == DevicePathBounce) {
+					t.Fatalf("%s file on GDS with buffer path %v, mode %v", name, h.db.Path(), mode)
+				}
+			}
+			const chunk = 64 << 10
+			for _, c := range []struct {
+				off, n, destOff uint64
+				want            int64
+			}{
+				{0, 1, 0, 1},
+				{0, 4096, 0, 4096},
+				{123, 5000, 7, 5000},
+				{4095, 3*chunk + 17, 0, 3*chunk + 17},
+				{8192, 8 * chunk, 4096, 8 * chunk}, // aligned: all GDS where GDS serves
+				{0, size, 100, size},               // the whole file
+				{size - 100, 1000, 0, 100},         // across EOF: short
+				{size, 10, 0, 0},                   // at EOF
+				{size + 4096, 4096, 0, 0},          // past EOF
+			} {
+				for name, fh := range files {
+					h.fill(0xEE)
+					res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: c.off, DestOffset: c.destOff,
+						Length: c.n})
+					if int64(res) != c.want {
+						t.Fatalf("%s READ [%d,+%d) -> +%d: result %d, want %d", name, c.off, c.n, c.destOff, int64(res), c.want)
+					}
+					got := h.device()
+					want := bytes.Repeat([]byte{0xEE}, len(got))
+					if c.want > 0 {
+						copy(want[c.destOff:], data[c.off:c.off+uint64(c.want)])
+					}
+					if i := firstDiff(got, want); i >= 0 {
+						t.Fatalf("%s READ [%d,+%d) -> +%d: device byte %d is %#x, want %#x", name, c.off, c.n, c.destOff,
+							i, got[i], want[i])
+					}
+				}
+			}
+			// Host destinations work beside device ones.
+			if res := h.do(Request{Op: OpRead, File: files["buffered"], Dest: h.dest, Length: 4096}); int64(res) != 4096 ||
+				!bytes.Equal(h.buf.Bytes()[:4096], data[:4096]) {
+				t.Fatalf("host READ beside device ones: %d", int64(res))
+			}
+			st := h.stopped()
+			t.Logf("device stats %+v", st.Device)
+			if st.Device.BounceRequests == 0 || st.Device.BounceBytes == 0 {
+				t.Errorf("no request went through the bounce path: %+v", st.Device)
+			}
+			if h.db.Path() == DevicePathGDS {
+				if st.Device.GDSRequests == 0 || st.Device.GDSBytes == 0 || st.Device.SplitRequests == 0 {
+					t.Errorf("GDS serves the buffer but counted no GDS or split requests: %+v", st.Device)
+				}
+			} else if st.Device.GDSRequests != 0 || st.Device.GDSBytes != 0 {
+				t.Errorf("bounce-only buffer counted GDS requests: %+v", st.Device)
+			}
+		})
+	}
+}
+
+// stopped stops the loop and returns its final stats.
+func (h *devHarness) stopped() Stats {
+	h.t.Helper()
+	if err := h.l.Stop(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	return h.l.Stats()
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if i >= len(b) || a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return len(a)
+	}
+	return -1
+}
+
+func TestDeviceWrites(t *testing.T) {
+	for _, mode := range []DevicePath{DevicePathBounce, DevicePathAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			h := newDevHarness(t, devConfig(mode), 1<<20)
+			src := make([]byte, 1<<20)
+			for i := range src {
+				src[i] = byte(i*7 + i>>11)
+			}
+			if err := h.g.CopyToDevice(h.db.Pointer(), src); err != nil {
+				t.Fatal(err)
+			}
+			bufPath, old := patternFile(t, tmpfsDir(t), 300<<10, 2)
+			directPath, oldDirect := patternFile(t, diskDir(t), 600<<10, 3)
+			buffered := h.register(bufPath, os.O_RDWR)
+			direct := h.register(directPath, os.O_RDWR|unix.O_DIRECT)
+			for _, c := range []struct {
+				name           string
+				fh             FileHandle
+				path           string
+				old            []byte
+				off, n, srcOff uint64
+				want           int64
+			}{
+				{"buffered, unaligned", buffered, bufPath, old, 100, 70000, 5, 70000},
+				{"buffered, past the end", buffered, bufPath, old, 290 << 10, 20 << 10, 0, 20 << 10},
+				{"O_DIRECT, aligned", direct, directPath, oldDirect, 8192, 3 * 64 << 10, 4096, 3 * 64 << 10},
+				{"O_DIRECT, unaligned", direct, directPath, oldDirect, 100, 4096, 0, -int64(unix.EINVAL)},
+			} {
+				res := h.do(Request{Op: OpWrite, File: c.fh, Dest: h.devDest, FileOffset: c.off, DestOffset: c.srcOff,
+					Length: c.n})
+				if int64(res) != c.want {
+					t.Fatalf("%s: WRITE result %d, want %d", c.name, int64(res), c.want)
+				}
+				got, err := os.ReadFile(c.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := append([]byte(nil), c.old...)
+				if c.want > 0 {
+					if end := int(c.off + c.n); end > len(want) {
+						want = append(want, make([]byte, end-len(want))...)
+					}
+					copy(want[c.off:], src[c.srcOff:c.srcOff+c.n])
+					copy(c.old, want) // later cases build on this content
+				}
+				if i := firstDiff(got, want); i >= 0 {
+					t.Fatalf("%s: file byte %d differs (len %d, want %d)", c.name, i, len(got), len(want))
+				}
+				if c.want > 0 && c.fh == buffered {
+					old = want
+				}
+			}
+		})
+	}
+}
+
+// TestDeviceConcurrent runs many multi-chunk requests at once through a
+// staging pool far too small for them: they wait for chunks, never for
+// themselves, and every byte lands where it should.
+func TestDeviceConcurrent(t *testing.T) {
+	for _, mode := range []DevicePath{DevicePathBounce, DevicePathAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := devConfig(mode)
+			cfg.Device.MaxPiecesPerRequest = 2
+			const n, each = 48, 200<<10 + 300
+			h := newDevHarness(t, cfg, n*each)
+			h.fill(0)
+			path, data := patternFile(t, diskDir(t), n*each, 4)
+			files := []FileHandle{h.register(path, os.O_RDONLY), h.register(path, os.O_RDONLY|unix.O_DIRECT)}
+			tickets := make([]Ticket, n)
+			for i := range tickets {
+				var err error
+				tickets[i], err = h.p.Submit(Request{Op: OpRead, File: files[i%2], Dest: h.devDest,
+					FileOffset: uint64(i*each + i%3), DestOffset: uint64(i * each), Length: each - 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, tk := range tickets {
+				res, err := h.p.Wait(tk)
+				if err != nil || int64(res) != each-3 {
+					t.Fatalf("request %d: %d, %v", i, int64(res), err)
+				}
+			}
+			got := h.device()
+			for i := 0; i < n; i++ {
+				off := i*each + i%3
+				if j := firstDiff(got[i*each:i*each+each-3], data[off:off+each-3]); j >= 0 {
+					t.Fatalf("request %d: byte %d differs", i, j)
+				}
+			}
+			st := h.stopped()
+			t.Logf("device stats %+v", st.Device)
+			if st.Device.StagingWaits == 0 {
+				t.Errorf("%d requests of %d bytes never waited for one of 4 chunks", n, each)
+			}
+		})
+	}
+}
+
+// TestDeviceStop stops the loop with copies and reads in flight: without a
+// deadline everything completes in full; with one, each request completes
+// with its full length, a prefix, or -ECANCELED, and once Stop returns
+// nothing writes into device memory any more.
+func TestDeviceStop(t *testing.T) {
+	for _, deadline := range []time.Duration{0, time.Millisecond} {
+		t.Run(fmt.Sprint("deadline ", deadline), func(t *testing.T) {
+			const n, each = 64, 256 << 10
+			h := newDevHarness(t, devConfig(DevicePathAuto), n*each)
+			h.fill(0)
+			path, data := patternFile(t, diskDir(t), n*each, 5)
+			files := []FileHandle{h.register(path, os.O_RDONLY), h.register(path, os.O_RDONLY|unix.O_DIRECT)}
+			tickets := make([]Ticket, n)
+			for i := range tickets {
+				var err error
+				if tickets[i], err = h.p.Submit(Request{Op: OpRead, File: files[i%2], Dest: h.devDest,
+					FileOffset: uint64(i * each), DestOffset: uint64(i * each), Length: each}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Stop cancels what it has not claimed yet: let the loop claim
+			// everything first, so the requests are in flight.
+			eventually(t, "the loop to claim every request", func() bool { return h.l.Stats().Requests[OpRead] == n })
+			ctx := context.Background()
+			if deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, deadline)
+				defer cancel()
+			}
+			err := h.l.Stop(ctx)
+			if deadline == 0 && err != nil {
+				t.Fatalf("Stop: %v", err)
+			}
+			after := h.device()
+			full, partial, cancelled := 0, 0, 0
+			for i, tk := range tickets {
+				res, ok, err := h.p.Poll(tk)
+				if err != nil || !ok {
+					t.Fatalf("request %d has no result after Stop returned", i)
+				}
+				switch {
+				case int64(res) == each:
+					full++
+				case int64(res) > 0 && int64(res) < each:
+					partial++
+				case int64(res) == -int64(unix.ECANCELED):
+					cancelled++
+				default:
+					t.Fatalf("request %d: result %d", i, int64(res))
+				}
+				if int64(res) > 0 {
+					if j := firstDiff(after[i*each:i*each+int(int64(res))], data[i*each:i*each+int(int64(res))]); j >= 0 {
+						t.Fatalf("request %d (result %d): byte %d differs", i, int64(res), j)
+					}
+				}
+			}
+			t.Logf("Stop(%v): %v; %d full, %d partial, %d cancelled", deadline, err, full, partial, cancelled)
+			if deadline == 0 && full != n {
+				t.Fatalf("Stop without deadline: %d of %d full", full, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if i := firstDiff(h.device(), after); i >= 0 {
+				t.Fatalf("device byte %d changed after Stop returned", i)
+			}
+		})
+	}
+}
+
+// TestDeviceForcedPaths: DevicePathGDS fails loudly where GDS cannot
+// serve; DevicePathBounce never uses it.
+func TestDeviceForcedPaths(t *testing.T) {
+	g := requireGPU(t)
+	gdsErr := openCuFile()
+	t.Run("gds", func(t *testing.T) {
+		h := newHarness(t, QueueConfig{Capacity: 64}, devConfig(DevicePathGDS), 4096)
+		db, warn, err := h.l.NewDeviceBuffer(g, 1<<20)
+		if gdsErr != nil {
+			if !errors.Is(err, ErrGDSUnavailable) || db != nil || warn != nil {
+				t.Fatalf("forced GDS without cuFile (%v): %v, %v, %v", gdsErr, db, warn, err)
+			}
+			t.Logf("forced GDS without cuFile: %v", err)
+			return
+		}
+		if err != nil || warn != nil || db.Path() != DevicePathGDS {
+			t.Fatalf("forced GDS: %v, %v, %v", db, warn, err)
+		}
+		dest, err := h.l.AddDeviceDestination(db, 0, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, _ := patternFile(t, tmpfsDir(t), 8192, 6)
+		fh := h.register(path, os.O_RDONLY) // no O_DIRECT: GDS cannot serve it
+		if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, Length: 4096}); int64(res) != -int64(unix.EOPNOTSUPP) {
+			t.Fatalf("forced GDS from a buffered file: %d, want -EOPNOTSUPP", int64(res))
+		}
+	})
+	t.Run("bounce", func(t *testing.T) {
+		h := newDevHarness(t, devConfig(DevicePathBounce), 1<<20)
+		if h.db.Path() != DevicePathBounce || h.warn != nil {
+			t.Fatalf("forced bounce: %v, %v", h.db.Path(), h.warn)
+		}
+		path, data := patternFile(t, diskDir(t), 1<<20, 7)
+		fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+		if p, _, _ := h.l.FileDevicePath(fh); p != DevicePathBounce {
+			t.Fatalf("forced bounce: the O_DIRECT file is on %v", p)
+		}
+		if res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, Length: 1 << 20}); int64(res) != 1<<20 ||
+			!bytes.Equal(h.device(), data) {
+			t.Fatalf("forced bounce READ: %d", int64(res))
+		}
+		if st := h.stopped(); st.Device.GDSRequests != 0 || st.Device.BounceRequests != 1 {
+			t.Fatalf("forced bounce: %+v", st.Device)
+		}
+	})
+}
+
+// TestDeviceMemory registers memory the caller allocated, checks its range
+// against the allocation, and reads into it.
+func TestDeviceMemory(t *testing.T) {
+	g := requireGPU(t)
+	h := newHarness(t, QueueConfig{Capacity: 64}, devConfig(DevicePathAuto), 4096)
+	ptr, err := g.Alloc(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Free(ptr) })
+	if _, _, err := h.l.RegisterDeviceMemory(g, ptr+4096, 1<<20); !errors.Is(err, ErrConfig) {
+		t.Fatalf("a range overrunning its allocation: %v, want ErrConfig", err)
+	}
+	if _, _, err := h.l.RegisterDeviceMemory(g, 4096, 4096); err == nil {
+		t.Fatal("address 4096 registered as device memory")
+	}
+	db, warn, err := h.l.RegisterDeviceMemory(g, ptr+64<<10, 512<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("caller's memory: path %v, warning %v", db.Path(), warn)
+	dest, err := h.l.AddDeviceDestination(db, 0, 512<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.l.AddDeviceDestination(db, 1, 512<<10); !errors.Is(err, ErrConfig) {
+		t.Fatalf("a destination overrunning the buffer: %v", err)
+	}
+	path, data := patternFile(t, diskDir(t), 512<<10, 8)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 4096, Length: 256 << 10}); int64(res) != 256<<10 {
+		t.Fatalf("READ into the caller's memory: %d", int64(res))
+	}
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 400 << 10, Length: 256 << 10}); int64(res) != -int64(unix.EFAULT) {
+		t.Fatalf("READ past the destination: %d, want -EFAULT", int64(res))
+	}
+	got := make([]byte, 256<<10)
+	if err := g.CopyFromDevice(got, ptr+64<<10+4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data[:256<<10]) {
+		t.Fatal("the caller's memory holds the wrong bytes")
+	}
+}
+
+// TestDeviceZeroAllocs: a device READ allocates nothing in the loop or the
+// producer.
+func TestDeviceZeroAllocs(t *testing.T) {
+	h := newDevHarness(t, devConfig(DevicePathAuto), 1<<20)
+	path, _ := patternFile(t, diskDir(t), 1<<20, 9)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	r := Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: 100, Length: 200 << 10}
+	h.do(r) // warm up
+	if a := testing.AllocsPerRun(50, func() {
+		if res, err := h.p.Do(r); err != nil || res != 200<<10 {
+			t.Fatalf("%d, %v", res, err)
+		}
+	}); a != 0 {
+		t.Fatalf("%.1f allocations per device READ", a)
+	}
+}
+
+// TestDeviceCopyFailure: a copy that fails completes its request with
+// -EIO (DeviceErr says why) and harms no other request. Only the stand-in
+// driver can make a copy fail on purpose.
+func TestDeviceCopyFailure(t *testing.T) {
+	if os.Getenv("FAKE_CUDA_FAIL_COPY") == "" {
+		t.Skip("skipping: needs the stand-in driver's fault injection (run by TestDeviceFakeDriver)")
+	}
+	h := newDevHarness(t, devConfig(DevicePathAuto), 1<<20)
+	path, data := patternFile(t, diskDir(t), 1<<20, 10)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	if p, why, _ := h.l.FileDevicePath(fh); p != DevicePathBounce || !strings.Contains(why, "5008") {
+		t.Fatalf("cuFile refuses files here, yet the file is on %v (%s)", p, why)
+	}
+	var eio, ok int
+	for i := 0; i < 6; i++ { // one 4 KiB copy each: the third fails
+		h.fill(0)
+		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 4096, Length: 4096})
+		switch int64(res) {
+		case -int64(unix.EIO):
+			eio++
+		case 4096:
+			ok++
+			if !bytes.Equal(h.device()[:4096], data[i*4096:(i+1)*4096]) {
+				t.Fatalf("request %d: wrong bytes", i)
+			}
+		default:
+			t.Fatalf("request %d: %d", i, int64(res))
+		}
+	}
+	if eio != 1 || ok != 5 || h.l.DeviceErr() == nil {
+		t.Fatalf("%d -EIO, %d full, DeviceErr %v: want 1, 5 and the copy's error", eio, ok, h.l.DeviceErr())
+	}
+	t.Logf("DeviceErr: %v", h.l.DeviceErr())
+}
