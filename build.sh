@@ -40,6 +40,10 @@ cuda_home="${CUDA_HOME:-/usr/local/cuda}"
 if [ -f "$cuda_home/include/cuda.h" ]; then
 	gcc -std=c11 -Wall -Werror -fsyntax-only -I"$cuda_home/include" -Icsrc csrc/cuda_check.c
 	echo "build.sh: csrc/cuda_shim.h matches $cuda_home/include/cuda.h"
+	if [ -f "$cuda_home/include/cufile.h" ]; then
+		gcc -std=gnu11 -Wall -Werror -fsyntax-only -I"$cuda_home/include" -Icsrc csrc/cufile_check.c
+		echo "build.sh: csrc/cufile_shim.h matches $cuda_home/include/cufile.h"
+	fi
 fi
 nvcc="$(command -v nvcc || true)"
 [ -z "$nvcc" ] && [ -x "$cuda_home/bin/nvcc" ] && nvcc="$cuda_home/bin/nvcc"
@@ -66,7 +70,7 @@ test)
 	go test -race -count=1 ./...
 	# Bounded fuzzing (FUZZTIME=10m ./build.sh test for a longer run); the
 	# corpus lives in testdata/fuzz.
-	for target in FuzzCheckRange FuzzLiveQueue; do
+	for target in FuzzCheckRange FuzzLiveQueue FuzzNextPiece; do
 		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" .
 	done
 	;;

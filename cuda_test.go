@@ -41,7 +41,7 @@ func TestCUresult(t *testing.T) {
 }
 
 // requireGPU opens GPU 0, or skips saying why.
-func requireGPU(t *testing.T) *GPU {
+func requireGPU(t testing.TB) *GPU {
 	t.Helper()
 	g, err := OpenGPU(0)
 	if errors.Is(err, ErrNoDriver) || errors.Is(err, ErrNoDevice) {

@@ -80,6 +80,7 @@ type devRec struct {
 	plan      planParams
 	f         *gdsFile
 	queued    bool // in the waiting FIFO
+	waited    bool // has waited for a chunk or batch entry (counted once)
 	cancelled bool
 }
 
@@ -271,7 +272,10 @@ func (l *Loop) devIssue() {
 				ok = l.bounceStart(i, r, sp)
 			}
 			if !ok {
-				l.st.devStagingWaits++
+				if !r.dev.waited {
+					r.dev.waited = true
+					l.st.devStagingWaits++
+				}
 				blocked = true
 				break
 			}

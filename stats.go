@@ -38,7 +38,7 @@ type DeviceStats struct {
 	BounceRequests uint64 // requests served by the bounce path alone
 	GDSBytes       uint64 // bytes moved by GDS
 	BounceBytes    uint64 // bytes moved through staging chunks
-	StagingWaits   uint64 // times a request waited for a free staging chunk or GDS batch entry
+	StagingWaits   uint64 // requests that waited for a free staging chunk or GDS batch entry
 	GDSRetries     uint64 // batch submissions cuFile asked to retry
 	Errors         uint64 // CUDA copy and cuFile errors (the last one: Loop.DeviceErr)
 }

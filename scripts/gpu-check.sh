@@ -14,10 +14,11 @@ dir="${2:-gpu-bundle}"
 case "${1:-}" in
 bundle)
 	export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=1
-	rm -rf "$dir" && mkdir -p "$dir/src/include" "$dir/src/csrc/gpu"
+	rm -rf "$dir" && mkdir -p "$dir/src/include" "$dir/src/csrc/gpu" "$dir/testdata/fakecuda"
 	go test -c -o "$dir/megaio.test" .
 	cp include/megaio.h include/megaio_device.cuh "$dir/src/include/"
-	cp csrc/cuda_shim.h csrc/cuda_check.c "$dir/src/csrc/"
+	cp csrc/cuda_shim.h csrc/cuda_check.c csrc/cufile_shim.h csrc/cufile_check.c "$dir/src/csrc/"
+	cp testdata/fakecuda/*.c "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
 	cp csrc/gpu/megakernel.cu "$dir/src/csrc/gpu/"
 	cp scripts/gpu-run.sh "$dir/run.sh"
 	chmod +x "$dir/run.sh"
