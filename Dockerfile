@@ -12,17 +12,23 @@
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04
 
 ARG GO_VERSION=1.24.6
+# libcufile-dev-12-6 (NVIDIA's repository, configured in this image): cuFile
+# for GPUDirect Storage, loaded at run time, and the cufile.h that build.sh
+# checks our declarations against. GDS itself also needs the host's
+# nvidia-fs devices passed in (--device /dev/nvidia-fs0 ...); without them
+# megaio serves device memory through its bounce path.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl gcc libc6-dev liburing-dev pkg-config fio git \
+        ca-certificates curl gcc libc6-dev liburing-dev pkg-config fio git libcufile-dev-12-6 \
     && rm -rf /var/lib/apt/lists/*
 RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
-ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# Builds bin/megaio, checks csrc/cuda_shim.h against this image's cuda.h,
+# Builds bin/megaio, checks csrc/cuda_shim.h and csrc/cufile_shim.h against
+# this image's cuda.h and cufile.h,
 # compiles the GPU kernels with nvcc, and runs the tests that need neither a
 # GPU nor io_uring.
 RUN ./build.sh && go vet ./... && go test -count=1 ./...

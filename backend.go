@@ -36,8 +36,8 @@ type sqe struct {
 	len      uint32
 	bufIndex uint16
 	op       uint8 // sqeRead, sqeWrite, sqeFsync
-	_        uint8
-	file     int32 // registered file index
+	flags    uint8 // sqeRawFD
+	file     int32 // registered file index, or a descriptor with sqeRawFD
 	_        uint32
 }
 
@@ -52,6 +52,10 @@ const (
 	sqeRead  = 1
 	sqeWrite = 2
 	sqeFsync = 3
+
+	// sqeRawFD: file is a descriptor the loop keeps open until the IO
+	// completes (the device paths' staged IOs), not a registered index.
+	sqeRawFD = 1
 
 	// cancelUserData marks the loop's own cancel request; its completion
 	// belongs to no record.

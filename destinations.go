@@ -55,7 +55,7 @@ type fileEntry struct {
 	lane  uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
 	// For device destinations (device.go):
 	direct bool     // opened with O_DIRECT
-	gds    *gdsFile // registered with cuFile, or nil
+	devf   *devFile // the device paths' hold on the file, once the loop has them
 	gdsWhy string   // why GDS does or does not serve the file
 }
 
@@ -160,7 +160,11 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 				return err
 			}
 			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, direct: isDirect(fd)}
-			l.gdsRegisterFile(i)
+			if err := l.devRegisterFile(i); err != nil {
+				l.tab.files[i] = fileEntry{fd: -1}
+				be.setFile(uint32(i), -1)
+				return err
+			}
 			h = FileHandle(i)
 			return nil
 		}
@@ -199,7 +203,7 @@ func (l *Loop) UnregisterFile(h FileHandle) error {
 		}
 		e := &l.tab.files[h]
 		e.valid = false
-		l.gdsUnregisterFile(int(h))
+		l.devUnregisterFile(int(h))
 		err := l.lanes[e.lane].be.setFile(uint32(h), -1)
 		unix.Close(e.fd)
 		e.fd = -1

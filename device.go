@@ -276,18 +276,30 @@ func (p *chunkPool) get() (uint32, bool) {
 func (p *chunkPool) put(c uint32) { p.free = append(p.free, c) }
 func (p *chunkPool) inUse() int   { return p.n - len(p.free) }
 
-// gdsFile is a file registered with cuFile. It holds its own duplicate of
-// the descriptor, so unregistering the file while GDS IOs are in flight
-// only marks it; the last IO releases it.
-type gdsFile struct {
-	fd       int
-	fh       unsafe.Pointer // CUfileHandle_t
-	inflight int
-	closed   bool
+// devFile is a registered file as the device paths see it: its own
+// duplicate of the descriptor (staged IOs use it directly, not the
+// registered slot) and, when cuFile accepted it, its cuFile handle. Every
+// device request holds a reference from claim to completion, so
+// unregistering the file (or reusing its slot) while requests are in flight
+// only marks it; the last request releases it.
+type devFile struct {
+	fd     int
+	fh     unsafe.Pointer // CUfileHandle_t, or nil: GDS does not serve the file
+	refs   int
+	closed bool
 }
 
-func (f *gdsFile) release() {
-	cufileHandleRelease(f.fh)
+func (f *devFile) unref() {
+	if f.refs--; f.refs == 0 && f.closed {
+		f.release()
+	}
+}
+
+func (f *devFile) release() {
+	if f.fh != nil {
+		cufileHandleRelease(f.fh)
+		f.fh = nil
+	}
 	unix.Close(f.fd)
 	f.fd = -1
 }
@@ -396,7 +408,7 @@ func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
 		}
 		f := &l.tab.files[h]
 		p, why = DevicePathBounce, f.gdsWhy
-		if f.gds != nil {
+		if f.devf != nil && f.devf.fh != nil {
 			p = DevicePathGDS
 		}
 		if why == "" {
@@ -407,44 +419,44 @@ func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
 	return p, why, err
 }
 
-// gdsRegisterFile registers file slot i with cuFile when GDS is on. Runs on
-// the loop's thread.
-func (l *Loop) gdsRegisterFile(i int) {
+// devRegisterFile gives file slot i its devFile once the loop has device
+// paths, registering it with cuFile when GDS is on. Runs on the loop's
+// thread; an error leaves the file usable for host destinations only.
+func (l *Loop) devRegisterFile(i int) error {
 	f := &l.tab.files[i]
-	switch {
-	case l.dev == nil:
-		return
-	case l.dev.gdsErr != nil:
-		f.gdsWhy = "GDS is off for this loop: " + l.dev.gdsErr.Error()
-		return
-	case !f.direct:
-		f.gdsWhy = "not opened with O_DIRECT, which GDS needs"
-		return
+	if l.dev == nil {
+		return nil
 	}
 	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		f.gdsWhy = "duplicating the descriptor: " + err.Error()
-		return
+		return fmt.Errorf("megaio: duplicating the descriptor for the device paths: %w", err)
 	}
-	fh, err := cufileHandle(fd)
-	if err != nil {
-		unix.Close(fd)
-		f.gdsWhy = err.Error()
-		return
+	f.devf = &devFile{fd: fd}
+	switch {
+	case l.dev.gdsErr != nil:
+		f.gdsWhy = "GDS is off for this loop: " + l.dev.gdsErr.Error()
+	case !f.direct:
+		f.gdsWhy = "not opened with O_DIRECT, which GDS needs"
+	default:
+		if f.devf.fh, err = cufileHandle(fd); err != nil {
+			f.gdsWhy = err.Error()
+		} else {
+			f.gdsWhy = "cuFile registered the file (cuFileHandleRegister)"
+		}
 	}
-	f.gds, f.gdsWhy = &gdsFile{fd: fd, fh: fh}, "cuFile registered the file (cuFileHandleRegister)"
+	return nil
 }
 
-// gdsUnregisterFile lets go of slot i's cuFile handle, at once or when its
-// last GDS IO reports.
-func (l *Loop) gdsUnregisterFile(i int) {
+// devUnregisterFile lets go of slot i's devFile, at once or when the last
+// device request holding it completes.
+func (l *Loop) devUnregisterFile(i int) {
 	f := &l.tab.files[i]
-	if f.gds != nil {
-		f.gds.closed = true
-		if f.gds.inflight == 0 {
-			f.gds.release()
+	if f.devf != nil {
+		f.devf.closed = true
+		if f.devf.refs == 0 {
+			f.devf.release()
 		}
-		f.gds = nil
+		f.devf = nil
 	}
 	f.gdsWhy = ""
 }

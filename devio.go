@@ -56,7 +56,6 @@ type gdsPiece struct {
 	rec      uint32
 	state    uint8
 	start, n uint64
-	f        *gdsFile
 }
 
 // gdsBatchState tracks one batch handle: IOs staged for the next submit,
@@ -78,7 +77,7 @@ type devRec struct {
 	err       int64  // the error at stopAt, if one put it there
 	out       int32  // pieces in flight
 	plan      planParams
-	f         *gdsFile
+	f         *devFile // the file, held until the request completes
 	queued    bool // in the waiting FIFO
 	waited    bool // has waited for a chunk or batch entry (counted once)
 	cancelled bool
@@ -189,7 +188,9 @@ func (l *Loop) devSetup(g *GPU) error {
 	l.devNote.Store(&desc)
 	for i := range l.tab.files {
 		if l.tab.files[i].valid {
-			l.gdsRegisterFile(i)
+			if err := l.devRegisterFile(i); err != nil {
+				l.tab.files[i].gdsWhy = err.Error() // its device requests fail with -EBADF
+			}
 		}
 	}
 	return nil
@@ -223,8 +224,12 @@ func (e *devEngine) setupGDS() error {
 func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64) {
 	e := l.dev
 	fe := &l.tab.files[req.file]
+	if fe.devf == nil {
+		l.complete(t, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
+		return
+	}
 	write := req.op == OpWrite
-	p, errno := requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fe.gds != nil, fe.direct, write,
+	p, errno := requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fe.devf.fh != nil, fe.direct, write,
 		req.fileOffset, req.length, e.cfg)
 	if errno != 0 {
 		l.complete(t, errno, 0)
@@ -235,7 +240,8 @@ func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64
 	r.file, r.lane = req.file, fe.lane
 	end := req.fileOffset + req.length
 	r.dev = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
-		stopAt: end, plan: p, f: fe.gds}
+		stopAt: end, plan: p, f: fe.devf}
+	fe.devf.refs++ // released when the request completes (devFinish)
 	switch {
 	case !p.gds:
 		l.st.devBounceReqs++
@@ -287,7 +293,7 @@ func (l *Loop) devIssue() {
 			e.waiting.push(i)
 			r.dev.queued = true
 		case r.dev.out == 0:
-			l.finish(i, r.dev.result(), l.now()) // a piece ended it while it was queued
+			l.devFinish(i) // a piece ended it while it was queued
 		}
 	}
 	l.gdsSubmit()
@@ -326,7 +332,8 @@ func (e *devEngine) stagingAddr(c uint32) uintptr {
 // stagedIO queues the rest of piece c's file IO in its record's lane.
 func (l *Loop) stagedIO(c uint32, p *bouncePiece, r *record) {
 	s := sqe{userData: devTag | uint64(c), off: p.ioOff + p.ioDone, addr: uint64(l.dev.stagingAddr(c)) + p.ioDone,
-		len: uint32(p.ioLen - p.ioDone), bufIndex: l.dev.staging.index, file: int32(r.file), op: sqeRead}
+		len: uint32(p.ioLen - p.ioDone), bufIndex: l.dev.staging.index, file: int32(r.dev.f.fd), flags: sqeRawFD,
+		op: sqeRead}
 	if p.write {
 		s.op = sqeWrite
 	}
@@ -453,7 +460,15 @@ func (l *Loop) pieceDone(i uint32, start, n, got uint64, err int64) {
 	if d.queued {
 		return // finished when it leaves the queue (cancel and fail sweep it)
 	}
-	l.finish(i, d.result(), l.now())
+	l.devFinish(i)
+}
+
+// devFinish completes device record i and drops its hold on the file.
+func (l *Loop) devFinish(i uint32) {
+	r := &l.recs[i]
+	f := r.dev.f
+	l.finish(i, r.dev.result(), l.now())
+	f.unref()
 }
 
 // result is a finished device request's completion value.
@@ -487,10 +502,9 @@ func (l *Loop) gdsAdd(i uint32, r *record, sp span) bool {
 	bs := &e.batches[e.open]
 	k := bs.staged
 	id := e.open*e.entries + k
-	e.gds[id] = gdsPiece{rec: i, state: pieceStaged, start: sp.start, n: sp.n, f: r.dev.f}
+	e.gds[id] = gdsPiece{rec: i, state: pieceStaged, start: sp.start, n: sp.n}
 	buf := r.dev.buf
 	bs.b.set(k, r.op == OpWrite, r.dev.f.fh, buf.ptr, r.dev.base-buf.ptr+(sp.start-r.dev.off), sp.start, sp.n, uint64(id))
-	r.dev.f.inflight++
 	bs.staged++
 	if bs.staged == e.entries {
 		l.gdsSubmit()
@@ -588,11 +602,8 @@ const gdsCancelGrace = 2 * time.Second
 func (l *Loop) gdsDone(id int, got uint64, err int64) {
 	e := l.dev
 	p := &e.gds[id]
-	i, start, n, f := p.rec, p.start, p.n, p.f
-	p.state, p.f = pieceFree, nil
-	if f.inflight--; f.inflight == 0 && f.closed {
-		f.release()
-	}
+	i, start, n := p.rec, p.start, p.n
+	p.state = pieceFree
 	l.st.devGDSBytes += got
 	l.pieceDone(i, start, n, got, err)
 }
@@ -631,7 +642,7 @@ func (l *Loop) devCancel() {
 		r.dev.queued, r.dev.cancelled = false, true
 		r.dev.stopAt = min(r.dev.stopAt, r.dev.next)
 		if r.dev.out == 0 {
-			l.finish(i, r.dev.result(), l.now())
+			l.devFinish(i)
 		}
 	}
 	if e.open >= 0 {
@@ -679,12 +690,7 @@ func (l *Loop) devFail() {
 		bs.staged = 0
 	}
 	for id := range e.gds {
-		if p := &e.gds[id]; p.state != pieceFree {
-			if p.f.inflight--; p.f.inflight == 0 && p.f.closed {
-				p.f.release()
-			}
-			p.state, p.f = pieceFree, nil
-		}
+		e.gds[id].state = pieceFree
 	}
 	e.open, e.gdsOut = -1, 0
 	e.chunks = newChunkPool(e.cfg.StagingChunks)

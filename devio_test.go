@@ -60,7 +60,7 @@ func TestDeviceFakeDriver(t *testing.T) {
 		}
 	}
 	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
-		"TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs"}
+		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs"}
 	for _, run := range []struct {
 		name  string
 		env   []string
@@ -325,10 +325,18 @@ func TestDeviceConcurrent(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// A FENCE completes only after every device request before it.
+			fence, err := h.p.Submit(Request{Op: OpFence})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.p.Wait(fence); err != nil {
+				t.Fatal(err)
+			}
 			for i, tk := range tickets {
-				res, err := h.p.Wait(tk)
-				if err != nil || int64(res) != each-3 {
-					t.Fatalf("request %d: %d, %v", i, int64(res), err)
+				res, done, err := h.p.Poll(tk)
+				if err != nil || !done || int64(res) != each-3 {
+					t.Fatalf("request %d when the fence completed: %d, done %v, %v", i, int64(res), done, err)
 				}
 			}
 			got := h.device()
@@ -411,7 +419,71 @@ func TestDeviceStop(t *testing.T) {
 			if i := firstDiff(h.device(), after); i >= 0 {
 				t.Fatalf("device byte %d changed after Stop returned", i)
 			}
+			// Every chunk and batch entry came back, and the loop serves
+			// device requests again after a restart.
+			if err := h.l.exec(func() error {
+				if e := h.l.dev; e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0 {
+					return fmt.Errorf("after Stop: %d chunks in use, %d GDS IOs out, %d queued, %d copying",
+						e.chunks.inUse(), e.gdsOut, e.waiting.len(), e.copying.len())
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.l.Start(); err != nil {
+				t.Fatal(err)
+			}
+			h.fill(0)
+			if res := h.do(Request{Op: OpRead, File: files[1], Dest: h.devDest, Length: 4 * each}); res != 4*each ||
+				!bytes.Equal(h.device()[:4*each], data[:4*each]) {
+				t.Fatalf("READ after restart: %d", res)
+			}
 		})
+	}
+}
+
+// TestDeviceUnregisterInFlight unregisters the file and removes the
+// destination while device requests on them are in flight: those finish
+// with the right bytes, later ones fail with -EBADF and -ENXIO.
+func TestDeviceUnregisterInFlight(t *testing.T) {
+	const n, each = 16, 256 << 10
+	h := newDevHarness(t, devConfig(DevicePathAuto), n*each)
+	path, data := patternFile(t, diskDir(t), n*each, 12)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	tickets := make([]Ticket, n)
+	for i := range tickets {
+		var err error
+		if tickets[i], err = h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i*each + 512),
+			DestOffset: uint64(i * each), Length: each - 512}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the loop to claim every request", func() bool { return h.l.Stats().Requests[OpRead] == n })
+	if err := h.l.UnregisterFile(fh); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.l.RemoveDestination(h.devDest); err != nil {
+		t.Fatal(err)
+	}
+	for i, tk := range tickets {
+		res, err := h.p.Wait(tk)
+		if err != nil || res != each-512 {
+			t.Fatalf("request %d: %d, %v", i, res, err)
+		}
+	}
+	got := h.device()
+	for i := 0; i < n; i++ {
+		if j := firstDiff(got[i*each:i*each+each-512], data[i*each+512:(i+1)*each]); j >= 0 {
+			t.Fatalf("request %d: byte %d differs", i, j)
+		}
+	}
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, Length: 4096}); res != -Result(unix.EBADF) {
+		t.Fatalf("READ from the unregistered file: %d, want -EBADF", res)
+	}
+	path2, _ := patternFile(t, diskDir(t), 4096, 13)
+	fh2 := h.register(path2, os.O_RDONLY|unix.O_DIRECT) // may reuse the slot
+	if res := h.do(Request{Op: OpRead, File: fh2, Dest: h.devDest, Length: 4096}); res != -Result(unix.ENXIO) {
+		t.Fatalf("READ into the removed destination: %d, want -ENXIO", res)
 	}
 }
 

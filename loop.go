@@ -665,6 +665,9 @@ func (l *Loop) fail(err error) {
 	for i := range l.recs {
 		if !isFree[i] {
 			r := &l.recs[i]
+			if r.dev.f != nil { // a device request's hold on its file
+				r.dev.f.unref()
+			}
 			l.complete(r.ticket, -int64(unix.EIO), now-r.claimedAt)
 			l.free = append(l.free, uint32(i))
 		}

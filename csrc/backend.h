@@ -11,6 +11,11 @@
 /* Operations of megaio_sqe.op. */
 enum { MEGAIO_SQE_READ = 1, MEGAIO_SQE_WRITE = 2, MEGAIO_SQE_FSYNC = 3 };
 
+/* megaio_sqe.flags: file is a descriptor the loop keeps open until the IO
+ * completes, not an index into the registered file table (the device
+ * paths' staged IOs, which outlive the file's registration). */
+#define MEGAIO_SQE_RAW_FD 1
+
 /* user_data of the loop's own cancel SQE; its CQE is not a request's. */
 #define MEGAIO_CANCEL_USER_DATA UINT64_MAX
 
@@ -22,8 +27,8 @@ struct megaio_sqe {
 	uint32_t len;
 	uint16_t buf_index;
 	uint8_t op;         /* MEGAIO_SQE_* */
-	uint8_t pad0;
-	int32_t file;       /* index into the registered file table */
+	uint8_t flags;      /* MEGAIO_SQE_RAW_FD */
+	int32_t file;       /* index into the registered file table, or a descriptor */
 	uint32_t pad1;
 };
 

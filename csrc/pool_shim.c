@@ -300,7 +300,9 @@ int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsi
 	unsigned i;
 	for (i = 0; i < n; i++) {
 		struct job j = {.sqe = sqes[i], .gen = gen, .fd = -1};
-		if (sqes[i].file >= 0 && (unsigned)sqes[i].file < p->nfiles) {
+		if (sqes[i].flags & MEGAIO_SQE_RAW_FD) {
+			j.fd = sqes[i].file; /* kept open by the loop until the job completes; positional IO */
+		} else if (sqes[i].file >= 0 && (unsigned)sqes[i].file < p->nfiles) {
 			j.fd = atomic_load(&p->fds[sqes[i].file]);
 			j.stream = atomic_load(&p->stream[sqes[i].file]);
 		}

@@ -98,7 +98,8 @@ int megaio_ring_enter(struct megaio_ring *r, const struct megaio_sqe *sqes, unsi
 			io_uring_prep_fsync(sqe, d->file, IORING_FSYNC_DATASYNC);
 			break;
 		}
-		sqe->flags |= IOSQE_FIXED_FILE;
+		if (!(d->flags & MEGAIO_SQE_RAW_FD))
+			sqe->flags |= IOSQE_FIXED_FILE;
 		io_uring_sqe_set_data64(sqe, d->user_data);
 	}
 	*taken = i;
