@@ -78,8 +78,8 @@ type devRec struct {
 	out       int32  // pieces in flight
 	plan      planParams
 	f         *devFile // the file, held until the request completes
-	queued    bool // in the waiting FIFO
-	waited    bool // has waited for a chunk or batch entry (counted once)
+	queued    bool     // in the waiting FIFO
+	waited    bool     // has waited for a chunk or batch entry (counted once)
 	cancelled bool
 }
 
