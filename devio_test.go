@@ -116,6 +116,42 @@ func newDevHarness(t testing.TB, cfg Config, size int) *devHarness {
 	return h
 }
 
+// submitReads publishes n READs: request i reads length bytes at file
+// offset i*each+skew(i) of files[i%len(files)] into device offset i*each.
+func (h *devHarness) submitReads(files []FileHandle, n, each, length int, skew func(i int) int) []Ticket {
+	h.t.Helper()
+	tickets := make([]Ticket, n)
+	for i := range tickets {
+		var err error
+		if tickets[i], err = h.p.Submit(Request{Op: OpRead, File: files[i%len(files)], Dest: h.devDest,
+			FileOffset: uint64(i*each + skew(i)), DestOffset: uint64(i * each), Length: uint64(length)}); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return tickets
+}
+
+// checkReads compares the first results[i] bytes at device offset i*each
+// with the file's bytes at i*each+skew(i) (results: every request's count).
+func (h *devHarness) checkReads(data []byte, each int, results []int, skew func(i int) int) {
+	h.t.Helper()
+	got := h.device()
+	for i, n := range results {
+		off := i*each + skew(i)
+		if j := firstDiff(got[i*each:i*each+n], data[off:off+n]); j >= 0 {
+			h.t.Fatalf("request %d (%d bytes): byte %d differs", i, n, j)
+		}
+	}
+}
+
+func repeatInt(v, n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = v
+	}
+	return s
+}
+
 // fill sets the whole device buffer to v.
 func (h *devHarness) fill(v byte) {
 	h.t.Helper()
@@ -192,7 +228,7 @@ func TestDeviceReads(t *testing.T) {
 					res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: c.off, DestOffset: c.destOff,
 						Length: c.n})
 					if int64(res) != c.want {
-						t.Fatalf("%s READ [%d,+%d) -> +%d: result %d, want %d", name, c.off, c.n, c.destOff, int64(res), c.want)
+						t.Fatalf("%s READ [%d,+%d) -> +%d: result %d, want %d", name, c.off, c.n, c.destOff, res, c.want)
 					}
 					got := h.device()
 					want := bytes.Repeat([]byte{0xEE}, len(got))
@@ -206,9 +242,9 @@ func TestDeviceReads(t *testing.T) {
 				}
 			}
 			// Host destinations work beside device ones.
-			if res := h.do(Request{Op: OpRead, File: files["buffered"], Dest: h.dest, Length: 4096}); int64(res) != 4096 ||
+			if res := h.do(Request{Op: OpRead, File: files["buffered"], Dest: h.dest, Length: 4096}); res != 4096 ||
 				!bytes.Equal(h.buf.Bytes()[:4096], data[:4096]) {
-				t.Fatalf("host READ beside device ones: %d", int64(res))
+				t.Fatalf("host READ beside device ones: %d", res)
 			}
 			st := h.stopped()
 			t.Logf("device stats %+v", st.Device)
@@ -278,7 +314,7 @@ func TestDeviceWrites(t *testing.T) {
 				res := h.do(Request{Op: OpWrite, File: c.fh, Dest: h.devDest, FileOffset: c.off, DestOffset: c.srcOff,
 					Length: c.n})
 				if int64(res) != c.want {
-					t.Fatalf("%s: WRITE result %d, want %d", c.name, int64(res), c.want)
+					t.Fatalf("%s: WRITE result %d, want %d", c.name, res, c.want)
 				}
 				got, err := os.ReadFile(c.path)
 				if err != nil {
@@ -316,15 +352,8 @@ func TestDeviceConcurrent(t *testing.T) {
 			h.fill(0)
 			path, data := patternFile(t, diskDir(t), n*each, 4)
 			files := []FileHandle{h.register(path, os.O_RDONLY), h.register(path, os.O_RDONLY|unix.O_DIRECT)}
-			tickets := make([]Ticket, n)
-			for i := range tickets {
-				var err error
-				tickets[i], err = h.p.Submit(Request{Op: OpRead, File: files[i%2], Dest: h.devDest,
-					FileOffset: uint64(i*each + i%3), DestOffset: uint64(i * each), Length: each - 3})
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			skew := func(i int) int { return i % 3 }
+			tickets := h.submitReads(files, n, each, each-3, skew)
 			// A FENCE completes only after every device request before it.
 			fence, err := h.p.Submit(Request{Op: OpFence})
 			if err != nil {
@@ -335,17 +364,11 @@ func TestDeviceConcurrent(t *testing.T) {
 			}
 			for i, tk := range tickets {
 				res, done, err := h.p.Poll(tk)
-				if err != nil || !done || int64(res) != each-3 {
-					t.Fatalf("request %d when the fence completed: %d, done %v, %v", i, int64(res), done, err)
+				if err != nil || !done || res != each-3 {
+					t.Fatalf("request %d when the fence completed: %d, done %v, %v", i, res, done, err)
 				}
 			}
-			got := h.device()
-			for i := 0; i < n; i++ {
-				off := i*each + i%3
-				if j := firstDiff(got[i*each:i*each+each-3], data[off:off+each-3]); j >= 0 {
-					t.Fatalf("request %d: byte %d differs", i, j)
-				}
-			}
+			h.checkReads(data, each, repeatInt(each-3, n), skew)
 			st := h.stopped()
 			t.Logf("device stats %+v", st.Device)
 			if st.Device.StagingWaits == 0 {
@@ -367,14 +390,8 @@ func TestDeviceStop(t *testing.T) {
 			h.fill(0)
 			path, data := patternFile(t, diskDir(t), n*each, 5)
 			files := []FileHandle{h.register(path, os.O_RDONLY), h.register(path, os.O_RDONLY|unix.O_DIRECT)}
-			tickets := make([]Ticket, n)
-			for i := range tickets {
-				var err error
-				if tickets[i], err = h.p.Submit(Request{Op: OpRead, File: files[i%2], Dest: h.devDest,
-					FileOffset: uint64(i * each), DestOffset: uint64(i * each), Length: each}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			noSkew := func(int) int { return 0 }
+			tickets := h.submitReads(files, n, each, each, noSkew)
 			// Stop cancels what it has not claimed yet: let the loop claim
 			// everything first, so the requests are in flight.
 			eventually(t, "the loop to claim every request", func() bool { return h.l.Stats().Requests[OpRead] == n })
@@ -390,27 +407,25 @@ func TestDeviceStop(t *testing.T) {
 			}
 			after := h.device()
 			full, partial, cancelled := 0, 0, 0
+			results := make([]int, n)
 			for i, tk := range tickets {
 				res, ok, err := h.p.Poll(tk)
 				if err != nil || !ok {
 					t.Fatalf("request %d has no result after Stop returned", i)
 				}
 				switch {
-				case int64(res) == each:
+				case res == each:
 					full++
-				case int64(res) > 0 && int64(res) < each:
+				case res > 0 && res < each:
 					partial++
-				case int64(res) == -int64(unix.ECANCELED):
+				case res == -Result(unix.ECANCELED):
 					cancelled++
 				default:
-					t.Fatalf("request %d: result %d", i, int64(res))
+					t.Fatalf("request %d: result %d", i, res)
 				}
-				if int64(res) > 0 {
-					if j := firstDiff(after[i*each:i*each+int(int64(res))], data[i*each:i*each+int(int64(res))]); j >= 0 {
-						t.Fatalf("request %d (result %d): byte %d differs", i, int64(res), j)
-					}
-				}
+				results[i] = max(0, int(res))
 			}
+			h.checkReads(data, each, results, noSkew)
 			t.Logf("Stop(%v): %v; %d full, %d partial, %d cancelled", deadline, err, full, partial, cancelled)
 			if deadline == 0 && full != n {
 				t.Fatalf("Stop without deadline: %d of %d full", full, n)
@@ -511,8 +526,8 @@ func TestDeviceForcedPaths(t *testing.T) {
 		}
 		path, _ := patternFile(t, tmpfsDir(t), 8192, 6)
 		fh := h.register(path, os.O_RDONLY) // no O_DIRECT: GDS cannot serve it
-		if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, Length: 4096}); int64(res) != -int64(unix.EOPNOTSUPP) {
-			t.Fatalf("forced GDS from a buffered file: %d, want -EOPNOTSUPP", int64(res))
+		if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, Length: 4096}); res != -Result(unix.EOPNOTSUPP) {
+			t.Fatalf("forced GDS from a buffered file: %d, want -EOPNOTSUPP", res)
 		}
 	})
 	t.Run("bounce", func(t *testing.T) {
@@ -525,9 +540,9 @@ func TestDeviceForcedPaths(t *testing.T) {
 		if p, _, _ := h.l.FileDevicePath(fh); p != DevicePathBounce {
 			t.Fatalf("forced bounce: the O_DIRECT file is on %v", p)
 		}
-		if res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, Length: 1 << 20}); int64(res) != 1<<20 ||
+		if res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, Length: 1 << 20}); res != 1<<20 ||
 			!bytes.Equal(h.device(), data) {
-			t.Fatalf("forced bounce READ: %d", int64(res))
+			t.Fatalf("forced bounce READ: %d", res)
 		}
 		if st := h.stopped(); st.Device.GDSRequests != 0 || st.Device.BounceRequests != 1 {
 			t.Fatalf("forced bounce: %+v", st.Device)
@@ -565,11 +580,11 @@ func TestDeviceMemory(t *testing.T) {
 	}
 	path, data := patternFile(t, diskDir(t), 512<<10, 8)
 	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
-	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 4096, Length: 256 << 10}); int64(res) != 256<<10 {
-		t.Fatalf("READ into the caller's memory: %d", int64(res))
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 4096, Length: 256 << 10}); res != 256<<10 {
+		t.Fatalf("READ into the caller's memory: %d", res)
 	}
-	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 400 << 10, Length: 256 << 10}); int64(res) != -int64(unix.EFAULT) {
-		t.Fatalf("READ past the destination: %d, want -EFAULT", int64(res))
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: dest, DestOffset: 400 << 10, Length: 256 << 10}); res != -Result(unix.EFAULT) {
+		t.Fatalf("READ past the destination: %d, want -EFAULT", res)
 	}
 	got := make([]byte, 256<<10)
 	if err := g.CopyFromDevice(got, ptr+64<<10+4096); err != nil {
@@ -614,8 +629,8 @@ func TestDeviceCopyFailure(t *testing.T) {
 	for i := 0; i < 6; i++ { // one 4 KiB copy each: the third fails
 		h.fill(0)
 		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 4096, Length: 4096})
-		switch int64(res) {
-		case -int64(unix.EIO):
+		switch res {
+		case -Result(unix.EIO):
 			eio++
 		case 4096:
 			ok++
@@ -623,7 +638,7 @@ func TestDeviceCopyFailure(t *testing.T) {
 				t.Fatalf("request %d: wrong bytes", i)
 			}
 		default:
-			t.Fatalf("request %d: %d", i, int64(res))
+			t.Fatalf("request %d: %d", i, res)
 		}
 	}
 	if eio != 1 || ok != 5 || h.l.DeviceErr() == nil {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cuda_shim.h"
+#include "dl.h"
 
 /* The CUDA version whose entry-point ABIs these declarations describe:
  * cuGetProcAddress returns the variant of each function that matches it
@@ -56,12 +57,8 @@ static const struct entry entries[] = {
 int megaio_cuda_load(struct megaio_cuda *c, const char *libname, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
-	c->lib = dlopen(libname, RTLD_NOW | RTLD_LOCAL);
-	if (!c->lib) {
-		const char *e = dlerror();
-		snprintf(err, errlen, "%s", e ? e : "dlopen failed");
+	if (!(c->lib = megaio_dlopen(libname, err, errlen)))
 		return -1;
-	}
 	megaio_cuGetProcAddress_t gpa = (megaio_cuGetProcAddress_t)dlsym(c->lib, "cuGetProcAddress");
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
 		void *fn = NULL;

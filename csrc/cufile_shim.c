@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cufile_shim.h"
+#include "dl.h"
 
 struct cufile_entry {
 	const char *names[2]; /* tried in order */
@@ -30,12 +31,8 @@ static const struct cufile_entry cufile_entries[] = {
 int megaio_cufile_load(struct megaio_cufile *c, const char *libname, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
-	c->lib = dlopen(libname, RTLD_NOW | RTLD_LOCAL);
-	if (!c->lib) {
-		const char *e = dlerror();
-		snprintf(err, errlen, "%s", e ? e : "dlopen failed");
+	if (!(c->lib = megaio_dlopen(libname, err, errlen)))
 		return -1;
-	}
 	for (size_t i = 0; i < sizeof(cufile_entries) / sizeof(cufile_entries[0]); i++) {
 		void *fn = NULL;
 		for (int k = 0; k < 2 && !fn && cufile_entries[i].names[k]; k++)
