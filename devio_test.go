@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +61,7 @@ func TestDeviceFakeDriver(t *testing.T) {
 		}
 	}
 	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
-		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs"}
+		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom"}
 	for _, run := range []struct {
 		name  string
 		env   []string
@@ -705,5 +706,131 @@ func BenchmarkDevice(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64((h.l.CPUTime()-cpu0).Microseconds())/float64(b.N), "loop-cpu-µs/op")
 		})
+	}
+}
+
+// TestDeviceRandom drives the device paths with random requests through a
+// tiny staging pool and tiny GDS batches (so pieces, waits and splits are
+// the rule), with Stops at random deadlines and restarts between rounds;
+// every completed byte is checked against the file.
+func TestDeviceRandom(t *testing.T) { forBackends(t, testDeviceRandom) }
+
+func testDeviceRandom(t *testing.T, be BackendKind) {
+	const slots, slotSize, fileSize = 16, 96 << 10, 1<<20 + 777
+	cfg := Config{Backend: be, Device: DeviceConfig{StagingChunks: 3, ChunkSize: 16 << 10, MaxPiecesPerRequest: 2,
+		GDSMaxIO: 32 << 10, GDSBatches: 2, GDSBatchEntries: 4}}
+	h := newDevHarness(t, cfg, slots*slotSize)
+	seed := uint64(2026)
+	if s := os.Getenv("MEGAIO_TEST_SEED"); s != "" { // to explore: MEGAIO_TEST_SEED=n
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 11))
+	path, data := patternFile(t, diskDir(t), fileSize, 14)
+	files := []FileHandle{h.register(path, os.O_RDONLY), h.register(path, os.O_RDONLY|unix.O_DIRECT)}
+	wpath, _ := patternFile(t, tmpfsDir(t), slots*slotSize, 15)
+	wfile := h.register(wpath, os.O_RDWR)
+	wf, err := os.Open(wpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+
+	type op struct {
+		tk              Ticket
+		write           bool
+		off, n, destOff uint64
+	}
+	var inflight [slots]*op
+	var done, partial, writes int
+	check := func(k int, o *op, res Result, stopped bool) {
+		t.Helper()
+		switch {
+		case res < 0 && stopped && res == -Result(unix.ECANCELED):
+			return
+		case res < 0:
+			t.Fatalf("slot %d %+v: %d", k, *o, res)
+		case !stopped && !o.write && int64(res) != int64(min(o.n, uint64(fileSize)-min(o.off, uint64(fileSize)))):
+			t.Fatalf("slot %d READ %+v: %d bytes", k, *o, res)
+		case !stopped && o.write && uint64(res) != o.n:
+			t.Fatalf("slot %d WRITE %+v: %d bytes", k, *o, res)
+		}
+		if uint64(res) < o.n {
+			partial++
+		}
+		dev := make([]byte, res)
+		if res > 0 {
+			if err := h.g.CopyFromDevice(dev, h.db.Pointer()+uint64(k*slotSize)+o.destOff); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var want []byte
+		if o.write {
+			want = make([]byte, res)
+			if _, err := wf.ReadAt(want, int64(o.off)); err != nil && res > 0 {
+				t.Fatal(err)
+			}
+		} else {
+			want = data[min(o.off, uint64(fileSize)):][:res]
+		}
+		if i := firstDiff(dev, want); i >= 0 {
+			t.Fatalf("slot %d %+v (result %d): byte %d differs", k, *o, res, i)
+		}
+		done++
+	}
+	for round := 0; round < 6; round++ {
+		for i := 0; i < 300; i++ {
+			k := rng.IntN(slots)
+			if o := inflight[k]; o != nil {
+				res, err := h.p.Wait(o.tk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(k, o, res, false)
+			}
+			o := &op{write: rng.IntN(5) == 0, destOff: uint64(rng.IntN(4096))}
+			o.n = uint64(1 + rng.IntN(slotSize-int(o.destOff)))
+			r := Request{Op: OpRead, File: files[rng.IntN(2)], Dest: h.devDest, DestOffset: uint64(k*slotSize) + o.destOff,
+				Length: o.n}
+			if o.write {
+				// Buffered WRITEs into the slot's own file region, from
+				// bytes a READ left in the slot.
+				o.off = uint64(k*slotSize) + uint64(rng.IntN(slotSize-int(o.n)+1))
+				r.Op, r.File, r.FileOffset = OpWrite, wfile, o.off
+				writes++
+			} else {
+				o.off = uint64(rng.IntN(fileSize + 8192))
+				r.FileOffset = o.off
+			}
+			if o.tk, err = h.p.Submit(r); err != nil {
+				t.Fatal(err)
+			}
+			inflight[k] = o
+		}
+		// A Stop at a random deadline (0: none), then a restart.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(3))*time.Millisecond+1)
+		if round%2 == 0 {
+			ctx, cancel = context.WithCancel(context.Background())
+		}
+		h.l.Stop(ctx)
+		cancel()
+		for k, o := range inflight {
+			if o != nil {
+				res, ok, err := h.p.Poll(o.tk)
+				if err != nil || !ok {
+					t.Fatalf("slot %d: no result after Stop (%v)", k, err)
+				}
+				check(k, o, res, true)
+				inflight[k] = nil
+			}
+		}
+		if err := h.l.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := h.stopped()
+	t.Logf("%d requests checked (%d writes, %d cut short by Stop); device stats %+v", done, writes, partial, st.Device)
+	if st.Device.StagingWaits == 0 || st.Device.Errors != 0 {
+		t.Fatalf("want staging waits and no device errors: %+v", st.Device)
 	}
 }
