@@ -642,6 +642,9 @@ func (l *Loop) devCancel() {
 		r.dev.queued, r.dev.cancelled = false, true
 		r.dev.stopAt = min(r.dev.stopAt, r.dev.next)
 		if r.dev.out == 0 {
+			if r.dev.next == r.dev.off {
+				l.cancelled.Add(1) // never reached the kernel, as Stop's error counts
+			}
 			l.devFinish(i)
 		}
 	}
