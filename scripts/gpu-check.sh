@@ -17,6 +17,8 @@ bundle)
 	rm -rf "$dir" && mkdir -p "$dir/src/include" "$dir/src/csrc/gpu" "$dir/testdata/fakecuda"
 	go test -c -o "$dir/megaio.test" .
 	cp include/megaio.h include/megaio_device.cuh "$dir/src/include/"
+	# Files the tests read relative to the package directory.
+	cp -r include deploy "$dir/"
 	cp csrc/cuda_shim.h csrc/cuda_check.c csrc/cufile_shim.h csrc/cufile_check.c "$dir/src/csrc/"
 	cp testdata/fakecuda/*.c "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
 	cp csrc/gpu/megakernel.cu "$dir/src/csrc/gpu/"
