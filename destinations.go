@@ -263,6 +263,15 @@ func (l *Loop) installBuffer(b *Buffer) error {
 	return fmt.Errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
 }
 
+// uninstallBuffer undoes installBuffer for a buffer no request can have
+// used (a failed set-up) and unmaps it. Runs on the loop's thread.
+func (l *Loop) uninstallBuffer(b *Buffer) {
+	l.lanes[0].be.setBuffer(b.index, nil)
+	l.tab.bufs[b.index] = nil
+	unix.Munmap(b.mem)
+	b.mem = nil
+}
+
 // AddDestination makes [base, base+length) of b a destination and returns
 // its handle. Every request's range is checked against it before it is
 // submitted (-EFAULT when outside).

@@ -79,6 +79,7 @@ type devRec struct {
 	plan      planParams
 	f         *devFile // the file, held until the request completes
 	queued    bool     // in the waiting FIFO
+	issuing   bool     // devIssue is cutting it into pieces
 	waited    bool     // has waited for a chunk or batch entry (counted once)
 	cancelled bool
 }
@@ -149,12 +150,13 @@ func (l *Loop) devSetup(g *GPU) error {
 		unix.Munmap(mem)
 		return fmt.Errorf("megaio: registering the staging pool: %w", err)
 	}
-	// From here the staging buffer is in the table: Close unmaps it.
 	if _, err := g.RegisterHost(mem); err != nil {
+		l.uninstallBuffer(e.staging)
 		return fmt.Errorf("megaio: pinning the staging pool for CUDA: %w", err)
 	}
 	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
 		g.UnregisterHost(mem)
+		l.uninstallBuffer(e.staging)
 		return err
 	}
 	e.chunks = newChunkPool(cfg.StagingChunks)
@@ -166,6 +168,7 @@ func (l *Loop) devSetup(g *GPU) error {
 		e.gdsErr = e.setupGDS()
 		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
 			e.close()
+			l.uninstallBuffer(e.staging)
 			return fmt.Errorf("megaio: Device.Path is gds: %w", e.gdsErr)
 		}
 	}
@@ -269,8 +272,12 @@ func (l *Loop) devIssue() {
 		r := &l.recs[i]
 		r.dev.queued = false
 		blocked := false
+		// A piece can end at once (a copy refused, a batch refused):
+		// issuing keeps pieceDone from completing the record under us.
+		r.dev.issuing = true
 		for r.dev.next < r.dev.stopAt && int(r.dev.out) < e.cfg.MaxPiecesPerRequest {
 			sp := nextPiece(r.dev.off, r.dev.end, r.dev.next, r.dev.plan)
+			r.dev.next, r.dev.out = sp.start+sp.n, r.dev.out+1 // before the piece can end
 			var ok bool
 			if sp.gds {
 				ok = l.gdsAdd(i, r, sp)
@@ -278,6 +285,7 @@ func (l *Loop) devIssue() {
 				ok = l.bounceStart(i, r, sp)
 			}
 			if !ok {
+				r.dev.next, r.dev.out = sp.start, r.dev.out-1
 				if !r.dev.waited {
 					r.dev.waited = true
 					l.st.devStagingWaits++
@@ -285,15 +293,14 @@ func (l *Loop) devIssue() {
 				blocked = true
 				break
 			}
-			r.dev.next = sp.start + sp.n
-			r.dev.out++
 		}
+		r.dev.issuing = false
 		switch {
 		case blocked:
 			e.waiting.push(i)
 			r.dev.queued = true
 		case r.dev.out == 0:
-			l.devFinish(i) // a piece ended it while it was queued
+			l.devFinish(i) // every piece has ended (some perhaps while it was queued)
 		}
 	}
 	l.gdsSubmit()
@@ -449,6 +456,9 @@ func (l *Loop) pieceDone(i uint32, start, n, got uint64, err int64) {
 	if l.cancelling && !d.cancelled {
 		d.cancelled = true
 		d.stopAt = min(d.stopAt, d.next)
+	}
+	if d.issuing {
+		return // devIssue decides what comes next
 	}
 	if d.out > 0 || (d.next < d.stopAt && !d.cancelled && !l.failed) {
 		if !d.queued && d.next < d.stopAt && !d.cancelled {
