@@ -69,8 +69,10 @@ func TestDeviceFakeDriver(t *testing.T) {
 	}{
 		{"with cuFile", nil, all},
 		{"without cuFile", []string{fakeCuFileEnv + "=absent"}, all},
-		{"cuFile refuses files, a copy fails", []string{"FAKE_CUFILE_REFUSE_FILES=1", "FAKE_CUDA_FAIL_COPY=3"},
-			[]string{"TestDeviceCopyFailure"}},
+		{"cuFile refuses files, copies fail", []string{"FAKE_CUFILE_REFUSE_FILES=1", "FAKE_CUDA_FAIL_COPY=3",
+			"FAKE_CUDA_REFUSE_COPY=7"}, []string{"TestDeviceCopyFailure"}},
+		{"cuFile submissions busy and failing", []string{"FAKE_CUFILE_BUSY_SUBMITS=3", "FAKE_CUFILE_FAIL_SUBMIT=5"},
+			[]string{"TestDeviceGDSFaults"}},
 	} {
 		t.Run(run.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(run.tests, "|")+")$", "-test.v", "-test.count=1")
@@ -263,10 +265,14 @@ func TestDeviceReads(t *testing.T) {
 	}
 }
 
-// stopped stops the loop and returns its final stats.
+// stopped stops the loop, checks that everything went back where it
+// belongs, and returns the final stats.
 func (h *devHarness) stopped() Stats {
 	h.t.Helper()
 	if err := h.l.Stop(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.l.exec(h.l.checkIdle); err != nil {
 		h.t.Fatal(err)
 	}
 	return h.l.Stats()
@@ -435,15 +441,9 @@ func TestDeviceStop(t *testing.T) {
 			if i := firstDiff(h.device(), after); i >= 0 {
 				t.Fatalf("device byte %d changed after Stop returned", i)
 			}
-			// Every chunk and batch entry came back, and the loop serves
-			// device requests again after a restart.
-			if err := h.l.exec(func() error {
-				if e := h.l.dev; e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0 {
-					return fmt.Errorf("after Stop: %d chunks in use, %d GDS IOs out, %d queued, %d copying",
-						e.chunks.inUse(), e.gdsOut, e.waiting.len(), e.copying.len())
-				}
-				return nil
-			}); err != nil {
+			// Every record, chunk and batch entry came back, and the loop
+			// serves device requests again after a restart.
+			if err := h.l.exec(h.l.checkIdle); err != nil {
 				t.Fatal(err)
 			}
 			if err := h.l.Start(); err != nil {
@@ -613,9 +613,11 @@ func TestDeviceZeroAllocs(t *testing.T) {
 	}
 }
 
-// TestDeviceCopyFailure: a copy that fails completes its request with
-// -EIO (DeviceErr says why) and harms no other request. Only the stand-in
-// driver can make a copy fail on purpose.
+// TestDeviceCopyFailure: a copy that fails (the third, on the stream) or is
+// refused (the seventh, when queued: a WRITE's first step, while its
+// request is being cut into pieces) completes its request with -EIO
+// (DeviceErr says why) and harms no other request. Only the stand-in driver
+// can make copies fail on purpose.
 func TestDeviceCopyFailure(t *testing.T) {
 	if os.Getenv("FAKE_CUDA_FAIL_COPY") == "" {
 		t.Skip("skipping: needs the stand-in driver's fault injection (run by TestDeviceFakeDriver)")
@@ -645,7 +647,47 @@ func TestDeviceCopyFailure(t *testing.T) {
 	if eio != 1 || ok != 5 || h.l.DeviceErr() == nil {
 		t.Fatalf("%d -EIO, %d full, DeviceErr %v: want 1, 5 and the copy's error", eio, ok, h.l.DeviceErr())
 	}
+	wpath, _ := patternFile(t, tmpfsDir(t), 8192, 17)
+	wf := h.register(wpath, os.O_RDWR)
+	for i, want := range []Result{-Result(unix.EIO), 4096} { // copies 7 (refused) and 8
+		if res := h.do(Request{Op: OpWrite, File: wf, Dest: h.devDest, FileOffset: uint64(i) * 4096, Length: 4096}); res != want {
+			t.Fatalf("WRITE %d: %d, want %d", i, res, want)
+		}
+	}
 	t.Logf("DeviceErr: %v", h.l.DeviceErr())
+	if st := h.stopped(); st.Device.Errors != 2 {
+		t.Fatalf("Stats.Device.Errors %d, want 2", st.Device.Errors)
+	}
+}
+
+// TestDeviceGDSFaults: cuFile's "queue full" answers are retried; a
+// submission it refuses fails only its own request (-EIO). The stand-in
+// cuFile answers the first 3 submissions "full" and refuses the 5th.
+func TestDeviceGDSFaults(t *testing.T) {
+	if os.Getenv("FAKE_CUFILE_FAIL_SUBMIT") == "" {
+		t.Skip("skipping: needs the stand-in cuFile's fault injection (run by TestDeviceFakeDriver)")
+	}
+	h := newDevHarness(t, devConfig(DevicePathGDS), 1<<20)
+	path, data := patternFile(t, diskDir(t), 1<<20, 16)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	want := []Result{64 << 10, -Result(unix.EIO), 64 << 10, 64 << 10} // one GDS IO, one submission each
+	for i, w := range want {
+		h.fill(0)
+		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 64 << 10, Length: 64 << 10})
+		if res != w {
+			t.Fatalf("request %d: %d, want %d", i, res, w)
+		}
+		if res > 0 && !bytes.Equal(h.device()[:res], data[i*64<<10:][:res]) {
+			t.Fatalf("request %d: wrong bytes", i)
+		}
+	}
+	var cf *CuFileError
+	if !errors.As(h.l.DeviceErr(), &cf) || cf.Code != 5035 {
+		t.Fatalf("DeviceErr %v, want cuFile error 5035", h.l.DeviceErr())
+	}
+	if st := h.stopped(); st.Device.GDSRetries != 3 || st.Device.Errors != 1 || st.Device.GDSRequests != 4 {
+		t.Fatalf("stats %+v: want 3 retries, 1 error, 4 GDS requests", st.Device)
+	}
 }
 
 // BenchmarkDevice measures READ throughput into GPU memory, 1 MiB requests
@@ -707,6 +749,27 @@ func BenchmarkDevice(b *testing.B) {
 			b.ReportMetric(float64((h.l.CPUTime()-cpu0).Microseconds())/float64(b.N), "loop-cpu-µs/op")
 		})
 	}
+}
+
+// checkIdle checks a stopped loop's accounting: every record free exactly
+// once, and with device paths, every chunk free, nothing queued, copying or
+// out with cuFile. Runs on the loop's thread (exec).
+func (l *Loop) checkIdle() error {
+	seen := make([]bool, len(l.recs))
+	for _, i := range l.free {
+		if seen[i] {
+			return fmt.Errorf("record %d is free twice", i)
+		}
+		seen[i] = true
+	}
+	if len(l.free) != len(l.recs) {
+		return fmt.Errorf("%d of %d records free", len(l.free), len(l.recs))
+	}
+	if e := l.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
+		return fmt.Errorf("%d chunks in use, %d GDS IOs out, %d queued, %d copying", e.chunks.inUse(), e.gdsOut,
+			e.waiting.len(), e.copying.len())
+	}
+	return nil
 }
 
 // TestDeviceRandom drives the device paths with random requests through a

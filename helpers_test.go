@@ -35,6 +35,12 @@ func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harnes
 	}
 	h := &harness{t: t, q: q, l: l}
 	t.Cleanup(func() {
+		// Every test's loop ends with its accounting whole.
+		if err := l.Stop(context.Background()); err == nil {
+			if err := l.exec(l.checkIdle); err != nil {
+				t.Errorf("after the test: %v", err)
+			}
+		}
 		if err := l.Close(); err != nil {
 			t.Errorf("Loop.Close: %v", err)
 		}

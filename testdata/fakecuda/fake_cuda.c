@@ -13,7 +13,8 @@
  *     too early answers CUDA_ERROR_NOT_READY, so a completion posted before
  *     its copy finished shows up as wrong bytes;
  *   - FAKE_CUDA_FAIL_COPY=N makes the Nth async copy fail (its event
- *     reports CUDA_ERROR_ILLEGAL_ADDRESS).
+ *     reports CUDA_ERROR_ILLEGAL_ADDRESS); FAKE_CUDA_REFUSE_COPY=N makes
+ *     the Nth async copy call itself fail (CUDA_ERROR_INVALID_VALUE).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -32,7 +33,7 @@ enum { OK = 0, INVALID_VALUE = 1, NOT_READY = 600, ILLEGAL_ADDRESS = 700, NOT_SU
 #define MAXREG 256
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct { uintptr_t p; size_t n; } hostreg[MAXREG], allocs[MAXREG];
-static long copies, fail_copy = -1, delay_us = 50;
+static long copies, fail_copy = -1, refuse_copy = -1, delay_us = 50;
 
 static int find(uintptr_t p, size_t n, int host)
 {
@@ -53,6 +54,8 @@ CUresult cuInit(unsigned f)
 		delay_us = atol(s);
 	if ((s = getenv("FAKE_CUDA_FAIL_COPY")))
 		fail_copy = atol(s);
+	if ((s = getenv("FAKE_CUDA_REFUSE_COPY")))
+		refuse_copy = atol(s);
 	return OK;
 }
 CUresult cuDriverGetVersion(int *v) { *v = 12040; return OK; }
@@ -295,7 +298,7 @@ static CUresult copy_async(void *dst, const void *src, size_t n, void *host, CUd
 	int ok = find((uintptr_t)host, n, 1) >= 0 && find((uintptr_t)dev, n, 0) >= 0;
 	long k = ++copies;
 	pthread_mutex_unlock(&mu);
-	if (!ok || !s)
+	if (!ok || !s || k == refuse_copy)
 		return INVALID_VALUE; /* unpinned host memory, or outside an allocation */
 	struct op *o = calloc(1, sizeof(*o));
 	o->kind = 0, o->dst = dst, o->src = src, o->n = n, o->fail = (k == fail_copy);

@@ -17,7 +17,10 @@
  *   - each finished IO is reported once by cuFileBatchIOGetStatus.
  * FAKE_CUFILE_REFUSE_FILES=1 makes cuFileHandleRegister refuse every file
  * (CU_FILE_IO_NOT_SUPPORTED); FAKE_CUFILE_DELAY_US delays each IO (default
- * 100); FAKE_CUFILE_MAX_BATCH sets max_batch_io_size (default 128).
+ * 100); FAKE_CUFILE_MAX_BATCH sets max_batch_io_size (default 128);
+ * FAKE_CUFILE_BUSY_SUBMITS=N answers the first N submissions "queue full"
+ * (CU_FILE_BATCH_FULL); FAKE_CUFILE_FAIL_SUBMIT=N refuses the Nth with
+ * CU_FILE_BATCH_SUBMIT_FAILED.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,7 +55,7 @@ typedef struct { void *cookie; int status; size_t ret; } CUfileIOEvents_t;
 enum { WAITING = 1, PENDING = 2, INVALID = 4, CANCELED = 8, COMPLETE = 0x10, FAILED = 0x40 };
 static CUfileError_t E(int e) { CUfileError_t r = {e, 0}; return r; }
 
-static long delay_us = 100;
+static long delay_us = 100, submits;
 static int opened;
 
 #define MAXBUF 256
@@ -242,6 +245,12 @@ CUfileError_t cuFileBatchIOSubmit(void *h, unsigned nr, CUfileIOParams_t *p, uns
 	for (unsigned i = 0; i < nr; i++)
 		if (p[i].mode != 1 || (p[i].opcode != 0 && p[i].opcode != 1) || !p[i].fh)
 			return E(5022);
+	const char *busy = getenv("FAKE_CUFILE_BUSY_SUBMITS"), *fail = getenv("FAKE_CUFILE_FAIL_SUBMIT");
+	long k = __atomic_add_fetch(&submits, 1, __ATOMIC_SEQ_CST);
+	if (busy && k <= atol(busy))
+		return E(5037);
+	if (fail && k == atol(fail))
+		return E(5035);
 	pthread_mutex_lock(&b->mu);
 	for (unsigned i = 0; i < b->n; i++)
 		if (!b->e[i].reported) {
