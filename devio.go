@@ -635,7 +635,7 @@ func (l *Loop) gdsAbandon(b int) {
 	nb, err := newGDSBatch(e.entries)
 	if err != nil {
 		l.devFault(err)
-		bs.cancelAt = -1 // never used again
+		bs.b, bs.cancelAt = nil, -1 // never used again
 		return
 	}
 	bs.b, bs.cancelAt = nb, 0
@@ -696,11 +696,10 @@ func (l *Loop) devFail() {
 	}
 	for b := range e.batches {
 		bs := &e.batches[b]
-		if bs.out > 0 {
+		if bs.out > 0 && bs.b != nil {
 			bs.b.cancel()
-			bs.cancelAt = max(l.now(), 1)
 		}
-		bs.staged = 0
+		bs.staged, bs.out = 0, 0
 	}
 	for id := range e.gds {
 		e.gds[id].state = pieceFree
@@ -733,7 +732,9 @@ func (e *devEngine) close() error {
 		e.cs.close()
 	}
 	for _, bs := range e.batches {
-		bs.b.destroy()
+		if bs.b != nil {
+			bs.b.destroy()
+		}
 	}
 	e.batches = nil
 	for _, b := range e.bufs {
