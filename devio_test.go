@@ -73,6 +73,8 @@ func TestDeviceFakeDriver(t *testing.T) {
 			"FAKE_CUDA_REFUSE_COPY=7"}, []string{"TestDeviceCopyFailure"}},
 		{"cuFile submissions busy and failing", []string{"FAKE_CUFILE_BUSY_SUBMITS=3", "FAKE_CUFILE_FAIL_SUBMIT=5"},
 			[]string{"TestDeviceGDSFaults"}},
+		{"cancelled cuFile IOs never report", []string{"FAKE_CUFILE_SILENT_CANCEL=1", "FAKE_CUFILE_DELAY_US=20000"},
+			[]string{"TestDeviceGDSSilentCancel"}},
 	} {
 		t.Run(run.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(run.tests, "|")+")$", "-test.v", "-test.count=1")
@@ -770,6 +772,52 @@ func (l *Loop) checkIdle() error {
 			e.waiting.len(), e.copying.len())
 	}
 	return nil
+}
+
+// TestDeviceGDSSilentCancel: Stop's deadline cancels GDS batches whose
+// cancelled IOs never report (the stand-in cuFile's fault injection); the
+// loop gives up on them after gdsCancelGrace, every request completes, and
+// a fresh batch handle serves after a restart.
+func TestDeviceGDSSilentCancel(t *testing.T) {
+	if os.Getenv("FAKE_CUFILE_SILENT_CANCEL") == "" {
+		t.Skip("skipping: needs the stand-in cuFile's fault injection (run by TestDeviceFakeDriver)")
+	}
+	const n, each = 8, 64 << 10
+	h := newDevHarness(t, devConfig(DevicePathGDS), n*each)
+	path, data := patternFile(t, diskDir(t), n*each, 18)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	tickets := h.submitReads([]FileHandle{fh}, n, each, each, func(int) int { return 0 })
+	eventually(t, "the loop to claim every request", func() bool { return h.l.Stats().Requests[OpRead] == n })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	err := h.l.Stop(ctx)
+	cancelled := 0
+	for i, tk := range tickets {
+		res, ok, perr := h.p.Poll(tk)
+		switch {
+		case perr != nil || !ok:
+			t.Fatalf("request %d has no result after Stop: %v", i, perr)
+		case res == -Result(unix.ECANCELED):
+			cancelled++
+		case res != each:
+			t.Fatalf("request %d: %d", i, res)
+		}
+	}
+	t.Logf("Stop: %v; %d of %d cancelled", err, cancelled, n)
+	if cancelled == 0 {
+		t.Fatal("no request was cancelled: the IOs (20 ms each) finished before Stop's 5 ms deadline")
+	}
+	if err := h.l.exec(h.l.checkIdle); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.fill(0)
+	if res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, Length: each}); res != each ||
+		!bytes.Equal(h.device()[:each], data[:each]) {
+		t.Fatalf("READ after restart: %d", res)
+	}
 }
 
 // TestDeviceRandom drives the device paths with random requests through a

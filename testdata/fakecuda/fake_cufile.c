@@ -20,7 +20,8 @@
  * 100); FAKE_CUFILE_MAX_BATCH sets max_batch_io_size (default 128);
  * FAKE_CUFILE_BUSY_SUBMITS=N answers the first N submissions "queue full"
  * (CU_FILE_BATCH_FULL); FAKE_CUFILE_FAIL_SUBMIT=N refuses the Nth with
- * CU_FILE_BATCH_SUBMIT_FAILED.
+ * CU_FILE_BATCH_SUBMIT_FAILED; FAKE_CUFILE_SILENT_CANCEL=1 makes the IOs
+ * that cuFileBatchIOCancel stops never report at all.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -208,7 +209,8 @@ static void *batch_main(void *arg)
 		}
 		struct entry *e = &b->e[b->next++];
 		if (e->cancel) {
-			e->status = CANCELED;
+			const char *silent = getenv("FAKE_CUFILE_SILENT_CANCEL");
+			e->status = silent && atoi(silent) ? PENDING : CANCELED; /* PENDING forever: never reported */
 			continue;
 		}
 		e->status = PENDING;
@@ -294,7 +296,7 @@ CUfileError_t cuFileBatchIOCancel(void *h)
 	for (unsigned i = b->next; i < b->n; i++)
 		b->e[i].cancel = 1;
 	/* Returns when nothing of the batch runs any more. */
-	while (b->next < b->n || (b->n && b->e[b->next - 1].status == PENDING)) {
+	while (b->next < b->n || (b->n && b->e[b->next - 1].status == PENDING && !b->e[b->next - 1].cancel)) {
 		pthread_cond_broadcast(&b->cv);
 		pthread_mutex_unlock(&b->mu);
 		usleep(100);
