@@ -9,6 +9,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestCUDANoDriver exercises the loader's error path on every machine: a
@@ -74,8 +76,8 @@ func kernelImage(t *testing.T) []byte {
 
 // gpuHarness is a started loop mapped for g, with a producer side in
 // device memory.
-func gpuHarness(t *testing.T, g *GPU, bufSize int) (*harness, GPUMapping, uint64) {
-	h := newHarness(t, QueueConfig{Capacity: 1024}, Config{}, bufSize)
+func gpuHarness(t *testing.T, g *GPU, cfg Config, bufSize int) (*harness, GPUMapping, uint64) {
+	h := newHarness(t, QueueConfig{Capacity: 1024}, cfg, bufSize)
 	m, err := h.l.MapForGPU(g)
 	if err != nil {
 		t.Fatalf("MapForGPU: %v", err)
@@ -104,7 +106,7 @@ func weightedSum(data []byte) uint64 {
 // READs correctly and unregisters cleanly.
 func TestGPUDoublePin(t *testing.T) {
 	g := requireGPU(t)
-	h, m, _ := gpuHarness(t, g, 1<<20)
+	h, m, _ := gpuHarness(t, g, Config{}, 1<<20)
 	if m.Queue == 0 || m.Buffers[h.buf.Index()] == 0 || h.buf.DevicePointer() == 0 {
 		t.Fatalf("mapping %+v: want device addresses for the queue and the buffer", m)
 	}
@@ -128,38 +130,80 @@ func TestGPUChecksum(t *testing.T) {
 	img := kernelImage(t)
 	const chunk, blocks = 64 << 10, 8
 	for _, size := range []int{1, 4096, 3*chunk + 123, 5 << 20} {
-		h, m, side := gpuHarness(t, g, 2*blocks*chunk)
+		h, m, side := gpuHarness(t, g, Config{}, 2*blocks*chunk)
 		mod, err := g.LoadModule(img)
 		if err != nil {
 			t.Fatal(err)
 		}
 		path, data := patternFile(t, tmpfsDir(t), size, uint64(size))
 		fh := h.register(path, os.O_RDONLY)
-		out, err := g.Alloc(16)
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.CopyToDevice(out, make([]byte, 16))
-		start := time.Now()
-		err = mod.Launch("megaio_checksum", blocks, 256, 0, m.Queue, side, m.Buffers[h.buf.Index()],
-			uint64(fh)<<32|uint64(h.dest), uint64(size), chunk, out, out+8)
-		if err == nil {
-			err = g.Synchronize()
-		}
-		if err != nil {
-			t.Fatalf("size %d: kernel: %v", size, err)
-		}
-		elapsed := time.Since(start)
-		res := make([]byte, 16)
-		g.CopyFromDevice(res, out)
-		sum, errs := leUint64(res[:8]), leUint64(res[8:])
-		if want := weightedSum(data); sum != want || errs != 0 {
-			t.Errorf("size %d: GPU checksum %#x with %d bad results, host checksum %#x", size, sum, errs, want)
-		}
-		t.Logf("size %d: %d chunks in %v (%.1f MB/s)", size, (size+chunk-1)/chunk+1, elapsed, float64(size)/elapsed.Seconds()/1e6)
-		g.Free(out)
+		gpuChecksum(t, g, mod, m.Queue, side, m.Buffers[h.buf.Index()], fh, h.dest, data, chunk, blocks)
 		mod.Unload()
 		stopWithin(t, h.l, 10*time.Second)
+	}
+}
+
+// gpuChecksum runs the megaio_checksum kernel over file fh (holding data)
+// with its chunks landing at buf (destination dest) and checks its sum.
+func gpuChecksum(t *testing.T, g *GPU, mod *Module, queue, side, buf uint64, fh FileHandle, dest DestHandle, data []byte,
+	chunk, blocks int) {
+	t.Helper()
+	out, err := g.Alloc(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(out)
+	g.CopyToDevice(out, make([]byte, 16))
+	start := time.Now()
+	size := len(data)
+	err = mod.Launch("megaio_checksum", blocks, 256, 0, queue, side, buf, uint64(fh)<<32|uint64(dest), uint64(size),
+		uint64(chunk), out, out+8)
+	if err == nil {
+		err = g.Synchronize()
+	}
+	if err != nil {
+		t.Fatalf("size %d: kernel: %v", size, err)
+	}
+	elapsed := time.Since(start)
+	res := make([]byte, 16)
+	g.CopyFromDevice(res, out)
+	sum, errs := leUint64(res[:8]), leUint64(res[8:])
+	if want := weightedSum(data); sum != want || errs != 0 {
+		t.Errorf("size %d: GPU checksum %#x with %d bad results, host checksum %#x", size, sum, errs, want)
+	}
+	t.Logf("size %d: %d chunks in %v (%.1f MB/s)", size, (size+chunk-1)/chunk+1, elapsed, float64(size)/elapsed.Seconds()/1e6)
+}
+
+// TestGPUDeviceChecksum is TestGPUChecksum with the chunks landing in
+// device memory: the kernel publishes READs into a device destination and
+// reads what the bounce path's copies or GDS put there.
+func TestGPUDeviceChecksum(t *testing.T) {
+	g := requireGPU(t)
+	img := kernelImage(t)
+	const chunk, blocks = 64 << 10, 8
+	for _, mode := range []DevicePath{DevicePathBounce, DevicePathAuto} {
+		for _, size := range []int{4096, 3*chunk + 123, 5 << 20} {
+			h, m, side := gpuHarness(t, g, Config{Device: DeviceConfig{Path: mode}}, 4096)
+			db, warn, err := h.l.NewDeviceBuffer(g, 2*blocks*chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dest, err := h.l.AddDeviceDestination(db, 0, 2*blocks*chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mod, err := g.LoadModule(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path, data := patternFile(t, diskDir(t), size, uint64(size)+1)
+			fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+			t.Logf("%v: buffer on %v (warning %v)", mode, db.Path(), warn)
+			gpuChecksum(t, g, mod, m.Queue, side, db.Pointer(), fh, dest, data, chunk, blocks)
+			mod.Unload()
+			stopWithin(t, h.l, 10*time.Second)
+			t.Logf("device stats %+v", h.l.Stats().Device)
+		}
 	}
 }
 
@@ -168,7 +212,7 @@ func TestGPUChecksum(t *testing.T) {
 func TestGPUPingPong(t *testing.T) {
 	g := requireGPU(t)
 	img := kernelImage(t)
-	h, m, side := gpuHarness(t, g, 4096)
+	h, m, side := gpuHarness(t, g, Config{}, 4096)
 	mod, err := g.LoadModule(img)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,12 @@
  *     loads on mapped host memory: plain 8-byte accesses across PCIe, never
  *     read-modify-writes, which PCIe does not make atomic for the host.
  *
+ * Destinations may be device memory (Loop.NewDeviceBuffer): the loop
+ * publishes done only after the bytes are there (the bounce path's copy
+ * completed, or GPUDirect Storage reported the IO). Read a region reused for
+ * successive requests with volatile loads or __ldcg: DMA writes do not
+ * invalidate lines an SM's L1 cached from the region's previous contents.
+ *
  * Requires CUDA 11 or newer (libcu++'s cuda::atomic_ref) and sm_70 or newer
  * (__nanosleep, and the acquire/release instructions).
  */

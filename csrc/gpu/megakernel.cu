@@ -63,10 +63,12 @@ extern "C" __global__ void megaio_checksum(unsigned long long queue, unsigned lo
 		}
 		__syncthreads();
 		long long n = result < 0 ? 0 : result;
-		/* The loop published done with release after the bytes landed;
-		 * megaio_dev_wait's acquire orders these loads after it, and
-		 * volatile loads fetch mapped host memory afresh, not from a
-		 * line cached when this buffer held an older chunk. */
+		/* The loop published done with release after the bytes landed
+		 * (in mapped host memory, or in device memory once the bounce
+		 * path's copy or the GDS DMA completed); megaio_dev_wait's
+		 * acquire orders these loads after it, and volatile loads fetch
+		 * the memory afresh, not from an L1 line cached when this buffer
+		 * held an older chunk (DMA engines do not invalidate L1). */
 		const volatile unsigned char *data =
 		    (const volatile unsigned char *)(dest_mem + (2ULL * blockIdx.x + buf) * chunk);
 		unsigned long long sum = 0, base = c * chunk;
