@@ -197,18 +197,14 @@ func (b *gdsBatch) submit(n int) error {
 type gdsEvent struct {
 	cookie uint64
 	ret    int64 // bytes, or a negative errno
-	status int   // gdsComplete, gdsFailed, ...
+	status int   // CUfileStatus_t: gdsComplete, gdsCanceled, ...
 }
 
-// CUfileStatus_t values.
+// The CUfileStatus_t values the loop tells apart; any other final status
+// (failed, invalid, timed out) fails the IO.
 const (
-	gdsWaiting  = C.MEGAIO_CUFILE_WAITING
-	gdsPending  = C.MEGAIO_CUFILE_PENDING
-	gdsInvalid  = C.MEGAIO_CUFILE_INVALID
 	gdsCanceled = C.MEGAIO_CUFILE_CANCELED
 	gdsComplete = C.MEGAIO_CUFILE_COMPLETE
-	gdsTimeout  = C.MEGAIO_CUFILE_TIMEOUT
-	gdsFailed   = C.MEGAIO_CUFILE_FAILED
 )
 
 // poll collects the IOs that finished, without waiting, into b.got[:n].

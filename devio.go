@@ -29,20 +29,17 @@ import (
 // devTag marks the user_data of a staged IO: devTag | chunk index.
 const devTag = uint64(1) << 62
 
-// Piece states.
+// GDS piece states. (A bounce piece's stage needs no word of its own: its
+// chunk is either in the copying FIFO or has an IO in a lane.)
 const (
 	pieceFree     = iota
-	pieceReading  // bounce READ: the file -> staging IO is in the backend
-	pieceCopying  // a copy is queued on the stream (to the device for READs, from it for WRITEs)
-	pieceWriting  // bounce WRITE: the staging -> file IO is in the backend
-	pieceStaged   // GDS: in a batch not yet submitted
-	pieceInflight // GDS: submitted
+	pieceStaged   // in a batch not yet submitted
+	pieceInflight // submitted
 )
 
 // bouncePiece is the piece that holds one staging chunk (indexed alike).
 type bouncePiece struct {
 	rec          uint32
-	state        uint8
 	write        bool
 	start, n     uint64 // the request bytes it delivers
 	ioOff, ioLen uint64 // the file range it reads or writes
@@ -245,17 +242,13 @@ func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64
 	r.dev = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
 		stopAt: end, plan: p, f: fe.devf}
 	fe.devf.refs++ // released when the request completes (devFinish)
-	switch {
-	case !p.gds:
-		l.st.devBounceReqs++
-	case alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign) &&
-		(req.fileOffset%gdsAlign != 0 || end%gdsAlign != 0):
-		l.st.devSplitReqs++
+	if p.gds && alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign) {
 		l.st.devGDSReqs++
-	case alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign):
-		l.st.devGDSReqs++
-	default:
-		l.st.devBounceReqs++ // too small and unaligned for any GDS body
+		if req.fileOffset%gdsAlign != 0 || end%gdsAlign != 0 {
+			l.st.devSplitReqs++ // an unaligned head or tail goes through the bounce path
+		}
+	} else {
+		l.st.devBounceReqs++ // bounce only, or too small and unaligned for any GDS body
 	}
 	l.fence.add(r)
 	e.waiting.push(i)
@@ -318,11 +311,9 @@ func (l *Loop) bounceStart(i uint32, r *record, sp span) bool {
 	*p = bouncePiece{rec: i, write: r.op == OpWrite, start: sp.start, n: sp.n, ioOff: sp.ioOff, ioLen: sp.ioLen,
 		dev: r.dev.base + (sp.start - r.dev.off)}
 	if !p.write {
-		p.state = pieceReading
 		l.stagedIO(c, p, r)
 		return true
 	}
-	p.state = pieceCopying
 	if err := e.cs.copy(false, e.stagingAddr(c), p.dev, p.n, int(c)); err != nil {
 		l.devFault(err)
 		l.bounceDone(c, 0, -int64(unix.EIO))
@@ -385,7 +376,6 @@ func (l *Loop) devIODone(c uint32, res int64) {
 		return
 	}
 	p.got = min(p.ioDone-skew, p.n)
-	p.state = pieceCopying
 	if err := e.cs.copy(true, e.stagingAddr(c)+uintptr(skew), p.dev, p.got, int(c)); err != nil {
 		l.devFault(err)
 		l.bounceDone(c, 0, -int64(unix.EIO))
@@ -401,7 +391,7 @@ func (l *Loop) devPoll() int {
 	e := l.dev
 	n := 0
 	for e.copying.len() > 0 {
-		c := e.copying.buf[e.copying.head&uint64(len(e.copying.buf)-1)]
+		c := e.copying.peek()
 		done, err := e.cs.done(int(c))
 		if !done {
 			break
@@ -418,7 +408,6 @@ func (l *Loop) devPoll() int {
 		case l.cancelling:
 			l.bounceDone(c, 0, -int64(unix.ECANCELED))
 		default:
-			p.state = pieceWriting
 			l.stagedIO(c, p, &l.recs[p.rec])
 		}
 	}
@@ -433,7 +422,6 @@ func (l *Loop) bounceDone(c uint32, got uint64, err int64) {
 	e := l.dev
 	p := &e.bounce[c]
 	i, start, n := p.rec, p.start, p.n
-	p.state = pieceFree
 	e.chunks.put(c)
 	l.st.devBounceBytes += got
 	l.pieceDone(i, start, n, got, err)
@@ -541,11 +529,7 @@ func (l *Loop) gdsSubmit() {
 			return
 		}
 		l.devFault(err)
-		n := bs.staged
-		bs.staged, e.open = 0, -1
-		for k := 0; k < n; k++ {
-			l.gdsDone(base+k, 0, -int64(unix.EIO))
-		}
+		l.gdsDropStaged(-int64(unix.EIO))
 		return
 	}
 	for k := 0; k < bs.staged; k++ {
@@ -553,6 +537,20 @@ func (l *Loop) gdsSubmit() {
 	}
 	bs.out, e.gdsOut = bs.out+bs.staged, e.gdsOut+bs.staged
 	bs.staged, e.open = 0, -1
+}
+
+// gdsDropStaged ends the open batch's IOs, never submitted, with err.
+func (l *Loop) gdsDropStaged(err int64) {
+	e := l.dev
+	if e.open < 0 {
+		return
+	}
+	bs := &e.batches[e.open]
+	base, n := e.open*e.entries, bs.staged
+	bs.staged, e.open = 0, -1
+	for k := 0; k < n; k++ {
+		l.gdsDone(base+k, 0, err)
+	}
 }
 
 // gdsPoll collects reported IOs from every batch with IOs out.
@@ -658,14 +656,7 @@ func (l *Loop) devCancel() {
 			l.devFinish(i)
 		}
 	}
-	if e.open >= 0 {
-		bs := &e.batches[e.open]
-		base, n := e.open*e.entries, bs.staged
-		bs.staged, e.open = 0, -1
-		for k := 0; k < n; k++ {
-			l.gdsDone(base+k, 0, -int64(unix.ECANCELED))
-		}
-	}
+	l.gdsDropStaged(-int64(unix.ECANCELED))
 	for b := range e.batches {
 		if bs := &e.batches[b]; bs.out > 0 && bs.cancelAt == 0 {
 			if err := bs.b.cancel(); err != nil {
@@ -706,9 +697,6 @@ func (l *Loop) devFail() {
 	}
 	e.open, e.gdsOut = -1, 0
 	e.chunks = newChunkPool(e.cfg.StagingChunks)
-	for c := range e.bounce {
-		e.bounce[c].state = pieceFree
-	}
 	e.copying = newFIFO(e.cfg.StagingChunks)
 	e.waiting = newFIFO(len(l.recs))
 }

@@ -878,7 +878,8 @@ type fifo struct {
 func newFIFO(n int) fifo        { return fifo{buf: make([]uint32, ceilPow2(uint32(n)))} }
 func (f *fifo) len() int        { return int(f.tail - f.head) }
 func (f *fifo) push(i uint32)   { f.buf[f.tail&uint64(len(f.buf)-1)] = i; f.tail++ }
-func (f *fifo) pop() (i uint32) { i = f.buf[f.head&uint64(len(f.buf)-1)]; f.head++; return i }
+func (f *fifo) pop() (i uint32) { i = f.peek(); f.head++; return i }
+func (f *fifo) peek() uint32    { return f.buf[f.head&uint64(len(f.buf)-1)] }
 
 // fences implements FENCE: requests are counted by epoch, and each FENCE
 // closes the current epoch. A fence completes when every epoch up to its
