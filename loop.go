@@ -696,7 +696,7 @@ func (l *Loop) finish(i uint32, result int64, now int64) {
 // complete publishes a result (L3): result first, then done with release.
 func (l *Loop) complete(t uint64, result int64, latency int64) {
 	c := &l.q.comps[t&l.q.mask]
-	c.result = result
+	atomic.StoreInt64(&c.result, result) // atomic: a Submit may collect it on its issuer's behalf
 	atomic.StoreUint64(&c.done, t+1)
 	l.st.complete(result, latency)
 }

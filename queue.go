@@ -302,11 +302,24 @@ func (q *Queue) detach() {
 // counter and turn words of megaio_producer_side, in host memory. Any number
 // of goroutines may use it at once. A queue has one producer side: do not
 // mix host producers and GPU producers on one queue.
+//
+// Liveness: a goroutine that keeps several requests in flight may block in
+// Submit (P2) waiting for a slot whose previous ticket belongs to another
+// goroutine, which is itself blocked in Submit and so cannot collect it:
+// each waits for the other (megaio.h, "Liveness"). Submit breaks that cycle
+// by collecting a completed ticket on its issuer's behalf: it keeps the
+// result aside and hands the slot on, and the issuer's Poll or Wait returns
+// the kept result. This is off once Memory has been handed to C producers,
+// which collect with plain stores of their own.
 type HostProducer struct {
-	q     *Queue
-	mem   []byte
-	side  *producerSideHeader
-	turns []uint64
+	q      *Queue
+	mem    []byte
+	side   *producerSideHeader
+	turns  []uint64
+	shared atomic.Bool // Memory was handed out: no collecting on others' behalf
+
+	keptMu sync.Mutex
+	kept   map[uint64]Result // results collected on their issuers' behalf, by ticket
 }
 
 // HostProducer returns the queue's host producer side, creating it on the
@@ -360,7 +373,7 @@ func (q *Queue) initProducerSide(b []byte) (*producerSideHeader, []uint64) {
 
 // Memory is the producer side's memory (megaio_producer_side and its turn
 // words), for producers written in C.
-func (p *HostProducer) Memory() []byte { return p.mem }
+func (p *HostProducer) Memory() []byte { p.shared.Store(true); return p.mem }
 
 // spinsBeforeYield bounds busy-waiting before a producer yields its P: on a
 // machine with fewer cores than producers, spinning alone starves the loop.
@@ -382,8 +395,26 @@ func (p *HostProducer) publish(req *requestSlot) Ticket {
 	q := p.q
 	t := atomic.AddUint64(&p.side.nextTicket, 1) - 1
 	s := t & q.mask
-	for i := 0; atomic.LoadUint64(&p.turns[s]) != t; i++ {
+	for i := 0; ; i++ {
+		prev := atomic.LoadUint64(&p.turns[s])
+		if prev == t {
+			break
+		}
 		if i >= spinsBeforeYield {
+			// The slot's previous ticket is not collected yet: if it is
+			// complete, collect it for its issuer, which may be blocked
+			// here too (see HostProducer).
+			if prev == t-q.mask-1 && !p.shared.Load() && atomic.LoadUint64(&q.comps[s].done) == prev+1 {
+				if res, ok := p.collect(s, prev); ok {
+					p.keptMu.Lock()
+					if p.kept == nil {
+						p.kept = map[uint64]Result{}
+					}
+					p.kept[prev] = res
+					p.keptMu.Unlock()
+					continue
+				}
+			}
 			runtime.Gosched()
 		}
 	}
@@ -404,9 +435,13 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 	s := uint64(t) & q.mask
 	c := &q.comps[s]
 	if atomic.LoadUint64(&c.done) == uint64(t)+1 {
-		res = Result(c.result)
-		atomic.StoreUint64(&p.turns[s], uint64(t)+q.mask+1)
-		return res, true, nil
+		if res, ok := p.collect(s, uint64(t)); ok {
+			return res, true, nil
+		}
+		return p.takeKept(uint64(t)), true, nil // collected by a Submit meanwhile
+	}
+	if atomic.LoadUint64(&p.turns[s]) != uint64(t) {
+		return p.takeKept(uint64(t)), true, nil // collected by a Submit, slot handed on
 	}
 	if atomic.LoadUint32(&q.hdr.state) == stateStopped {
 		stopHead := q.hdr.stopHead
@@ -415,6 +450,31 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 		}
 	}
 	return 0, false, nil
+}
+
+// collect reads ticket u's result (its completion was seen done) and hands
+// slot s on (P5, P6) unless someone else collected u first: the turn moves
+// by compare-and-swap, so exactly one collector wins.
+func (p *HostProducer) collect(s, u uint64) (Result, bool) {
+	res := Result(atomic.LoadInt64(&p.q.comps[s].result))
+	return res, atomic.CompareAndSwapUint64(&p.turns[s], u, u+p.q.mask+1)
+}
+
+// takeKept returns the result a Submit collected for ticket u, waiting the
+// moment it may take that Submit to file it.
+func (p *HostProducer) takeKept(u uint64) Result {
+	for {
+		p.keptMu.Lock()
+		res, ok := p.kept[u]
+		if ok {
+			delete(p.kept, u)
+		}
+		p.keptMu.Unlock()
+		if ok {
+			return res
+		}
+		runtime.Gosched()
+	}
 }
 
 // Wait waits for ticket t and returns its result, or ErrStopped (see Poll).

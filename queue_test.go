@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
@@ -142,5 +143,52 @@ func TestHeader(t *testing.T) {
 	}
 	if _, err := Header("nope.h"); err == nil {
 		t.Error("Header of a missing file succeeded")
+	}
+}
+
+// TestSubmitCollectsForStalledIssuer: a goroutine that holds a completed
+// ticket without collecting it must not block the others forever. With a
+// queue of 4, ticket 4 needs ticket 0's slot; Submit collects ticket 0 on
+// its issuer's behalf, and the issuer's Poll still gets ticket 0's result.
+// (The demo's four producers, eight requests each, hung this way.)
+func TestSubmitCollectsForStalledIssuer(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 4}, Config{}, 1<<16)
+	path, data := patternFile(t, tmpfsDir(t), 5*4096, 19)
+	fh := h.register(path, os.O_RDONLY)
+	read := func(k int) Request {
+		return Request{Op: OpRead, File: fh, Dest: h.dest, FileOffset: uint64(k) * 4096, DestOffset: uint64(k) * 4096, Length: 4096}
+	}
+	stalled, err := h.p.Submit(read(0)) // its issuer does not collect it yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k < 4; k++ {
+		if res := h.do(read(k)); res != 4096 {
+			t.Fatalf("READ %d: %d", k, res)
+		}
+	}
+	eventually(t, "ticket 0 to complete", func() bool { return h.l.Stats().Completed >= 4 })
+	done := make(chan Ticket)
+	go func() {
+		tk, err := h.p.Submit(read(4)) // slot 0 again
+		if err != nil {
+			t.Error(err)
+		}
+		done <- tk
+	}()
+	var fifth Ticket
+	select {
+	case fifth = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Submit waited 10 s for a slot whose previous ticket was complete but uncollected")
+	}
+	if res, ok, err := h.p.Poll(stalled); err != nil || !ok || res != 4096 {
+		t.Fatalf("the stalled ticket: %d, %v, %v", res, ok, err)
+	}
+	if res, err := h.p.Wait(fifth); err != nil || res != 4096 {
+		t.Fatalf("the fifth READ: %d, %v", res, err)
+	}
+	if !bytes.Equal(h.buf.Bytes()[:5*4096], data) {
+		t.Fatal("wrong bytes")
 	}
 }

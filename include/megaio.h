@@ -66,6 +66,16 @@
  * needs that ticket's publication (P4), which comes after its P2. So the
  * result of t is never overwritten before t's issuer has read it.
  *
+ * Liveness. P2 waits for the issuer of t - capacity to collect (P5, P6). If
+ * that issuer is itself waiting in P2 for a slot whose previous ticket is
+ * one of yours that you have not collected, neither moves: a producer that
+ * keeps several tickets in flight must not wait in P2 for long while it holds
+ * completed, uncollected ones. Collect before publishing (the example kernel
+ * waits for its current chunk before it publishes the next), or do what the
+ * Go HostProducer does: when the previous ticket of the slot is complete,
+ * collect it on its issuer's behalf with a compare-and-swap of turn[s] from
+ * t - capacity to t, keep its result where the issuer will look, and go on.
+ *
  * Why seq/done/turn compare for equality with full tickets: a stale value
  * from the previous lap is t + 1 - capacity, never t + 1, so no ABA is
  * possible while capacity <= 2^31. Initial values are those of a previous lap
