@@ -50,19 +50,10 @@ type CuFileError struct {
 	CUCode int    // CUresult when Code is 5011
 }
 
-var cufileNames = map[int]string{
-	5001: "CU_FILE_DRIVER_NOT_INITIALIZED", 5007: "CU_FILE_PLATFORM_NOT_SUPPORTED", 5008: "CU_FILE_IO_NOT_SUPPORTED",
-	5009: "CU_FILE_DEVICE_NOT_SUPPORTED", 5011: "CU_FILE_CUDA_DRIVER_ERROR", 5012: "CU_FILE_CUDA_POINTER_INVALID",
-	5018: "CU_FILE_INVALID_FILE_TYPE", 5019: "CU_FILE_INVALID_FILE_OPEN_FLAG", 5020: "CU_FILE_DIO_NOT_SET",
-	5022: "CU_FILE_INVALID_VALUE", 5023: "CU_FILE_MEMORY_ALREADY_REGISTERED", 5024: "CU_FILE_MEMORY_NOT_REGISTERED",
-	5025: "CU_FILE_PERMISSION_DENIED", 5026: "CU_FILE_DRIVER_ALREADY_OPEN", 5034: "CU_FILE_IO_DISABLED",
-	5035: "CU_FILE_BATCH_SUBMIT_FAILED", 5037: "CU_FILE_BATCH_FULL", 5049: "CU_FILE_BATCH_NOCOMPAT_ERROR",
-}
-
 func (e *CuFileError) Error() string {
-	name := cufileNames[e.Code]
-	if name == "" {
-		name = "unknown"
+	name := "unknown"
+	if n := C.megaio_cufile_code_name(C.int(e.Code)); n != nil {
+		name = C.GoString(n)
 	}
 	msg := fmt.Sprintf("megaio: %s: cuFile error %d (%s)", e.Op, e.Code, name)
 	if e.Code == 5011 {
@@ -72,21 +63,17 @@ func (e *CuFileError) Error() string {
 }
 
 // Is matches ErrGDSUnavailable for the codes that mean "GDS cannot serve
-// this here" rather than "this call was wrong".
+// this here" rather than "this call was wrong" (the table in
+// csrc/cufile_shim.h).
 func (e *CuFileError) Is(target error) bool {
-	if target != ErrGDSUnavailable {
-		return false
-	}
-	switch e.Code {
-	case 5001, 5007, 5008, 5009, 5018, 5019, 5020, 5025, 5034, 5049:
-		return true
-	}
-	return false
+	return target == ErrGDSUnavailable && C.megaio_cufile_code_kind(C.int(e.Code)) == C.MEGAIO_CUFILE_UNAVAILABLE
 }
 
 // retryable: cuFile's "queue full" and "internal error - retry later"
-// codes (5037, 5039-5043).
-func (e *CuFileError) retryable() bool { return e.Code == 5037 || (e.Code >= 5039 && e.Code <= 5043) }
+// codes.
+func (e *CuFileError) retryable() bool {
+	return C.megaio_cufile_code_kind(C.int(e.Code)) == C.MEGAIO_CUFILE_RETRY
+}
 
 func cufileErr(op string, r C.megaio_CUfileError) error {
 	if r.err == 0 {

@@ -6,6 +6,7 @@
  * it wherever cuda.h is found; it is never linked.
  */
 #include <cuda.h>
+#include <cudaTypedefs.h>
 
 #define MEGAIO_CUDA_CHECK
 #define megaio_CUctx_st CUctx_st
@@ -61,3 +62,14 @@ megaio_cuEventCreate_t check_cuEventCreate = cuEventCreate;
 megaio_cuEventDestroy_t check_cuEventDestroy = cuEventDestroy;
 megaio_cuEventRecord_t check_cuEventRecord = cuEventRecord;
 megaio_cuEventQuery_t check_cuEventQuery = cuEventQuery;
+
+/* cuGetProcAddress is looked up by dlsym under its plain name, which every
+ * driver since CUDA 11.3 exports with the 11.3 signature (4 arguments).
+ * From CUDA 12, cuda.h's cuGetProcAddress is a macro for the 5-argument
+ * cuGetProcAddress_v2, so there the check is against the typedef of the
+ * 11.3 version. */
+#if CUDA_VERSION >= 12000
+megaio_cuGetProcAddress_t check_cuGetProcAddress = (PFN_cuGetProcAddress_v11030)0;
+#else
+megaio_cuGetProcAddress_t check_cuGetProcAddress = cuGetProcAddress;
+#endif

@@ -74,7 +74,7 @@ typedef megaio_CUresult (*megaio_cuGetErrorName_t)(megaio_CUresult err, const ch
 typedef megaio_CUresult (*megaio_cuGetErrorString_t)(megaio_CUresult err, const char **str);
 /* cuGetProcAddress as the driver exports it under that name (CUDA 11.3+). */
 typedef megaio_CUresult (*megaio_cuGetProcAddress_t)(const char *symbol, void **pfn, int cuda_version,
-						    unsigned long long flags);
+						    uint64_t flags); /* cuuint64_t */
 
 struct megaio_cuda {
 	void *lib;

@@ -84,3 +84,27 @@ int megaio_gds_poll(struct megaio_cufile *c, void *batch, struct megaio_gds_even
 	}
 	return (int)nr;
 }
+
+const char *megaio_cufile_code_name(int code)
+{
+	switch (code) {
+#define MEGAIO_NAME(c, name, kind) \
+	case c:                    \
+		return #name;
+		MEGAIO_CUFILE_CODES(MEGAIO_NAME)
+#undef MEGAIO_NAME
+	}
+	return NULL;
+}
+
+int megaio_cufile_code_kind(int code)
+{
+	switch (code) {
+#define MEGAIO_KIND(c, name, kind) \
+	case c:                    \
+		return kind;
+		MEGAIO_CUFILE_CODES(MEGAIO_KIND)
+#undef MEGAIO_KIND
+	}
+	return MEGAIO_CUFILE_PLAIN;
+}

@@ -27,7 +27,53 @@ typedef struct {
 #define MEGAIO_CU_FILE_PLATFORM_NOT_SUPPORTED 5007
 #define MEGAIO_CU_FILE_IO_NOT_SUPPORTED 5008
 #define MEGAIO_CU_FILE_DIO_NOT_SET 5020
-#define MEGAIO_CU_FILE_BATCH_FULL 5037
+
+/* The CUfileOpError codes megaio tells apart: X(code, name, kind), where
+ * kind says what megaio does with it:
+ *   MEGAIO_CUFILE_PLAIN        an error of the call (-EIO for its IOs)
+ *   MEGAIO_CUFILE_UNAVAILABLE  GDS cannot serve here (ErrGDSUnavailable;
+ *                              DevicePathAuto falls back to the bounce path)
+ *   MEGAIO_CUFILE_RETRY        "queue full" or "internal error - retry
+ *                              later": submitted again, a bounded number of
+ *                              times (Config.Device.GDSRetryLimit)
+ * Codes appear in cuFile over time: CU_FILE_BATCH_FULL (5037) in 1.5.1,
+ * the retry-later codes (5039-5043) and 5049 later still; in cuFile 1.4 5037
+ * is CU_FILE_IO_MAX_ERROR, the end marker of the list, which no call
+ * returns. csrc/cufile_codes_check.cc checks this table against the
+ * installed cufile.h with that history in mind. */
+#define MEGAIO_CUFILE_PLAIN 0
+#define MEGAIO_CUFILE_UNAVAILABLE 1
+#define MEGAIO_CUFILE_RETRY 2
+#define MEGAIO_CUFILE_CODES(X)                                          \
+	X(5001, CU_FILE_DRIVER_NOT_INITIALIZED, MEGAIO_CUFILE_UNAVAILABLE)  \
+	X(5007, CU_FILE_PLATFORM_NOT_SUPPORTED, MEGAIO_CUFILE_UNAVAILABLE)  \
+	X(5008, CU_FILE_IO_NOT_SUPPORTED, MEGAIO_CUFILE_UNAVAILABLE)        \
+	X(5009, CU_FILE_DEVICE_NOT_SUPPORTED, MEGAIO_CUFILE_UNAVAILABLE)    \
+	X(5011, CU_FILE_CUDA_DRIVER_ERROR, MEGAIO_CUFILE_PLAIN)             \
+	X(5012, CU_FILE_CUDA_POINTER_INVALID, MEGAIO_CUFILE_PLAIN)          \
+	X(5018, CU_FILE_INVALID_FILE_TYPE, MEGAIO_CUFILE_UNAVAILABLE)       \
+	X(5019, CU_FILE_INVALID_FILE_OPEN_FLAG, MEGAIO_CUFILE_UNAVAILABLE)  \
+	X(5020, CU_FILE_DIO_NOT_SET, MEGAIO_CUFILE_UNAVAILABLE)             \
+	X(5022, CU_FILE_INVALID_VALUE, MEGAIO_CUFILE_PLAIN)                 \
+	X(5023, CU_FILE_MEMORY_ALREADY_REGISTERED, MEGAIO_CUFILE_PLAIN)     \
+	X(5024, CU_FILE_MEMORY_NOT_REGISTERED, MEGAIO_CUFILE_PLAIN)         \
+	X(5025, CU_FILE_PERMISSION_DENIED, MEGAIO_CUFILE_UNAVAILABLE)       \
+	X(5026, CU_FILE_DRIVER_ALREADY_OPEN, MEGAIO_CUFILE_PLAIN)           \
+	X(5030, CU_FILE_INTERNAL_ERROR, MEGAIO_CUFILE_PLAIN)                \
+	X(5034, CU_FILE_IO_DISABLED, MEGAIO_CUFILE_UNAVAILABLE)             \
+	X(5035, CU_FILE_BATCH_SUBMIT_FAILED, MEGAIO_CUFILE_PLAIN)           \
+	X(5037, CU_FILE_BATCH_FULL, MEGAIO_CUFILE_RETRY)                    \
+	X(5039, CU_FILE_INTERNAL_BATCH_SETUP_ERROR, MEGAIO_CUFILE_RETRY)    \
+	X(5040, CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR, MEGAIO_CUFILE_RETRY)   \
+	X(5041, CU_FILE_INTERNAL_BATCH_GETSTATUS_ERROR, MEGAIO_CUFILE_RETRY) \
+	X(5042, CU_FILE_INTERNAL_BATCH_CANCEL_ERROR, MEGAIO_CUFILE_RETRY)   \
+	X(5043, CU_FILE_NOMEM_ERROR, MEGAIO_CUFILE_RETRY)                   \
+	X(5049, CU_FILE_BATCH_NOCOMPAT_ERROR, MEGAIO_CUFILE_UNAVAILABLE)
+
+/* The name ("CU_FILE_BATCH_FULL") and kind of a code in the table above:
+ * NULL and MEGAIO_CUFILE_PLAIN for one it lacks. */
+const char *megaio_cufile_code_name(int code);
+int megaio_cufile_code_kind(int code);
 
 /* CUfileDescr_t with CU_FILE_HANDLE_TYPE_OPAQUE_FD. */
 #define MEGAIO_CU_FILE_HANDLE_TYPE_OPAQUE_FD 1

@@ -66,7 +66,15 @@ __device__ inline unsigned long long megaio_dev_take_ticket(const megaio_dev_que
 }
 
 /* P2-P4: waits for the slot's turn, fills it and publishes it. The seq
- * field of *req is ignored. */
+ * field of *req is ignored.
+ *
+ * Liveness (megaio.h, "Liveness"): P2 waits for the issuer of
+ * t - capacity. A thread or block that keeps several tickets in flight must
+ * collect (megaio_dev_wait) every completed ticket it holds before it
+ * publishes another, as megaio_checksum in csrc/gpu/megakernel.cu does;
+ * otherwise two producers can each wait in P2 for a slot the other holds.
+ * This header has no collect-on-behalf: queue ABI v2 removes the rule from
+ * the contract instead. */
 __device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned long long t, const megaio_request &req)
 {
 	unsigned long long s = t & q.mask;
@@ -117,19 +125,43 @@ __device__ inline void megaio_dev_collect(const megaio_dev_queue &q, unsigned lo
 	megaio_dev_u64(q.turns[t & q.mask]).store((uint64_t)(t + q.mask + 1), cuda::memory_order_release);
 }
 
+/* Whether the loop has stopped without claiming ticket t, read as
+ * megaio_host_poll reads it: state with acquire (it pairs with the loop's
+ * release store of state, made after stop_head and after every claimed
+ * ticket's done), then stop_head. Both are system-scope acquire loads of
+ * mapped host memory: a relaxed or volatile load may return a stop_head older
+ * than the state it was read with. */
+__device__ inline bool megaio_dev_stopped_before(const megaio_dev_queue &q, unsigned long long t)
+{
+	cuda::atomic_ref<uint32_t, cuda::thread_scope_system> state(q.header->state);
+	if (state.load(cuda::memory_order_acquire) != MEGAIO_STATE_STOPPED)
+		return false;
+	uint64_t stop_head = megaio_sys_u64(q.header->stop_head).load(cuda::memory_order_acquire);
+	return (long long)(t - stop_head) >= 0;
+}
+
 /* P5-P6: waits for ticket t's result (with __nanosleep backoff, so a
  * waiting warp leaves the SM's issue slots to others), hands the slot on
  * and returns the result: bytes moved or a negative errno. It returns
  * -MEGAIO_ESHUTDOWN if the loop stopped without claiming t (the request
- * stays published; call again to keep waiting). */
+ * stays published and its turn is kept: call again, once a loop runs on the
+ * queue, to keep waiting).
+ *
+ * Like megaio_host_poll it re-checks done after seeing STOPPED: the loop
+ * stores the done of every ticket it claimed before it stores state, so a
+ * done that the first poll missed is seen by the second, and a served
+ * ticket is never reported as unserved (its turn would then never be handed
+ * on, and every later lap of its slot would hang). */
 __device__ inline long long megaio_dev_wait(const megaio_dev_queue &q, unsigned long long t)
 {
 	long long result;
 	unsigned ns = 64;
 	while (!megaio_dev_poll(q, t, &result)) {
-		if (*(volatile unsigned *)&q.header->state == MEGAIO_STATE_STOPPED &&
-		    (long long)(t - *(volatile unsigned long long *)&q.header->stop_head) >= 0)
+		if (megaio_dev_stopped_before(q, t)) {
+			if (megaio_dev_poll(q, t, &result))
+				break;
 			return -MEGAIO_ESHUTDOWN;
+		}
 		__nanosleep(ns);
 		ns = ns < 4096 ? 2 * ns : ns;
 	}
@@ -145,16 +177,26 @@ __device__ inline long long megaio_dev_request(const megaio_dev_queue &q, const 
 	return megaio_dev_wait(q, t);
 }
 
+/* The calling thread's lane in its warp (%laneid). In a 2-D or 3-D block
+ * threadIdx.x % 32 is not the lane: warps are cut from the linear thread
+ * index x + y*Dx + z*Dx*Dy. */
+__device__ inline unsigned megaio_lane_id()
+{
+	unsigned lane;
+	asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+	return lane;
+}
+
 /* Warp-level variant: every active lane calls it; the lowest active lane
  * publishes req (its own copy) for the warp and the result is broadcast to
  * all. One request per warp keeps 32x fewer slots busy when a warp reads a
- * chunk together. */
+ * chunk together. Works for any block shape. */
 __device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const megaio_request &req)
 {
 	unsigned active = __activemask();
 	int leader = __ffs(active) - 1;
 	long long result = 0;
-	if ((int)(threadIdx.x % 32) == leader)
+	if ((int)megaio_lane_id() == leader)
 		result = megaio_dev_request(q, req);
 	return __shfl_sync(active, result, leader);
 }
