@@ -130,7 +130,7 @@ func instruction(kind, t string) string {
 		}
 		t = strings.TrimSpace(t[end+2:])
 		if i := strings.Index(t, ";"); i >= 0 {
-			t = t[:i]
+			t = strings.TrimSpace(t[:i])
 		}
 	} else {
 		if i := strings.Index(t, "//"); i >= 0 {
@@ -143,7 +143,7 @@ func instruction(kind, t string) string {
 			t = strings.TrimSpace(t[i:])
 		}
 	}
-	if t == "" || strings.HasPrefix(t, ".") || strings.HasSuffix(t, ":") || t == "{" || t == "}" {
+	if t == "" || strings.HasPrefix(t, ".") || strings.HasSuffix(t, ":") || strings.Trim(t, "(){}") == "" {
 		return ""
 	}
 	return t
@@ -358,4 +358,3 @@ func checkNoSystemRMW(secs []section) []string {
 	sort.Strings(problems)
 	return problems
 }
-
