@@ -176,6 +176,7 @@ type GPU struct {
 
 	mu     sync.Mutex
 	mapped map[uintptr]int // registered host regions (base -> length)
+	stream *Stream         // Launch's stream, made on first use
 	closed bool
 }
 
@@ -305,14 +306,49 @@ func (g *GPU) LoadModule(image []byte) (*Module, error) {
 	return m, err
 }
 
+// Dim3 is a grid or block shape; a zero Y or Z counts as 1.
+type Dim3 struct{ X, Y, Z int }
+
+func (d Dim3) c() [3]C.uint {
+	one := func(v int) C.uint {
+		if v == 0 {
+			return 1
+		}
+		return C.uint(v)
+	}
+	return [3]C.uint{one(d.X), one(d.Y), one(d.Z)}
+}
+
 // Launch starts kernel on a 1-D grid with up to 8 arguments, each passed
-// as a 64-bit value (pointers and 64-bit integers). It does not wait.
+// as a 64-bit value (pointers and 64-bit integers), on the GPU's own
+// non-blocking stream (GPU.Stream). It does not wait.
+//
+// A persistent kernel must never sit on the legacy default stream (stream
+// 0): every synchronous copy, cuMemAlloc and default-stream launch of the
+// process (other libraries' too) would then wait for a kernel that is itself
+// waiting for IO, and hang.
 func (m *Module) Launch(kernel string, grid, block, sharedBytes int, args ...uint64) error {
+	return m.LaunchOn(nil, kernel, Dim3{X: grid}, Dim3{X: block}, sharedBytes, args...)
+}
+
+// LaunchOn is Launch on stream s (nil: the GPU's own stream) with 3-D grid
+// and block shapes.
+func (m *Module) LaunchOn(s *Stream, kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {
 	if len(args) > 8 {
 		return configError("Launch takes at most 8 arguments, got %d", len(args))
 	}
+	if s == nil {
+		var err error
+		if s, err = m.g.Stream(); err != nil {
+			return err
+		}
+	}
+	if s.g != m.g {
+		return configError("LaunchOn: the stream belongs to another GPU")
+	}
 	name := C.CString(kernel)
 	defer C.free(unsafe.Pointer(name))
+	gd, bd := grid.c(), block.c()
 	return m.g.do(func() error {
 		var fn C.megaio_CUfunction
 		if err := cuErr("cuModuleGetFunction "+kernel, C.call_getfn(&driver.c, &fn, m.mod, name)); err != nil {
@@ -322,9 +358,54 @@ func (m *Module) Launch(kernel string, grid, block, sharedBytes int, args ...uin
 		for i, v := range args {
 			a[i] = C.uint64_t(v)
 		}
-		return cuErr("cuLaunchKernel "+kernel, C.megaio_cuda_launch(&driver.c, fn, C.uint(grid), C.uint(block),
-			C.uint(sharedBytes), &a[0], C.int(len(args))))
+		return cuErr("cuLaunchKernel "+kernel, C.megaio_cuda_launch(&driver.c, fn, &gd[0], &bd[0],
+			C.uint(sharedBytes), s.s, &a[0], C.int(len(args))))
 	})
+}
+
+// Stream is a CUDA stream created with CU_STREAM_NON_BLOCKING: work on it
+// never waits for the legacy default stream, nor that stream for it.
+type Stream struct {
+	g *GPU
+	s C.megaio_CUstream
+}
+
+// NewStream creates a non-blocking stream; Close destroys it.
+func (g *GPU) NewStream() (*Stream, error) {
+	s := &Stream{g: g}
+	err := g.do(func() error { return cuErr("cuStreamCreate", C.call_stream_create(&driver.c, &s.s)) })
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stream returns the GPU's own non-blocking stream, where Launch runs
+// kernels; GPU.Close destroys it.
+func (g *GPU) Stream() (*Stream, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, fmt.Errorf("%w: the GPU", ErrClosed)
+	}
+	if g.stream == nil {
+		s, err := g.NewStream()
+		if err != nil {
+			return nil, err
+		}
+		g.stream = s
+	}
+	return g.stream, nil
+}
+
+// Synchronize waits for the work queued on s.
+func (s *Stream) Synchronize() error {
+	return s.g.do(func() error { return cuErr("cuStreamSynchronize", C.call_stream_sync(&driver.c, s.s)) })
+}
+
+// Close waits for the stream's work and destroys it.
+func (s *Stream) Close() error {
+	return s.g.do(func() error { return cuErr("cuStreamDestroy", C.call_stream_destroy(&driver.c, s.s)) })
 }
 
 // Unload unloads the module.
@@ -344,7 +425,13 @@ func (g *GPU) Close() error {
 		return fmt.Errorf("%w: %d host regions are still registered with CUDA; close the loop first", ErrInUse, len(g.mapped))
 	}
 	g.closed = true
-	return cuErr("cuDevicePrimaryCtxRelease", C.call_release(&driver.c, g.dev))
+	var errs []error
+	if g.stream != nil {
+		errs = append(errs, g.stream.Close())
+		g.stream = nil
+	}
+	errs = append(errs, cuErr("cuDevicePrimaryCtxRelease", C.call_release(&driver.c, g.dev)))
+	return errors.Join(errs...)
 }
 
 // GPUMapping is where the GPU sees a loop's queue and buffers.

@@ -84,6 +84,11 @@ type DeviceConfig struct {
 	// GDSMaxIO is the largest single GDS IO, a multiple of 4 KiB (default
 	// 16 MiB, cuFile's default max_direct_io_size).
 	GDSMaxIO int
+	// GDSRetryLimit bounds how many "queue full" or "internal error - retry
+	// later" answers in a row cuFile may give one batch submission (it is
+	// tried again each loop cycle) before the batch's IOs fail with -EIO
+	// and Stats.Device.GDSGiveUps counts it (default 1000).
+	GDSRetryLimit int
 }
 
 const (
@@ -110,6 +115,9 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 	if c.GDSMaxIO == 0 {
 		c.GDSMaxIO = 16 << 20
 	}
+	if c.GDSRetryLimit == 0 {
+		c.GDSRetryLimit = 1000
+	}
 	switch {
 	case c.Path < DevicePathAuto || c.Path > DevicePathBounce:
 		return c, configError("Device.Path %v: want auto, gds or bounce", c.Path)
@@ -126,6 +134,8 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 		return c, configError("Device.GDSBatchEntries %d: want 1 to %d", c.GDSBatchEntries, maxGDSBatchSize)
 	case c.GDSMaxIO < gdsAlign || c.GDSMaxIO%gdsAlign != 0 || c.GDSMaxIO > MaxLength:
 		return c, configError("Device.GDSMaxIO %d: want a multiple of 4 KiB up to 1 GiB", c.GDSMaxIO)
+	case c.GDSRetryLimit < 1:
+		return c, configError("Device.GDSRetryLimit %d: want 1 or more", c.GDSRetryLimit)
 	}
 	return c, nil
 }

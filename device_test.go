@@ -1,6 +1,7 @@
 package megaio
 
 import (
+	"strings"
 	"errors"
 	"fmt"
 	"testing"
@@ -194,13 +195,13 @@ func TestChunkPool(t *testing.T) {
 func TestDeviceConfig(t *testing.T) {
 	c, err := DeviceConfig{}.withDefaults()
 	if err != nil || c.StagingChunks != 16 || c.ChunkSize != 1<<20 || c.MaxPiecesPerRequest != 8 ||
-		c.GDSBatchEntries != 32 || c.GDSBatches != 4 || c.GDSMaxIO != 16<<20 {
+		c.GDSBatchEntries != 32 || c.GDSBatches != 4 || c.GDSMaxIO != 16<<20 || c.GDSRetryLimit != 1000 {
 		t.Fatalf("defaults %+v, %v", c, err)
 	}
 	for _, bad := range []DeviceConfig{
 		{Path: 7}, {ChunkSize: 1000}, {ChunkSize: 128 << 20}, {StagingChunks: -1},
 		{StagingChunks: 2048, ChunkSize: 1 << 20}, {GDSBatchEntries: 129}, {GDSBatches: 65}, {GDSMaxIO: 5000},
-		{MaxPiecesPerRequest: -2},
+		{MaxPiecesPerRequest: -2}, {GDSRetryLimit: -1},
 	} {
 		if _, err := bad.withDefaults(); !errors.Is(err, ErrConfig) {
 			t.Errorf("%+v: %v, want ErrConfig", bad, err)
@@ -225,7 +226,13 @@ func TestCuFileError(t *testing.T) {
 			t.Errorf("code %d: errors.Is(ErrGDSUnavailable) = %v", code, !unavailable)
 		}
 	}
-	if !(&CuFileError{Code: 5037}).retryable() || (&CuFileError{Code: 5022}).retryable() {
-		t.Error("retryable codes")
+	for code, retry := range map[int]bool{5037: true, 5039: true, 5040: true, 5043: true, 5022: false, 5035: false,
+		5044: false, 4999: false} {
+		if (&CuFileError{Code: code}).retryable() != retry {
+			t.Errorf("code %d: retryable = %v", code, !retry)
+		}
+	}
+	if msg := (&CuFileError{Op: "cuFileBatchIOSubmit", Code: 5040}).Error(); !strings.Contains(msg, "CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR") {
+		t.Errorf("5040 reads %q", msg)
 	}
 }

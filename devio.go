@@ -61,6 +61,7 @@ type gdsBatchState struct {
 	b        *gdsBatch
 	staged   int
 	out      int
+	retries  int   // "retry later" answers in a row to the staged IOs' submission
 	cancelAt int64 // when Stop's deadline cancelled it (ns, loop epoch), 0 otherwise
 }
 
@@ -511,8 +512,9 @@ func (l *Loop) gdsAdd(i uint32, r *record, sp span) bool {
 }
 
 // gdsSubmit submits the batch being filled. cuFile's "queue full" and
-// "retry later" answers leave it filled for the next cycle; other errors
-// end its pieces with -EIO.
+// "retry later" answers leave it filled for the next cycle, up to
+// Device.GDSRetryLimit answers in a row; past that, and on other errors,
+// its pieces end with -EIO.
 func (l *Loop) gdsSubmit() {
 	e := l.dev
 	if e.open < 0 {
@@ -526,12 +528,18 @@ func (l *Loop) gdsSubmit() {
 	if err := bs.b.submit(bs.staged); err != nil {
 		if cf, ok := err.(*CuFileError); ok && cf.retryable() {
 			l.st.devGDSRetries++
-			return
+			if bs.retries++; bs.retries < e.cfg.GDSRetryLimit {
+				return
+			}
+			l.st.devGDSGiveUps++
+			err = fmt.Errorf("%w (%d answers in a row; Device.GDSRetryLimit)", err, bs.retries)
 		}
+		bs.retries = 0
 		l.devFault(err)
 		l.gdsDropStaged(-int64(unix.EIO))
 		return
 	}
+	bs.retries = 0
 	for k := 0; k < bs.staged; k++ {
 		e.gds[base+k].state = pieceInflight
 	}

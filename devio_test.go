@@ -75,6 +75,9 @@ func TestDeviceFakeDriver(t *testing.T) {
 			[]string{"TestDeviceGDSFaults"}},
 		{"cancelled cuFile IOs never report", []string{"FAKE_CUFILE_SILENT_CANCEL=1", "FAKE_CUFILE_DELAY_US=20000"},
 			[]string{"TestDeviceGDSSilentCancel"}},
+		{"cuFile answers retry later", []string{"FAKE_CUFILE_RETRY_SUBMITS=7"},
+			[]string{"TestDeviceGDSRetryLimit"}},
+		{"kernel launches", nil, []string{"TestDeviceLaunchStream"}},
 	} {
 		t.Run(run.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(run.tests, "|")+")$", "-test.v", "-test.count=1")
@@ -692,6 +695,39 @@ func TestDeviceGDSFaults(t *testing.T) {
 	}
 }
 
+// TestDeviceGDSRetryLimit: cuFile answering "retry later" to every
+// submission costs a request -EIO after Device.GDSRetryLimit answers, not a
+// stall until Stop; the next request is served once cuFile accepts again.
+// The stand-in answers the first 7 submissions so; the limit is 5.
+func TestDeviceGDSRetryLimit(t *testing.T) {
+	if os.Getenv("FAKE_CUFILE_RETRY_SUBMITS") == "" {
+		t.Skip("skipping: needs the stand-in cuFile's fault injection (run by TestDeviceFakeDriver)")
+	}
+	cfg := devConfig(DevicePathGDS)
+	cfg.Device.GDSRetryLimit = 5
+	h := newDevHarness(t, cfg, 1<<20)
+	path, data := patternFile(t, diskDir(t), 1<<20, 17)
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	want := []Result{-Result(unix.EIO), 64 << 10} // 5 refusals, then 2 more and a submission
+	for i, w := range want {
+		h.fill(0)
+		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 64 << 10, Length: 64 << 10})
+		if res != w {
+			t.Fatalf("request %d: %d, want %d", i, res, w)
+		}
+		if res > 0 && !bytes.Equal(h.device()[:res], data[i*64<<10:][:res]) {
+			t.Fatalf("request %d: wrong bytes", i)
+		}
+	}
+	var cf *CuFileError
+	if !errors.As(h.l.DeviceErr(), &cf) || cf.Code != 5040 || !strings.Contains(h.l.DeviceErr().Error(), "GDSRetryLimit") {
+		t.Fatalf("DeviceErr %v, want cuFile error 5040 naming the limit", h.l.DeviceErr())
+	}
+	if st := h.stopped(); st.Device.GDSRetries != 7 || st.Device.GDSGiveUps != 1 || st.Device.Errors != 1 {
+		t.Fatalf("stats %+v: want 7 retries, 1 give-up, 1 error", st.Device)
+	}
+}
+
 // BenchmarkDevice measures READ throughput into GPU memory, 1 MiB requests
 // from an O_DIRECT file at depth 8, by path: GDS, the bounce path, and
 // READs into mapped host memory (what a kernel would then read across
@@ -943,5 +979,59 @@ func testDeviceRandom(t *testing.T, be BackendKind) {
 	t.Logf("%d requests checked (%d writes, %d cut short by Stop); device stats %+v", done, writes, partial, st.Device)
 	if st.Device.StagingWaits == 0 || st.Device.Errors != 0 {
 		t.Fatalf("want staging waits and no device errors: %+v", st.Device)
+	}
+}
+
+// TestDeviceLaunchStream: Launch puts kernels on the GPU's own
+// non-blocking stream, never the legacy default stream, where a persistent
+// kernel would block every synchronous copy of the process. The stand-in
+// driver refuses launches on the legacy stream or on a blocking stream.
+func TestDeviceLaunchStream(t *testing.T) {
+	if os.Getenv(fakeDriverEnv) == "" {
+		t.Skip("skipping: needs the stand-in driver, which checks the launch stream (TestDeviceFakeDriver runs it); " +
+			"on a GPU the TestGPU* tests launch real kernels")
+	}
+	g, err := OpenGPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := g.LoadModule([]byte("stand-in image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mod.Launch("k", 4, 128, 0, 1, 2, 3); err != nil {
+		t.Fatalf("Launch on the GPU's own stream: %v", err)
+	}
+	own, err := g.Stream()
+	if err != nil || own == nil {
+		t.Fatalf("GPU.Stream = %v, %v", own, err)
+	}
+	if again, _ := g.Stream(); again != own {
+		t.Error("GPU.Stream made a second stream")
+	}
+	s, err := g.NewStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mod.LaunchOn(s, "k", Dim3{X: 2, Y: 2}, Dim3{X: 16, Y: 8, Z: 2}, 0, 7); err != nil {
+		t.Fatalf("LaunchOn a caller's stream with 3-D shapes: %v", err)
+	}
+	if err := s.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mod.Launch("k", 1, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9); !errors.Is(err, ErrConfig) {
+		t.Errorf("Launch with 9 arguments = %v, want ErrConfig", err)
+	}
+	if err := mod.Unload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("GPU.Close (destroys its stream): %v", err)
+	}
+	if _, err := g.Stream(); !errors.Is(err, ErrClosed) {
+		t.Errorf("GPU.Stream after Close = %v, want ErrClosed", err)
 	}
 }

@@ -39,7 +39,8 @@ type DeviceStats struct {
 	GDSBytes       uint64 // bytes moved by GDS
 	BounceBytes    uint64 // bytes moved through staging chunks
 	StagingWaits   uint64 // requests that waited for a free staging chunk or GDS batch entry
-	GDSRetries     uint64 // batch submissions cuFile asked to retry
+	GDSRetries     uint64 // batch submissions cuFile answered "queue full" or "retry later"
+	GDSGiveUps     uint64 // batches whose IOs failed with -EIO after Device.GDSRetryLimit such answers in a row
 	Errors         uint64 // CUDA copy and cuFile errors (the last one: Loop.DeviceErr)
 }
 
@@ -115,7 +116,7 @@ type counters struct {
 	latency      [histBuckets]uint64
 
 	devGDSReqs, devSplitReqs, devBounceReqs, devGDSBytes, devBounceBytes uint64
-	devStagingWaits, devGDSRetries, devErrors                            uint64
+	devStagingWaits, devGDSRetries, devGDSGiveUps, devErrors             uint64
 }
 
 const maxErrno = 133
@@ -142,7 +143,7 @@ type published struct {
 	words [unsafeCountersWords]atomic.Uint64
 }
 
-const unsafeCountersWords = numOps + 1 + 2 + maxErrno + 1 + 6 + histBuckets + 8
+const unsafeCountersWords = numOps + 1 + 2 + maxErrno + 1 + 6 + histBuckets + 9 // the last: the device counters
 
 // publish copies c into p.
 func (p *published) publish(c *counters) {
@@ -172,7 +173,7 @@ func (p *published) publish(c *counters) {
 		put(v)
 	}
 	for _, v := range [...]uint64{c.devGDSReqs, c.devSplitReqs, c.devBounceReqs, c.devGDSBytes, c.devBounceBytes,
-		c.devStagingWaits, c.devGDSRetries, c.devErrors} {
+		c.devStagingWaits, c.devGDSRetries, c.devGDSGiveUps, c.devErrors} {
 		put(v)
 	}
 }
@@ -205,7 +206,7 @@ func (p *published) snapshot() Stats {
 	}
 	d := &s.Device
 	for _, f := range [...]*uint64{&d.GDSRequests, &d.SplitRequests, &d.BounceRequests, &d.GDSBytes, &d.BounceBytes,
-		&d.StagingWaits, &d.GDSRetries, &d.Errors} {
+		&d.StagingWaits, &d.GDSRetries, &d.GDSGiveUps, &d.Errors} {
 		*f = get()
 	}
 	return s

@@ -77,8 +77,9 @@ int megaio_cuda_load(struct megaio_cuda *c, const char *libname, char *err, size
 	return 0;
 }
 
-megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, unsigned grid, unsigned block,
-				   unsigned shmem, const uint64_t *args, int nargs)
+megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, const unsigned grid[3],
+				   const unsigned block[3], unsigned shmem, megaio_CUstream stream, const uint64_t *args,
+				   int nargs)
 {
 	uint64_t vals[8];
 	void *params[8];
@@ -86,5 +87,6 @@ megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, u
 		vals[i] = args[i];
 		params[i] = &vals[i];
 	}
-	return c->cuLaunchKernel(f, grid, 1, 1, block, 1, 1, shmem, NULL, params, NULL);
+	return c->cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem, stream, params,
+				 NULL);
 }

@@ -120,9 +120,10 @@ struct megaio_cuda {
  * name is copied to err). */
 int megaio_cuda_load(struct megaio_cuda *c, const char *libname, char *err, size_t errlen);
 
-/* Calls a kernel with up to 8 pointer-sized arguments, each passed by
- * value from args. */
-megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, unsigned grid, unsigned block,
-				   unsigned shmem, const uint64_t *args, int nargs);
+/* Calls a kernel on stream with up to 8 pointer-sized arguments, each
+ * passed by value from args. grid and block are x, y, z. */
+megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, const unsigned grid[3],
+				   const unsigned block[3], unsigned shmem, megaio_CUstream stream, const uint64_t *args,
+				   int nargs);
 
 #endif

@@ -14,7 +14,13 @@
  *     its copy finished shows up as wrong bytes;
  *   - FAKE_CUDA_FAIL_COPY=N makes the Nth async copy fail (its event
  *     reports CUDA_ERROR_ILLEGAL_ADDRESS); FAKE_CUDA_REFUSE_COPY=N makes
- *     the Nth async copy call itself fail (CUDA_ERROR_INVALID_VALUE).
+ *     the Nth async copy call itself fail (CUDA_ERROR_INVALID_VALUE);
+ *   - kernels "load" from any image and "run" instantly, but a launch on
+ *     the legacy default stream (NULL, CU_STREAM_LEGACY or
+ *     CU_STREAM_PER_THREAD) or on a stream made without
+ *     CU_STREAM_NON_BLOCKING is refused with CUDA_ERROR_INVALID_HANDLE: a
+ *     persistent kernel there blocks every synchronous copy of the process;
+ *     launches check their grid and block shapes are nonzero.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -27,7 +33,7 @@
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 
-enum { OK = 0, INVALID_VALUE = 1, NOT_READY = 600, ILLEGAL_ADDRESS = 700, NOT_SUPPORTED = 801,
+enum { OK = 0, INVALID_VALUE = 1, INVALID_HANDLE = 400, NOT_READY = 600, ILLEGAL_ADDRESS = 700, NOT_SUPPORTED = 801,
        ALREADY_REGISTERED = 712, NOT_REGISTERED = 713 };
 
 #define MAXREG 256
@@ -171,14 +177,33 @@ CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n)
 	return OK;
 }
 CUresult cuCtxSynchronize(void) { return OK; }
-CUresult cuModuleLoadData(void **m, const void *img) { (void)m, (void)img; return NOT_SUPPORTED; }
-CUresult cuModuleUnload(void *m) { (void)m; return NOT_SUPPORTED; }
-CUresult cuModuleGetFunction(void **f, void *m, const char *n) { (void)f, (void)m, (void)n; return NOT_SUPPORTED; }
-CUresult cuLaunchKernel(void *f, unsigned a, unsigned b, unsigned c, unsigned d, unsigned e, unsigned g, unsigned sh,
-			void *s, void **p, void **x)
+static int module_token, function_token;
+CUresult cuModuleLoadData(void **m, const void *img)
 {
-	(void)f, (void)a, (void)b, (void)c, (void)d, (void)e, (void)g, (void)sh, (void)s, (void)p, (void)x;
-	return NOT_SUPPORTED;
+	if (!img)
+		return INVALID_VALUE;
+	*m = &module_token;
+	return OK;
+}
+CUresult cuModuleUnload(void *m) { return m == &module_token ? OK : INVALID_HANDLE; }
+CUresult cuModuleGetFunction(void **f, void *m, const char *n)
+{
+	if (m != &module_token || !n || !*n)
+		return INVALID_VALUE;
+	*f = &function_token;
+	return OK;
+}
+struct stream;
+static int stream_nonblocking(struct stream *s);
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+			unsigned sh, struct stream *s, void **p, void **x)
+{
+	(void)sh, (void)x;
+	if (f != &function_token || !p || !gx || !gy || !gz || !bx || !by || !bz)
+		return INVALID_VALUE;
+	if ((uintptr_t)s <= 2 || !stream_nonblocking(s))
+		return INVALID_HANDLE;
+	return OK;
 }
 CUresult cuGetErrorName(CUresult r, const char **s)
 {
@@ -203,6 +228,7 @@ struct event {
 	int err;
 };
 struct stream {
+	unsigned flags;
 	pthread_mutex_t mu;
 	pthread_cond_t cv, idle;
 	struct op *head, *tail;
@@ -262,10 +288,11 @@ static void push(struct stream *s, struct op *o)
 	pthread_mutex_unlock(&s->mu);
 }
 
+static int stream_nonblocking(struct stream *s) { return s->flags & 1; /* CU_STREAM_NON_BLOCKING */ }
 CUresult cuStreamCreate(struct stream **out, unsigned flags)
 {
-	(void)flags;
 	struct stream *s = calloc(1, sizeof(*s));
+	s->flags = flags;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->idle, NULL);

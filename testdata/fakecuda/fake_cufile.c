@@ -20,7 +20,9 @@
  * 100); FAKE_CUFILE_MAX_BATCH sets max_batch_io_size (default 128);
  * FAKE_CUFILE_BUSY_SUBMITS=N answers the first N submissions "queue full"
  * (CU_FILE_BATCH_FULL); FAKE_CUFILE_FAIL_SUBMIT=N refuses the Nth with
- * CU_FILE_BATCH_SUBMIT_FAILED; FAKE_CUFILE_SILENT_CANCEL=1 makes the IOs
+ * CU_FILE_BATCH_SUBMIT_FAILED; FAKE_CUFILE_RETRY_SUBMITS=N answers the
+ * first N submissions CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR ("retry later");
+ * FAKE_CUFILE_SILENT_CANCEL=1 makes the IOs
  * that cuFileBatchIOCancel stops never report at all.
  */
 #define _GNU_SOURCE
@@ -248,9 +250,12 @@ CUfileError_t cuFileBatchIOSubmit(void *h, unsigned nr, CUfileIOParams_t *p, uns
 		if (p[i].mode != 1 || (p[i].opcode != 0 && p[i].opcode != 1) || !p[i].fh)
 			return E(5022);
 	const char *busy = getenv("FAKE_CUFILE_BUSY_SUBMITS"), *fail = getenv("FAKE_CUFILE_FAIL_SUBMIT");
+	const char *later = getenv("FAKE_CUFILE_RETRY_SUBMITS");
 	long k = __atomic_add_fetch(&submits, 1, __ATOMIC_SEQ_CST);
 	if (busy && k <= atol(busy))
 		return E(5037);
+	if (later && k <= atol(later))
+		return E(5040); /* CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR: "retry later" */
 	if (fail && k == atol(fail))
 		return E(5035);
 	pthread_mutex_lock(&b->mu);
