@@ -1,9 +1,9 @@
 package megaio
 
 import (
-	"strings"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
