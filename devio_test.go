@@ -24,7 +24,8 @@ import (
 // thread) and check how they are called.
 
 // fakeDriverEnv, in a child, names the directory holding the stand-ins;
-// fakeCuFileEnv=absent makes cuFile unloadable there.
+// fakeCuFileEnv=absent makes cuFile unloadable (with the stand-ins or the
+// real driver).
 const (
 	fakeDriverEnv = "MEGAIO_TEST_FAKE_DRIVER"
 	fakeCuFileEnv = "MEGAIO_TEST_FAKE_CUFILE"
@@ -35,9 +36,11 @@ func init() {
 	if dir := os.Getenv(fakeDriverEnv); dir != "" {
 		cudaLibrary = filepath.Join(dir, "libcuda.so.1")
 		cufileLibrary = filepath.Join(dir, "libcufile.so.0")
-		if os.Getenv(fakeCuFileEnv) == "absent" {
-			cufileLibrary = filepath.Join(dir, "libcufile-absent.so.0")
-		}
+	}
+	// absent also works with the real driver: the GPU bundle runs the device
+	// tests once without cuFile, to cover the bounce path.
+	if os.Getenv(fakeCuFileEnv) == "absent" {
+		cufileLibrary = "libmegaio-absent-cufile.so.0"
 	}
 }
 

@@ -5,12 +5,11 @@
 #   nvcc:    $NVCC, $CUDA_HOME/bin, PATH, /usr/local/cuda/bin
 #   cuda.h:  $CUDA_HOME/include, next to nvcc, /usr/local/cuda/include,
 #            /usr/include (Debian's nvidia-cuda-toolkit)
-#   cuFile:  $CUFILE_HOME; the CUDA toolkit ($CUDA_HOME, /usr/local/cuda,
-#            their targets/<arch>-linux); Debian's libcufile-dev; the
-#            nvidia-cufile Python wheel: nvidia/cu13/{include,lib} (CUDA 13
+#   cuFile:  $CUFILE_HOME; $CUDA_HOME (lib64, targets/<arch>-linux); the
+#            nvidia-cufile Python wheel, nvidia/cu13/{include,lib} (CUDA 13
 #            wheels) or nvidia/cufile/{include,lib} (CUDA 12 wheels), found
-#            through python3's nvidia package path (PYTHONPATH included)
-#            and site-packages.
+#            through python3's nvidia package path (PYTHONPATH included) and
+#            site-packages; /usr/local/cuda; Debian's libcufile-dev.
 # cuFile needs both cufile.h and libcufile.so.0 in one installation.
 
 megaio_find_nvcc() {
@@ -21,26 +20,22 @@ megaio_find_nvcc() {
 }
 
 megaio_find_cuda_include() {
-	local d nvcc
+	local d nvcc bin
 	nvcc="$(megaio_find_nvcc)"
-	for d in "${CUDA_HOME:+$CUDA_HOME/include}" "${nvcc:+$(dirname "$(dirname "$nvcc")")/include}" \
+	bin="${nvcc%/*}"
+	for d in "${CUDA_HOME:+$CUDA_HOME/include}" "${nvcc:+${bin%/*}/include}" \
 		/usr/local/cuda/include /usr/include; do
 		[ -n "$d" ] && [ -f "$d/cuda.h" ] && { echo "$d"; return; }
 	done
 }
 
-# megaio_cufile_candidates prints "include-dir lib-dir" pairs, best first.
+# megaio_cufile_candidates prints "include-dir lib-dir" pairs, best first:
+# what the caller named ($CUFILE_HOME, $CUDA_HOME), the wheels (what
+# PyTorch loads), the toolkit in /usr/local/cuda, Debian's packages.
 megaio_cufile_candidates() {
 	local h t py
 	[ -n "${CUFILE_HOME:-}" ] && echo "$CUFILE_HOME/include $CUFILE_HOME/lib" && echo "$CUFILE_HOME/include $CUFILE_HOME/lib64"
-	for h in "${CUDA_HOME:-}" /usr/local/cuda; do
-		[ -n "$h" ] || continue
-		echo "$h/include $h/lib64"
-		for t in "$h"/targets/*-linux; do
-			[ -d "$t" ] && echo "$t/include $t/lib"
-		done
-	done
-	echo "/usr/include /usr/lib/$(uname -m)-linux-gnu"
+	megaio_toolkit_cufile "${CUDA_HOME:-}"
 	# The wheels: the nvidia namespace package's directories (PYTHONPATH,
 	# user and system site-packages), then site-packages directly.
 	for py in python3 python; do
@@ -63,6 +58,20 @@ megaio_cufile_candidates() {
 		EOF
 		break
 	done
+	megaio_toolkit_cufile /usr/local/cuda
+	echo "/usr/include /usr/lib/$(uname -m)-linux-gnu"
+}
+
+# megaio_toolkit_cufile HOME prints a CUDA toolkit's cuFile places: lib64,
+# and targets/<arch>-linux/{include,lib}.
+megaio_toolkit_cufile() {
+	local t
+	[ -n "$1" ] || return 0
+	echo "$1/include $1/lib64"
+	for t in "$1"/targets/*-linux; do
+		[ -d "$t" ] && echo "$t/include $t/lib"
+	done
+	return 0
 }
 
 # megaio_find_cufile prints "include-dir lib-dir" of the first installation

@@ -4,24 +4,28 @@
 #   scripts/gpu-check.sh bundle [DIR]   here: build the test binary (liburing
 #                                       linked statically) and copy the CUDA
 #                                       sources into DIR (default gpu-bundle/)
-#   DIR/run.sh                          there: compile the kernels with nvcc,
-#                                       check our driver declarations against
-#                                       cuda.h, run the GPU tests; logs go to
-#                                       $OUT (or DIR/logs)
+#   DIR/run.sh                          there: the CUDA checks for that GPU,
+#                                       the GPU and device tests, the
+#                                       benchmarks and the whole suite; one
+#                                       summary.txt with PASS or FAIL per
+#                                       part, logs in $OUT (or DIR/logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${2:-gpu-bundle}"
 case "${1:-}" in
 bundle)
 	export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=1
-	rm -rf "$dir" && mkdir -p "$dir/src/include" "$dir/src/csrc/gpu" "$dir/testdata/fakecuda"
+	rm -rf "$dir" && mkdir -p "$dir/src/scripts" "$dir/testdata/fakecuda"
 	go test -c -o "$dir/megaio.test" .
-	cp include/megaio.h include/megaio_device.cuh "$dir/src/include/"
+	go build -o "$dir/scopecheck" ./internal/scopecheck
+	# What cuda-checks.sh reads there, in the repository's layout under src/.
+	cp -r include "$dir/src/"
+	(cd csrc && find . -name '*.h' -o -name '*.c' -o -name '*.cc' -o -name '*.cu') |
+		while read -r f; do mkdir -p "$dir/src/csrc/$(dirname "$f")" && cp "csrc/$f" "$dir/src/csrc/$f"; done
+	cp scripts/cuda-env.sh scripts/cuda-checks.sh "$dir/src/scripts/"
 	# Files the tests read relative to the package directory.
 	cp -r include deploy "$dir/"
-	cp csrc/cuda_shim.h csrc/cuda_check.c csrc/cufile_shim.h csrc/cufile_check.c "$dir/src/csrc/"
 	cp testdata/fakecuda/*.c "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
-	cp csrc/gpu/megakernel.cu "$dir/src/csrc/gpu/"
 	cp scripts/gpu-run.sh "$dir/run.sh"
 	chmod +x "$dir/run.sh"
 	echo "gpu-check.sh: bundle in $dir ($(du -sh "$dir" | cut -f1)); run $dir/run.sh on the GPU machine"
