@@ -2,7 +2,13 @@
 # than Debian 12's), Go, the module built and its tests run.
 #
 #   docker build -t megaio .
-#   docker run --rm --gpus all --security-opt seccomp=deploy/seccomp-io_uring.json megaio
+#   docker run --rm --gpus all --ulimit memlock=-1 -v /run/udev:/run/udev:ro \
+#       --security-opt seccomp=deploy/seccomp-io_uring.json megaio
+#
+# --ulimit memlock=-1: io_uring registered buffers and cuMemHostRegister pin
+# memory beyond Docker's default 64 KiB locked-memory limit. /run/udev:
+# cuFile reads the host's udev database to map NVMe devices to PCIe paths
+# (GDS needs it; without it cuFile runs in compatibility mode at best).
 #
 # The run's default command is the test suite, GPU tests included (they
 # skip, saying why, without --gpus). Without the seccomp option Docker's
@@ -11,7 +17,8 @@
 # the default profile, so the build step tests what it can.
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04
 
-ARG GO_VERSION=1.24.6
+# Go: the version go.mod names (read below), installed once; GOTOOLCHAIN=local
+# makes a mismatch an error instead of a download.
 # libcufile-dev-12-6 (NVIDIA's repository, configured in this image): cuFile
 # for GPUDirect Storage, loaded at run time, and the cufile.h that build.sh
 # checks our declarations against. GDS itself also needs the host's
@@ -20,17 +27,17 @@ ARG GO_VERSION=1.24.6
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates curl gcc libc6-dev liburing-dev pkg-config fio git libcufile-dev-12-6 \
     && rm -rf /var/lib/apt/lists/*
-RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
-ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
-
 WORKDIR /src
 COPY go.mod go.sum ./
+RUN GO_VERSION="$(sed -n 's/^go \([0-9.]*\)$/\1/p' go.mod)" && test -n "$GO_VERSION" && \
+    curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
+ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 RUN go mod download
 COPY . .
-# Builds bin/megaio, checks csrc/cuda_shim.h and csrc/cufile_shim.h against
-# this image's cuda.h and cufile.h,
-# compiles the GPU kernels with nvcc, and runs the tests that need neither a
-# GPU nor io_uring.
+# Builds bin/megaio, runs scripts/cuda-checks.sh (csrc/cuda_shim.h and
+# csrc/cufile_shim.h against this image's cuda.h and cufile.h, every kernel
+# compiled for sm_70 to sm_90 with warnings as errors, the scope check), and
+# runs the tests that need neither a GPU nor io_uring.
 RUN ./build.sh && go vet ./... && go test -count=1 ./...
 
 CMD ["./build.sh", "test"]

@@ -253,3 +253,114 @@ func leUint64(b []byte) uint64 {
 	}
 	return v
 }
+
+// TestGPUWarp2D: megaio_warp_request in 2-D blocks (16 x 8: each warp
+// spans two rows, so threadIdx.x % 32 is not its lane) publishes exactly one
+// READ per warp, and every thread of the warp gets its result.
+func TestGPUWarp2D(t *testing.T) {
+	g := requireGPU(t)
+	img := kernelImage(t)
+	const chunk, blocks, warpsPerBlock = 4096, 3, 4 // 16 x 8 threads
+	warps := blocks * warpsPerBlock
+	h, m, side := gpuHarness(t, g, Config{}, warps*chunk)
+	mod, err := g.LoadModule(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Unload()
+	path, data := patternFile(t, tmpfsDir(t), warps*chunk, 77)
+	fh := h.register(path, os.O_RDONLY)
+	results, err := g.Alloc(8 * blocks * 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(results)
+	if err := mod.LaunchOn(nil, "megaio_warp2d", Dim3{X: blocks}, Dim3{X: 16, Y: 8}, 0, m.Queue, side,
+		uint64(fh)<<32|uint64(h.dest), chunk, results); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 8*blocks*128)
+	g.CopyFromDevice(raw, results)
+	for i := 0; i < blocks*128; i++ {
+		if r := int64(leUint64(raw[8*i:])); r != chunk {
+			t.Fatalf("thread %d (block %d, x %d, y %d): result %d, want %d", i, i/128, i%128%16, i%128/16, r, chunk)
+		}
+	}
+	if !bytes.Equal(h.buf.Bytes()[:warps*chunk], data) {
+		t.Error("the chunks did not land where the warps asked")
+	}
+	stopWithin(t, h.l, 10*time.Second)
+	if n := h.l.Stats().Requests[OpRead]; n != uint64(warps) {
+		t.Errorf("%d READs for %d warps: want one per warp", n, warps)
+	}
+}
+
+// TestGPUStopRestart: 256 GPU threads send NOPs one at a time while the
+// host stops and restarts the loop 30 times. Every NOP completes with 0,
+// the kernel ends (no slot's turn is lost), and no -ESHUTDOWN answer is
+// given for a ticket the loop had served (megaio_dev_wait reads state and
+// stop_head with acquire and re-checks done, as megaio_host_poll does).
+func TestGPUStopRestart(t *testing.T) {
+	g := requireGPU(t)
+	img := kernelImage(t)
+	h, m, side := gpuHarness(t, g, Config{}, 4096)
+	mod, err := g.LoadModule(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Unload()
+	counts, err := g.Alloc(24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(counts)
+	g.CopyToDevice(counts, make([]byte, 24))
+	const threads, rounds = 256, 2000
+	stream, err := g.NewStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if err := mod.LaunchOn(stream, "megaio_stop_restart", Dim3{X: 4}, Dim3{X: threads / 4}, 0, m.Queue, side, rounds,
+		counts); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- stream.Synchronize() }()
+	stops := 0
+	for ; stops < 30; stops++ {
+		time.Sleep(3 * time.Millisecond)
+		if err := h.l.Stop(context.Background()); err != nil {
+			t.Fatalf("Stop %d: %v", stops, err)
+		}
+		time.Sleep(time.Millisecond)
+		if err := h.l.Start(); err != nil {
+			t.Fatalf("Start %d: %v", stops, err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the kernel did not end within 60 s of the last restart: a slot's turn was lost")
+	}
+	raw := make([]byte, 24)
+	g.CopyFromDevice(raw, counts)
+	shutdowns, falseShutdowns, bad := leUint64(raw), leUint64(raw[8:]), leUint64(raw[16:])
+	t.Logf("%d stops: %d -ESHUTDOWN answers, %d false, %d bad results", stops, shutdowns, falseShutdowns, bad)
+	if falseShutdowns != 0 || bad != 0 {
+		t.Errorf("%d -ESHUTDOWN answers for served tickets, %d NOPs with a nonzero result", falseShutdowns, bad)
+	}
+	if shutdowns == 0 {
+		t.Error("no wait saw the loop stopped: the test did not exercise the stop check")
+	}
+	stopWithin(t, h.l, 10*time.Second)
+	if st := h.l.Stats(); st.Requests[OpNop] != threads*rounds {
+		t.Errorf("%d NOPs served, want %d", st.Requests[OpNop], threads*rounds)
+	}
+}

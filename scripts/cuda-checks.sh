@@ -25,6 +25,7 @@ out="${2:-$root/build/gpu}"
 # shellcheck source=cuda-env.sh
 . "$here/cuda-env.sh"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 failed=0
 say() { echo "cuda-checks: $*"; }
 fail() {
@@ -107,13 +108,19 @@ if [ -f "$out/protocol_check.fatbin" ]; then
 	else
 		scopecheck=(go run "$root/internal/scopecheck")
 	fi
-	if (cd "$root" && "${scopecheck[@]}" -cuobjdump "$cuobjdump" -protocol "$out/protocol_check.fatbin" "${others[@]}") \
-		>"$out/scopecheck.txt" 2>&1; then
-		say "PASS scope check: $(grep -c ': FAIL' "$out/scopecheck.txt") violations in $(grep -c 'kernels$' "$out/scopecheck.txt") PTX/SASS sections ($out/scopecheck.txt)"
-	else
+	(cd "$root" && "${scopecheck[@]}" -cuobjdump "$cuobjdump" -protocol "$out/protocol_check.fatbin" "${others[@]}") \
+		>"$out/scopecheck.txt" 2>&1
+	case $? in
+	0) say "PASS scope check: no violation in $(grep -c 'kernels$' "$out/scopecheck.txt") PTX/SASS sections ($out/scopecheck.txt)" ;;
+	1)
 		cat "$out/scopecheck.txt"
-		fail "scope check (internal/scopecheck): the device protocol's ordering is broken"
-	fi
+		fail "scope check (internal/scopecheck): the device protocol's memory ordering is broken"
+		;;
+	*)
+		cat "$out/scopecheck.txt"
+		fail "scope check could not run"
+		;;
+	esac
 else
 	fail "scope check not run: protocol_check.cu did not compile"
 fi

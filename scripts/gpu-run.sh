@@ -71,7 +71,7 @@ run_tests() {
 	if ! "$@" >"$log" 2>&1; then
 		part "$name" FAIL "$(grep -E -- '^\s*--- FAIL' "$log" | head -n3 | tr -s ' ' | tr '\n' ';') see $(basename "$log")"
 	elif grep -q -- '--- SKIP' "$log"; then
-		part "$name" FAIL "skipped on a GPU machine: $(grep -A1 -- '--- SKIP' "$log" | grep -v -- '--- SKIP' | head -n2 | tr -s ' ' | tr '\n' ';')"
+		part "$name" FAIL "skipped on a GPU machine: $(grep -B1 -- '--- SKIP' "$log" | grep -v -- '--- SKIP' | grep -v '^--$' | head -n2 | tr -s ' ' | tr '\n' ';')"
 	else
 		part "$name" PASS "$(grep -c -- '^\s*--- PASS' "$log") passed"
 	fi
@@ -92,11 +92,13 @@ run_tests device-gds "$logs/device-gds.txt" ./megaio.test -test.run '^TestDevice
 	-test.v -test.count=1 -test.timeout 8m
 run_tests device-bounce "$logs/device-bounce.txt" env MEGAIO_TEST_FAKE_CUFILE=absent \
 	./megaio.test -test.run '^TestDevice' -test.skip "$stand_in_only" -test.v -test.count=1 -test.timeout 8m
-if ./megaio.test -test.run '^$' -test.bench 'BenchmarkDevice' -test.benchtime 2s -test.count 3 -test.v \
+if ! ./megaio.test -test.run '^$' -test.bench 'BenchmarkDevice' -test.benchtime 2s -test.count 3 -test.v \
 	>"$logs/bench.txt" 2>&1; then
-	part bench PASS "$(grep -c 'MB/s' "$logs/bench.txt") figures"
-else
 	part bench FAIL "see bench.txt"
+elif grep -q -- '--- SKIP' "$logs/bench.txt" || ! grep -q 'MB/s' "$logs/bench.txt"; then
+	part bench FAIL "a benchmark skipped or gave no figure: $(grep -B1 -- '--- SKIP' "$logs/bench.txt" | grep -v -- '--- SKIP' | grep -v '^--$' | head -n2 | tr -s ' ' | tr '\n' ';')"
+else
+	part bench PASS "$(grep -c 'MB/s' "$logs/bench.txt") figures"
 fi
 # The rest of the suite, on this machine too (io_uring, FUSE, the pool).
 if ./megaio.test -test.count=1 -test.timeout 8m >"$logs/all-tests.txt" 2>&1; then

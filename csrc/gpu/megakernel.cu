@@ -12,8 +12,13 @@
  * megaio_pingpong: one thread sends n NOPs, one at a time, and records each
  * GPU -> host -> GPU round trip with %globaltimer (nanoseconds).
  *
- * Compiled by build.sh with nvcc (never needed to build or test the Go
- * package); loaded by the Go tests with cuModuleLoadData.
+ * megaio_warp2d and megaio_stop_restart test the device header: the warp
+ * helper in 2-D blocks, and megaio_dev_wait across the loop's stops and
+ * restarts (TestGPUWarp2D, TestGPUStopRestart).
+ *
+ * Compiled by scripts/cuda-checks.sh (through build.sh) with nvcc for every
+ * target architecture (never needed to build or test the Go package);
+ * loaded by the Go tests with cuModuleLoadData.
  */
 #include "megaio_device.cuh"
 
@@ -105,5 +110,69 @@ extern "C" __global__ void megaio_pingpong(unsigned long long queue, unsigned lo
 		long long r = megaio_dev_request(q, nop);
 		asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
 		out[i] = r == 0 ? (long long)(t1 - t0) : r;
+	}
+}
+
+/* megaio_warp2d: every warp of a 2-D block (blockDim 16 x 8 in the test:
+ * each warp spans two rows, so threadIdx.x % 32 is not the lane) reads one
+ * chunk with megaio_warp_request; every thread writes the result it was
+ * broadcast to results[linear thread index]. The warp's chunk is chunk
+ * number (block * warps per block + warp). The host checks one request per
+ * warp and every thread's result. */
+extern "C" __global__ void megaio_warp2d(unsigned long long queue, unsigned long long side,
+					 unsigned long long file_dest, unsigned long long chunk,
+					 unsigned long long results)
+{
+	megaio_dev_queue q = megaio_dev_attach((void *)queue, (void *)side);
+	unsigned tid = threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
+	unsigned per_block = blockDim.x * blockDim.y * blockDim.z;
+	unsigned long long warp = (unsigned long long)blockIdx.x * ((per_block + 31) / 32) + tid / 32;
+	megaio_request req = {};
+	req.op = MEGAIO_OP_READ;
+	req.file = (uint32_t)(file_dest >> 32);
+	req.dest = (uint32_t)file_dest;
+	req.file_offset = warp * chunk;
+	req.dest_offset = warp * chunk;
+	req.length = chunk;
+	long long r = megaio_warp_request(q, req);
+	((long long *)results)[(unsigned long long)blockIdx.x * per_block + tid] = r;
+}
+
+/* megaio_stop_restart: every thread sends `rounds` NOPs, one at a time,
+ * while the host stops and restarts the loop. A wait that answers
+ * -MEGAIO_ESHUTDOWN is legitimate only if the ticket was unserved when the
+ * loop stopped: the thread then reads state, polls once and reads state
+ * again; served with STOPPED seen on both sides means the loop served it
+ * before it stopped (a restart, a serve and a stop again cannot fit between
+ * two loads a microsecond apart), so the -ESHUTDOWN was false. Then it waits
+ * again. counts[0]: -ESHUTDOWN answers; counts[1]: false ones; counts[2]:
+ * NOPs whose result was not 0. */
+extern "C" __global__ void megaio_stop_restart(unsigned long long queue, unsigned long long side,
+					       unsigned long long rounds, unsigned long long counts)
+{
+	megaio_dev_queue q = megaio_dev_attach((void *)queue, (void *)side);
+	unsigned long long *n = (unsigned long long *)counts;
+	cuda::atomic_ref<uint32_t, cuda::thread_scope_system> state(q.header->state);
+	megaio_request nop = {};
+	nop.op = MEGAIO_OP_NOP;
+	for (unsigned long long i = 0; i < rounds; i++) {
+		unsigned long long t = megaio_dev_take_ticket(q);
+		megaio_dev_publish(q, t, nop);
+		long long r;
+		while ((r = megaio_dev_wait(q, t)) == -MEGAIO_ESHUTDOWN) {
+			atomicAdd(&n[0], 1ULL);
+			bool before = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
+			bool served = megaio_dev_poll(q, t, &r);
+			bool after = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
+			if (served) {
+				if (before && after)
+					atomicAdd(&n[1], 1ULL);
+				megaio_dev_collect(q, t);
+				break;
+			}
+			__nanosleep(1000);
+		}
+		if (r != 0)
+			atomicAdd(&n[2], 1ULL);
 	}
 }
