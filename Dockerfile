@@ -25,7 +25,7 @@ FROM nvidia/cuda:12.6.3-devel-ubuntu24.04
 # nvidia-fs devices passed in (--device /dev/nvidia-fs0 ...); without them
 # megaio serves device memory through its bounce path.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl gcc libc6-dev liburing-dev pkg-config fio git libcufile-dev-12-6 \
+        ca-certificates curl gcc g++ libc6-dev liburing-dev pkg-config fio git python3 libcufile-dev-12-6 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
