@@ -20,7 +20,8 @@
  *     CU_STREAM_PER_THREAD) or on a stream made without
  *     CU_STREAM_NON_BLOCKING is refused with CUDA_ERROR_INVALID_HANDLE: a
  *     persistent kernel there blocks every synchronous copy of the process;
- *     launches check their grid and block shapes are nonzero.
+ *     launches check their grid and block shapes are nonzero; async copies
+ *     are refused on such streams too.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -325,7 +326,9 @@ static CUresult copy_async(void *dst, const void *src, size_t n, void *host, CUd
 	int ok = find((uintptr_t)host, n, 1) >= 0 && find((uintptr_t)dev, n, 0) >= 0;
 	long k = ++copies;
 	pthread_mutex_unlock(&mu);
-	if (!ok || !s || k == refuse_copy)
+	/* The bounce path's copies must run on the loop's non-blocking stream:
+	 * on the legacy stream they would wait for the persistent kernel. */
+	if (!ok || (uintptr_t)s <= 2 || !stream_nonblocking(s) || k == refuse_copy)
 		return INVALID_VALUE; /* unpinned host memory, or outside an allocation */
 	struct op *o = calloc(1, sizeof(*o));
 	o->kind = 0, o->dst = dst, o->src = src, o->n = n, o->fail = (k == fail_copy);
