@@ -676,9 +676,24 @@ func TestDeviceGDSFaults(t *testing.T) {
 		t.Skip("skipping: needs the stand-in cuFile's fault injection (run by TestDeviceFakeDriver)")
 	}
 	h := newDevHarness(t, devConfig(DevicePathGDS), 1<<20)
-	path, data := patternFile(t, diskDir(t), 1<<20, 16)
+	// One GDS IO, one submission each.
+	readChunksExpecting(t, h, 16, []Result{64 << 10, -Result(unix.EIO), 64 << 10, 64 << 10})
+	var cf *CuFileError
+	if !errors.As(h.l.DeviceErr(), &cf) || cf.Code != 5035 {
+		t.Fatalf("DeviceErr %v, want cuFile error 5035", h.l.DeviceErr())
+	}
+	if st := h.stopped(); st.Device.GDSRetries != 3 || st.Device.Errors != 1 || st.Device.GDSRequests != 4 {
+		t.Fatalf("stats %+v: want 3 retries, 1 error, 4 GDS requests", st.Device)
+	}
+}
+
+// readChunksExpecting reads 64 KiB chunk i of a 1 MiB O_DIRECT pattern file
+// (seed) into the device buffer, one request at a time, and checks its
+// result against want[i] and its bytes against the file.
+func readChunksExpecting(t *testing.T, h *devHarness, seed uint64, want []Result) {
+	t.Helper()
+	path, data := patternFile(t, diskDir(t), 1<<20, seed)
 	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
-	want := []Result{64 << 10, -Result(unix.EIO), 64 << 10, 64 << 10} // one GDS IO, one submission each
 	for i, w := range want {
 		h.fill(0)
 		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 64 << 10, Length: 64 << 10})
@@ -688,13 +703,6 @@ func TestDeviceGDSFaults(t *testing.T) {
 		if res > 0 && !bytes.Equal(h.device()[:res], data[i*64<<10:][:res]) {
 			t.Fatalf("request %d: wrong bytes", i)
 		}
-	}
-	var cf *CuFileError
-	if !errors.As(h.l.DeviceErr(), &cf) || cf.Code != 5035 {
-		t.Fatalf("DeviceErr %v, want cuFile error 5035", h.l.DeviceErr())
-	}
-	if st := h.stopped(); st.Device.GDSRetries != 3 || st.Device.Errors != 1 || st.Device.GDSRequests != 4 {
-		t.Fatalf("stats %+v: want 3 retries, 1 error, 4 GDS requests", st.Device)
 	}
 }
 
@@ -709,19 +717,8 @@ func TestDeviceGDSRetryLimit(t *testing.T) {
 	cfg := devConfig(DevicePathGDS)
 	cfg.Device.GDSRetryLimit = 5
 	h := newDevHarness(t, cfg, 1<<20)
-	path, data := patternFile(t, diskDir(t), 1<<20, 17)
-	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
-	want := []Result{-Result(unix.EIO), 64 << 10} // 5 refusals, then 2 more and a submission
-	for i, w := range want {
-		h.fill(0)
-		res := h.do(Request{Op: OpRead, File: fh, Dest: h.devDest, FileOffset: uint64(i) * 64 << 10, Length: 64 << 10})
-		if res != w {
-			t.Fatalf("request %d: %d, want %d", i, res, w)
-		}
-		if res > 0 && !bytes.Equal(h.device()[:res], data[i*64<<10:][:res]) {
-			t.Fatalf("request %d: wrong bytes", i)
-		}
-	}
+	// 5 refusals, then 2 more and a submission.
+	readChunksExpecting(t, h, 17, []Result{-Result(unix.EIO), 64 << 10})
 	var cf *CuFileError
 	if !errors.As(h.l.DeviceErr(), &cf) || cf.Code != 5040 || !strings.Contains(h.l.DeviceErr().Error(), "GDSRetryLimit") {
 		t.Fatalf("DeviceErr %v, want cuFile error 5040 naming the limit", h.l.DeviceErr())
