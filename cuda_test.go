@@ -74,6 +74,18 @@ func kernelImage(t *testing.T) []byte {
 	return img
 }
 
+// loadKernels loads the compiled megakernel.cu on g, unloaded when the
+// test ends.
+func loadKernels(t *testing.T, g *GPU) *Module {
+	t.Helper()
+	mod, err := g.LoadModule(kernelImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mod.Unload() })
+	return mod
+}
+
 // gpuHarness is a started loop mapped for g, with a producer side in
 // device memory.
 func gpuHarness(t *testing.T, g *GPU, cfg Config, bufSize int) (*harness, GPUMapping, uint64) {
@@ -211,13 +223,8 @@ func TestGPUDeviceChecksum(t *testing.T) {
 // %globaltimer and prints their percentiles.
 func TestGPUPingPong(t *testing.T) {
 	g := requireGPU(t)
-	img := kernelImage(t)
 	h, m, side := gpuHarness(t, g, Config{}, 4096)
-	mod, err := g.LoadModule(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Unload()
+	mod := loadKernels(t, g)
 	const n = 20000
 	times, err := g.Alloc(8 * n)
 	if err != nil {
@@ -259,15 +266,10 @@ func leUint64(b []byte) uint64 {
 // READ per warp, and every thread of the warp gets its result.
 func TestGPUWarp2D(t *testing.T) {
 	g := requireGPU(t)
-	img := kernelImage(t)
 	const chunk, blocks, warpsPerBlock = 4096, 3, 4 // 16 x 8 threads
 	warps := blocks * warpsPerBlock
 	h, m, side := gpuHarness(t, g, Config{}, warps*chunk)
-	mod, err := g.LoadModule(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Unload()
+	mod := loadKernels(t, g)
 	path, data := patternFile(t, tmpfsDir(t), warps*chunk, 77)
 	fh := h.register(path, os.O_RDONLY)
 	results, err := g.Alloc(8 * blocks * 128)
@@ -305,13 +307,8 @@ func TestGPUWarp2D(t *testing.T) {
 // stop_head with acquire and re-checks done, as megaio_host_poll does).
 func TestGPUStopRestart(t *testing.T) {
 	g := requireGPU(t)
-	img := kernelImage(t)
 	h, m, side := gpuHarness(t, g, Config{}, 4096)
-	mod, err := g.LoadModule(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mod.Unload()
+	mod := loadKernels(t, g)
 	counts, err := g.Alloc(24)
 	if err != nil {
 		t.Fatal(err)

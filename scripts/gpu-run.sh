@@ -63,6 +63,12 @@ else
 	part cufile FAIL "no cuFile found (toolkit, Debian, nvidia/cu13 or nvidia/cufile wheel): GDS NOT COVERED, the device tests run the bounce path only"
 fi
 
+# skip_reason LOG: the first two skip messages in a verbose test log (go
+# test prints a skip's message on the line before "--- SKIP").
+skip_reason() {
+	grep -B1 -- '--- SKIP' "$1" | grep -v -e '--- SKIP' -e '^--$' | head -n2 | tr -s ' ' | tr '\n' ';'
+}
+
 # run_tests NAME LOG ARGS...: runs the test binary; FAIL on a failure, and
 # on any skip (this machine has the GPU the tests wait for).
 run_tests() {
@@ -71,7 +77,7 @@ run_tests() {
 	if ! "$@" >"$log" 2>&1; then
 		part "$name" FAIL "$(grep -E -- '^\s*--- FAIL' "$log" | head -n3 | tr -s ' ' | tr '\n' ';') see $(basename "$log")"
 	elif grep -q -- '--- SKIP' "$log"; then
-		part "$name" FAIL "skipped on a GPU machine: $(grep -B1 -- '--- SKIP' "$log" | grep -v -- '--- SKIP' | grep -v '^--$' | head -n2 | tr -s ' ' | tr '\n' ';')"
+		part "$name" FAIL "skipped on a GPU machine: $(skip_reason "$log")"
 	else
 		part "$name" PASS "$(grep -c -- '^\s*--- PASS' "$log") passed"
 	fi
@@ -96,7 +102,7 @@ if ! ./megaio.test -test.run '^$' -test.bench 'BenchmarkDevice' -test.benchtime 
 	>"$logs/bench.txt" 2>&1; then
 	part bench FAIL "see bench.txt"
 elif grep -q -- '--- SKIP' "$logs/bench.txt" || ! grep -q 'MB/s' "$logs/bench.txt"; then
-	part bench FAIL "a benchmark skipped or gave no figure: $(grep -B1 -- '--- SKIP' "$logs/bench.txt" | grep -v -- '--- SKIP' | grep -v '^--$' | head -n2 | tr -s ' ' | tr '\n' ';')"
+	part bench FAIL "a benchmark skipped or gave no figure: $(skip_reason "$logs/bench.txt")"
 else
 	part bench PASS "$(grep -c 'MB/s' "$logs/bench.txt") figures"
 fi
