@@ -226,17 +226,17 @@ func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64
 	e := l.dev
 	fe := &l.tab.files[req.file]
 	if fe.devf == nil {
-		l.complete(t, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
+		l.complete(t, req.completion, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
 		return
 	}
 	write := req.op == OpWrite
 	p, errno := requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fe.devf.fh != nil, fe.direct, write,
 		req.fileOffset, req.length, e.cfg)
 	if errno != 0 {
-		l.complete(t, errno, 0)
+		l.complete(t, req.completion, errno, 0)
 		return
 	}
-	i := l.take(t, req.op, now)
+	i := l.take(t, req.completion, req.op, now)
 	r := &l.recs[i]
 	r.file, r.lane = req.file, fe.lane
 	end := req.fileOffset + req.length

@@ -34,6 +34,14 @@ var (
 	// (HostProducer.Submit took no ticket; Wait's request stays published
 	// and is served once a loop starts on the queue again).
 	ErrStopped = errors.New("megaio: queue stopped")
+	// ErrFull: the queue's ring is full (HostProducer.TrySubmit): the loop
+	// has not yet claimed the requests published a lap back.
+	ErrFull = errors.New("megaio: queue ring full")
+	// ErrBusy: every completion id is held by a request not yet collected.
+	ErrBusy = errors.New("megaio: no free completion id")
+	// ErrUnknownTicket: the ticket is not in flight on this producer
+	// (already collected, or from another producer).
+	ErrUnknownTicket = errors.New("megaio: ticket not in flight")
 	// ErrRingFailed: the loop's ring failed; every claimed request was
 	// completed with -EIO. Loop.Err returns the cause.
 	ErrRingFailed = errors.New("megaio: io_uring ring failed")

@@ -55,6 +55,7 @@ var live struct {
 	once      sync.Once
 	h         *harness
 	published uint64
+	badIDs    uint64 // requests published with a completion id outside the table
 	err       error
 }
 
@@ -128,9 +129,16 @@ func FuzzLiveQueue(f *testing.F) {
 			data = data[48:]
 			r := requestSlot{op: Op(binary.LittleEndian.Uint16(b[0:])), flags: binary.LittleEndian.Uint16(b[2:]),
 				file: binary.LittleEndian.Uint32(b[4:]), dest: binary.LittleEndian.Uint32(b[8:]),
-				reserved0: binary.LittleEndian.Uint32(b[12:]), fileOffset: binary.LittleEndian.Uint64(b[16:]),
+				fileOffset: binary.LittleEndian.Uint64(b[16:]),
 				destOffset: binary.LittleEndian.Uint64(b[24:]), length: binary.LittleEndian.Uint64(b[32:]),
 				tag: binary.LittleEndian.Uint64(b[40:])}
+			if id := binary.LittleEndian.Uint32(b[12:]); id&(1<<31) != 0 {
+				// A completion id outside the table: dropped and
+				// counted, never answered.
+				h.p.publishWithID(&r, uint32(len(h.q.comps))+id&0xffff)
+				live.badIDs++
+				continue
+			}
 			tickets = append(tickets, h.p.publish(&r))
 			lengths, ops = append(lengths, r.length), append(ops, r.op)
 		}
@@ -152,9 +160,10 @@ func FuzzLiveQueue(f *testing.F) {
 		}
 		live.published += uint64(len(tickets)) + 1
 		deadline := time.Now().Add(10 * time.Second)
-		for h.l.Stats().Completed != live.published {
+		for st := h.l.Stats(); st.Completed != live.published || st.BadIDs != live.badIDs; st = h.l.Stats() {
 			if time.Now().After(deadline) {
-				t.Fatalf("loop completed %d requests, %d were published", h.l.Stats().Completed, live.published)
+				t.Fatalf("loop completed %d requests and dropped %d for their completion ids; %d and %d were published",
+					st.Completed, st.BadIDs, live.published, live.badIDs)
 			}
 			time.Sleep(50 * time.Microsecond)
 		}

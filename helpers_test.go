@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,4 +175,40 @@ func stopWithin(t testing.TB, l *Loop, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return l.Stop(ctx)
+}
+
+// publish publishes req's fields as written (flags, reserved words and all),
+// as a producer that breaks the rules would, with a completion id from the
+// pool. It takes its ticket even from a stopped queue, as a producer that
+// saw the queue open just before Stop would.
+func (p *HostProducer) publish(req *requestSlot) Ticket {
+	id, ok := p.ids.get()
+	if !ok {
+		panic("publish: no free completion id")
+	}
+	t := p.takeIgnoringStop()
+	p.ids.owner[id].Store(t + 1)
+	p.fill(t, id, req)
+	return Ticket{n: t, id: id}
+}
+
+// publishWithID publishes req with completion id id as it is, even one
+// outside the table, without the pool: the loop must cope.
+func (p *HostProducer) publishWithID(req *requestSlot, id uint32) uint64 {
+	t := p.takeIgnoringStop()
+	p.fill(t, id, req)
+	return t
+}
+
+// takeIgnoringStop takes the next ticket once its slot is free, whatever
+// the queue's state.
+func (p *HostProducer) takeIgnoringStop() uint64 {
+	for {
+		n := atomic.LoadUint64(&p.side.nextTicket)
+		if !ringFull(n, atomic.LoadUint64(&p.q.hdr.claimHead), p.q.mask+1) &&
+			atomic.CompareAndSwapUint64(&p.side.nextTicket, n, n+1) {
+			return n
+		}
+		runtime.Gosched()
+	}
 }

@@ -152,9 +152,10 @@ type Loop struct {
 	gpu        *GPU       // set by MapForGPU
 	dev        *devEngine // device destinations (devio.go), from the first device buffer
 	recs       []record
-	free       []uint32 // free record indices
-	pending    fifo     // records waiting for a slot in the SQE batch
-	inflight   int      // records in the backends, both lanes
+	free       []uint32    // free record indices
+	pending    fifo        // records waiting for a slot in the SQE batch
+	waiting    claimedFIFO // claimed requests waiting for a record
+	inflight   int         // records in the backends, both lanes
 	fence      fences
 	st         counters
 	bo         backoff
@@ -186,7 +187,8 @@ const fuseLane = 1
 // record is one claimed request while the loop holds it.
 type record struct {
 	ticket    uint64
-	claimedAt int64 // ns since the loop's epoch
+	cid       uint32 // the completion id the result goes to
+	claimedAt int64  // ns since the loop's epoch
 	epoch     uint64
 	fileOff   uint64 // next byte of the file
 	addr      uint64 // next byte of the destination
@@ -259,6 +261,7 @@ func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*
 		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
 	}
 	l.pending = newFIFO(cfg.MaxInflight)
+	l.waiting = newClaimedFIFO(cfg.MaxInflight)
 	for i := range l.lanes {
 		l.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
 		l.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
@@ -410,33 +413,76 @@ func (l *Loop) reaped(i uint32, res int64, now int64) {
 	l.finish(i, result, now)
 }
 
-// claim takes newly published requests in ticket order (L1). A request that
-// needs a record waits in the queue while every record is taken.
+// claim takes newly published requests in ticket order (L1) and then
+// tells producers how far it got: their slots are free again, whatever
+// happens to the IO. A request that needs a record while every record is
+// taken waits in the loop's own list (l.waiting, at most MaxInflight long),
+// so a slow request holds a record, never the ring; only when that list is
+// full too do requests stay in the ring.
 func (l *Loop) claim() int {
 	q := l.q
 	if !l.stopping && l.stopReq.Load() {
 		l.stopping = true // so a request published after Stop began is cancelled
 	}
 	n, now := 0, int64(-1)
+	if l.waiting.len() > 0 {
+		now = l.now()
+		l.admitWaiting(now)
+	}
 	for n < claimBatch {
 		head := q.head
 		slot := &q.slots[head&q.mask]
 		if atomic.LoadUint64(&slot.seq) != head+1 {
 			break // nothing new: this was the idle poll's one cache line
 		}
-		req := *slot // the producer wrote it before publishing seq (P3, P4)
-		if len(l.free) == 0 && (req.op == OpRead || req.op == OpWrite || req.op == OpFsync || req.op == OpFence) &&
-			!l.stopping && !l.failed {
+		queue := l.needsRecord(slot.op) && (len(l.free) == 0 || l.waiting.len() > 0)
+		if queue && l.waiting.full() {
 			break
 		}
+		req := *slot // the producer wrote it before publishing seq (P3, P4)
 		q.head = head + 1
 		n++
-		if now < 0 {
-			now = l.now()
+		switch {
+		case req.completion >= uint32(len(q.comps)):
+			l.badCompletionID(head)
+		case queue:
+			l.waiting.push(claimed{ticket: head, req: req})
+			l.st.waited++
+		default:
+			if now < 0 {
+				now = l.now()
+			}
+			l.admit(head, &req, now)
 		}
-		l.admit(head, &req, now)
+	}
+	if n > 0 {
+		atomic.StoreUint64(&q.hdr.claimHead, q.head) // frees the slots copied out above
 	}
 	return n
+}
+
+// needsRecord reports whether a request with op would take a record now.
+func (l *Loop) needsRecord(op Op) bool {
+	return (op == OpRead || op == OpWrite || op == OpFsync || op == OpFence) && !l.stopping && !l.failed
+}
+
+// admitWaiting admits claimed requests that waited for a record, in claim
+// order, while records are free (or at once when stopping or failed: they
+// then complete without one).
+func (l *Loop) admitWaiting(now int64) {
+	for l.waiting.len() > 0 && (len(l.free) > 0 || !l.needsRecord(OpRead)) {
+		c := l.waiting.pop()
+		l.admit(c.ticket, &c.req, now)
+	}
+}
+
+// badCompletionID drops a request whose completion id is outside the table:
+// there is nowhere to write its result, so it is not run. It is counted in
+// Stats and in the queue header's diagnosis line.
+func (l *Loop) badCompletionID(t uint64) {
+	l.st.badIDs++
+	atomic.StoreUint64(&l.q.hdr.lastBadSeq, t+1)
+	atomic.StoreUint64(&l.q.hdr.badIDs, l.st.badIDs)
 }
 
 // admit validates a claimed request: bad ones, and all while stopping or
@@ -453,12 +499,12 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 		res = -int64(unix.EIO)
 	case l.stopping:
 		res = -int64(unix.ECANCELED)
-	case req.flags != 0 || req.reserved0 != 0 || req.reserved1 != 0:
+	case req.flags != 0 || req.reserved1 != 0:
 		res = -int64(unix.EINVAL)
 	case req.op == OpNop:
 		res = 0
 	case req.op == OpFence:
-		i := l.take(t, req.op, now)
+		i := l.take(t, req.completion, req.op, now)
 		l.fence.open(i, &l.recs[i])
 		l.retireFences(now)
 		return
@@ -472,7 +518,7 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 			l.admitDevice(t, req, d, now)
 			return
 		}
-		i := l.take(t, req.op, now)
+		i := l.take(t, req.completion, req.op, now)
 		r := &l.recs[i]
 		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
 		r.lane = l.tab.files[req.file].lane
@@ -483,7 +529,7 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 		if res = l.tab.checkFile(req.file); res != 0 {
 			break
 		}
-		i := l.take(t, req.op, now)
+		i := l.take(t, req.completion, req.op, now)
 		l.recs[i].file, l.recs[i].lane = req.file, l.tab.files[req.file].lane
 		l.fence.add(&l.recs[i])
 		l.pending.push(i)
@@ -491,7 +537,7 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 	default:
 		res = -int64(unix.EINVAL)
 	}
-	l.complete(t, res, 0)
+	l.complete(t, req.completion, res, 0)
 }
 
 // dispatch turns pending records into SQEs for the next flush. While
@@ -599,14 +645,14 @@ func (l *Loop) stopStep() bool {
 			}
 		}
 	}
-	if len(l.free) < len(l.recs) {
+	if len(l.free) < len(l.recs) || l.waiting.len() > 0 {
 		return false
 	}
 	// Final sweep: whatever was published before now completes with
-	// -ECANCELED; then tell producers where serving stopped.
+	// -ECANCELED; then tell producers where serving stopped (claim stored
+	// claim_head).
 	for l.claim() > 0 {
 	}
-	atomic.StoreUint64(&l.q.hdr.stopHead, l.q.head)
 	atomic.StoreUint32(&l.q.hdr.state, stateStopped)
 	l.publish()
 	return true
@@ -668,18 +714,18 @@ func (l *Loop) fail(err error) {
 			if r.dev.f != nil { // a device request's hold on its file
 				r.dev.f.unref()
 			}
-			l.complete(r.ticket, -int64(unix.EIO), now-r.claimedAt)
+			l.complete(r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
 			l.free = append(l.free, uint32(i))
 		}
 	}
 	l.fence = newFences(len(l.recs))
 }
 
-// take allocates a record for ticket t.
-func (l *Loop) take(t uint64, op Op, now int64) uint32 {
+// take allocates a record for ticket t, completing into id cid.
+func (l *Loop) take(t uint64, cid uint32, op Op, now int64) uint32 {
 	i := l.free[len(l.free)-1]
 	l.free = l.free[:len(l.free)-1]
-	l.recs[i] = record{ticket: t, op: op, claimedAt: now}
+	l.recs[i] = record{ticket: t, cid: cid, op: op, claimedAt: now}
 	return i
 }
 
@@ -687,16 +733,17 @@ func (l *Loop) take(t uint64, op Op, now int64) uint32 {
 // complete too.
 func (l *Loop) finish(i uint32, result int64, now int64) {
 	r := &l.recs[i]
-	l.complete(r.ticket, result, now-r.claimedAt)
+	l.complete(r.ticket, r.cid, result, now-r.claimedAt)
 	l.fence.done(r)
 	l.free = append(l.free, i)
 	l.retireFences(now)
 }
 
-// complete publishes a result (L3): result first, then done with release.
-func (l *Loop) complete(t uint64, result int64, latency int64) {
-	c := &l.q.comps[t&l.q.mask]
-	atomic.StoreInt64(&c.result, result) // atomic: a Submit may collect it on its issuer's behalf
+// complete publishes ticket t's result into completion cid (L3): result
+// first, then done with release. claim checked cid against the table.
+func (l *Loop) complete(t uint64, cid uint32, result int64, latency int64) {
+	c := &l.q.comps[cid]
+	atomic.StoreInt64(&c.result, result)
 	atomic.StoreUint64(&c.done, t+1)
 	l.st.complete(result, latency)
 }
@@ -710,7 +757,7 @@ func (l *Loop) retireFences(now int64) {
 			return
 		}
 		r := &l.recs[i]
-		l.complete(r.ticket, 0, now-r.claimedAt)
+		l.complete(r.ticket, r.cid, 0, now-r.claimedAt)
 		l.free = append(l.free, i)
 	}
 }
@@ -880,6 +927,28 @@ func (f *fifo) len() int        { return int(f.tail - f.head) }
 func (f *fifo) push(i uint32)   { f.buf[f.tail&uint64(len(f.buf)-1)] = i; f.tail++ }
 func (f *fifo) pop() (i uint32) { i = f.peek(); f.head++; return i }
 func (f *fifo) peek() uint32    { return f.buf[f.head&uint64(len(f.buf)-1)] }
+
+// claimed is a request the loop copied out of the ring, with its ticket.
+type claimed struct {
+	ticket uint64
+	req    requestSlot
+}
+
+// claimedFIFO holds claimed requests waiting for a record, in claim order.
+type claimedFIFO struct {
+	buf        []claimed
+	head, tail uint64
+}
+
+func newClaimedFIFO(n int) claimedFIFO { return claimedFIFO{buf: make([]claimed, ceilPow2(uint32(n)))} }
+func (f *claimedFIFO) len() int        { return int(f.tail - f.head) }
+func (f *claimedFIFO) full() bool      { return f.len() == len(f.buf) }
+func (f *claimedFIFO) push(c claimed)  { f.buf[f.tail&uint64(len(f.buf)-1)] = c; f.tail++ }
+func (f *claimedFIFO) pop() (c claimed) {
+	c = f.buf[f.head&uint64(len(f.buf)-1)]
+	f.head++
+	return c
+}
 
 // fences implements FENCE: requests are counted by epoch, and each FENCE
 // closes the current epoch. A fence completes when every epoch up to its

@@ -1,6 +1,7 @@
 package megaio
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"runtime"
@@ -14,15 +15,16 @@ import (
 
 // The queue ABI of include/megaio.h, mirrored in Go. The protocol (who
 // writes which word, which store pairs with which load) is described there;
-// the step names P1..P6 and L1..L3 below refer to it.
+// the step names P1..P5 and L1..L3 below refer to it.
 const (
-	abiMagic       = 0x3151454f4947454d
-	abiVersion     = 1
-	headerSize     = 128
+	abiMagic       = 0x3251454f4947454d
+	abiVersion     = 2
+	headerSize     = 192
 	slotSize       = 64
 	completionSize = 16
 	minCapacity    = 2
 	maxCapacity    = 1 << 20
+	maxCompletions = 1 << 24
 
 	// MaxLength is the largest length of one READ or WRITE (io_uring's
 	// largest registered buffer). Longer requests fail with -E2BIG.
@@ -40,16 +42,21 @@ type queueHeader struct {
 	slotSize          uint32
 	completionSize    uint32
 	capacity          uint32
-	flags             uint32
+	completions       uint32
 	firstTicket       uint64
 	slotsOffset       uint64
 	completionsOffset uint64
-	_                 uint64
+	flags             uint32
+	_                 uint32
 	// line 1: written by the loop
-	state    uint32 // stored (atomically) after stopHead
-	_        uint32
-	stopHead uint64
-	_        [6]uint64
+	claimHead uint64 // every ticket below it was claimed (L1)
+	state     uint32 // stored (atomically) after claimHead
+	_         uint32
+	_         [6]uint64
+	// line 2: written by the loop, read by people
+	badIDs     uint64 // requests dropped for a completion id out of range
+	lastBadSeq uint64
+	_          [6]uint64
 }
 
 // requestSlot mirrors megaio_request.
@@ -59,7 +66,7 @@ type requestSlot struct {
 	flags      uint16
 	file       uint32
 	dest       uint32
-	reserved0  uint32
+	completion uint32 // where the loop writes the result
 	fileOffset uint64
 	destOffset uint64
 	length     uint64
@@ -73,12 +80,14 @@ type completion struct {
 	done   uint64 // ticket+1, stored last by the loop (L3)
 }
 
-// producerSideHeader mirrors megaio_producer_side; capacity turn words follow.
-type producerSideHeader struct {
-	nextTicket uint64
-	capacity   uint32
-	_          uint32
-	_          [6]uint64
+// producerSide mirrors megaio_producer_side.
+type producerSide struct {
+	nextTicket  uint64
+	capacity    uint32
+	completions uint32
+	_           [6]uint64
+	claimSeen   uint64 // a claim_head producers saw; only grows
+	_           [7]uint64
 }
 
 // Op is a request's operation.
@@ -135,14 +144,24 @@ func (r Result) Err() error {
 	return nil
 }
 
-// Ticket names one request of a queue.
-type Ticket uint64
+// Ticket names one request of a queue: its ticket number and the
+// completion id its result goes to.
+type Ticket struct {
+	n  uint64
+	id uint32
+}
 
 // QueueConfig sizes a queue.
 type QueueConfig struct {
-	// Capacity is the number of slots, a power of two (default 4096): the
-	// most requests producers can have published and not yet collected.
+	// Capacity is the number of request slots, a power of two (default
+	// 4096): the most requests producers can have published and the loop
+	// not yet claimed. A slot is free again once the loop has claimed its
+	// request, however long the IO then takes.
 	Capacity uint32
+	// Completions is the number of completion ids (default the larger of
+	// Capacity and 4096, at most 2^24): the most requests that can be in
+	// flight, from publication until their issuers collect the result.
+	Completions uint32
 	// FirstTicket is the first ticket producers take (default 0). Tests
 	// start just below 2^32 or 2^64 to exercise wrap-around.
 	FirstTicket uint64
@@ -174,11 +193,17 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 	if cfg.Capacity == 0 {
 		cfg.Capacity = 4096
 	}
+	if cfg.Completions == 0 {
+		cfg.Completions = max(cfg.Capacity, 4096)
+	}
 	c := cfg.Capacity
 	if c < minCapacity || c > maxCapacity || c&(c-1) != 0 {
 		return nil, configError("queue capacity %d: want a power of two in [%d, %d]", c, minCapacity, maxCapacity)
 	}
-	size := queueSize(c)
+	if cfg.Completions > maxCompletions {
+		return nil, configError("queue completions %d: want 1 to %d", cfg.Completions, maxCompletions)
+	}
+	size := queueSize(c, cfg.Completions)
 	mem, err := mapAnonymous(size, false)
 	if err != nil {
 		return nil, fmt.Errorf("megaio: mapping a %d-byte queue: %w", size, err)
@@ -186,8 +211,8 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 	h := (*queueHeader)(unsafe.Pointer(&mem[0]))
 	*h = queueHeader{
 		magic: abiMagic, abiVersion: abiVersion, headerSize: headerSize, slotSize: slotSize,
-		completionSize: completionSize, capacity: c, firstTicket: cfg.FirstTicket,
-		slotsOffset: headerSize, completionsOffset: headerSize + uint64(c)*slotSize,
+		completionSize: completionSize, capacity: c, completions: cfg.Completions, firstTicket: cfg.FirstTicket,
+		slotsOffset: headerSize, completionsOffset: headerSize + uint64(c)*slotSize, claimHead: cfg.FirstTicket,
 	}
 	q, err := AttachQueue(mem)
 	if err != nil {
@@ -195,9 +220,11 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 		return nil, err
 	}
 	q.owned = true
-	for s := uint64(0); s < uint64(c); s++ {
-		q.slots[s].seq = initialSeq(cfg.FirstTicket, uint64(c), s)
-		q.comps[s].done = q.slots[s].seq
+	for s := range q.slots {
+		q.slots[s].seq = initialSeq(cfg.FirstTicket, uint64(c), uint64(s))
+	}
+	for i := range q.comps {
+		q.comps[i].done = cfg.FirstTicket // megaio_initial_done
 	}
 	return q, nil
 }
@@ -205,14 +232,18 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 // AttachQueue checks a queue that was initialised elsewhere (by NewQueue in
 // another process sharing the memory, say) and returns a Queue over it. The
 // memory must stay mapped until the Queue is closed. It fails with
-// ErrBadQueue when the magic, ABI version, sizes or capacity do not match.
+// ErrBadQueue when the magic, ABI version (a version 1 queue is refused),
+// sizes or capacity do not match.
 func AttachQueue(mem []byte) (*Queue, error) {
 	if len(mem) < headerSize || uintptr(unsafe.Pointer(&mem[0]))%64 != 0 {
 		return nil, fmt.Errorf("%w: %d bytes, or not 64-byte aligned", ErrBadQueue, len(mem))
 	}
 	h := (*queueHeader)(unsafe.Pointer(&mem[0]))
-	c := h.capacity
+	c, nc := h.capacity, h.completions
 	switch {
+	case h.magic == abiMagic-1<<56 && h.abiVersion == 1: // "MEGIOEQ1"
+		return nil, fmt.Errorf("%w: an ABI version 1 queue; this library speaks version %d (rebuild the producers with this include/megaio.h)",
+			ErrBadQueue, abiVersion)
 	case h.magic != abiMagic:
 		return nil, fmt.Errorf("%w: magic %#x, want %#x", ErrBadQueue, h.magic, uint64(abiMagic))
 	case h.abiVersion != abiVersion:
@@ -222,32 +253,32 @@ func AttachQueue(mem []byte) (*Queue, error) {
 			h.headerSize, h.slotSize, h.completionSize, headerSize, slotSize, completionSize)
 	case c < minCapacity || c > maxCapacity || c&(c-1) != 0:
 		return nil, fmt.Errorf("%w: capacity %d is not a power of two in [%d, %d]", ErrBadQueue, c, minCapacity, maxCapacity)
-	case uint64(len(mem)) < uint64(queueSize(c)) || h.slotsOffset != headerSize ||
+	case nc < 1 || nc > maxCompletions:
+		return nil, fmt.Errorf("%w: %d completions, want 1 to %d", ErrBadQueue, nc, maxCompletions)
+	case uint64(len(mem)) < uint64(queueSize(c, nc)) || h.slotsOffset != headerSize ||
 		h.completionsOffset != headerSize+uint64(c)*slotSize:
-		return nil, fmt.Errorf("%w: %d bytes or offsets do not fit capacity %d", ErrBadQueue, len(mem), c)
+		return nil, fmt.Errorf("%w: %d bytes or offsets do not fit capacity %d and %d completions", ErrBadQueue,
+			len(mem), c, nc)
 	}
-	q := &Queue{mem: mem, hdr: h, mask: uint64(c) - 1, head: h.firstTicket}
+	q := &Queue{mem: mem, hdr: h, mask: uint64(c) - 1, head: atomic.LoadUint64(&h.claimHead)}
 	q.slots = unsafe.Slice((*requestSlot)(unsafe.Pointer(&mem[h.slotsOffset])), c)
-	q.comps = unsafe.Slice((*completion)(unsafe.Pointer(&mem[h.completionsOffset])), c)
-	if atomic.LoadUint32(&h.state) == stateStopped {
-		q.head = h.stopHead
-	}
+	q.comps = unsafe.Slice((*completion)(unsafe.Pointer(&mem[h.completionsOffset])), nc)
 	return q, nil
 }
 
-func queueSize(capacity uint32) int {
-	return headerSize + int(capacity)*(slotSize+completionSize)
+func queueSize(capacity, completions uint32) int {
+	return headerSize + int(capacity)*slotSize + int(completions)*completionSize
 }
 
-// initialSeq is megaio_initial_seq: the seq (and done) of slot s before any
-// ticket used it, as if the lap before firstTicket had completed.
+// initialSeq is megaio_initial_seq: the seq of slot s before any ticket
+// used it, as if the lap before firstTicket had been claimed.
 func initialSeq(firstTicket, capacity, s uint64) uint64 {
-	return firstTicketOfSlot(firstTicket, capacity, s) - capacity + 1
+	return firstTicket + ((s - firstTicket) & (capacity - 1)) - capacity + 1
 }
 
-func firstTicketOfSlot(firstTicket, capacity, s uint64) uint64 {
-	return firstTicket + ((s - firstTicket) & (capacity - 1))
-}
+// ringFull is megaio_ring_full: whether ticket t's slot is still unclaimed
+// from the lap before, given a claim head.
+func ringFull(t, claimHead, capacity uint64) bool { return int64(t-claimHead) >= int64(capacity) }
 
 // Capacity is the number of slots.
 func (q *Queue) Capacity() int { return len(q.slots) }
@@ -298,33 +329,29 @@ func (q *Queue) detach() {
 	q.mu.Unlock()
 }
 
-// HostProducer is the producer side of a queue for host threads: the ticket
-// counter and turn words of megaio_producer_side, in host memory. Any number
-// of goroutines may use it at once. A queue has one producer side: do not
-// mix host producers and GPU producers on one queue.
+// HostProducer is the producer side of a queue for host threads
+// (megaio_producer_side, in host memory) together with a pool of the
+// queue's completion ids. Any number of goroutines may use it at once. A
+// queue has one producer side: do not mix host producers and GPU producers
+// on one queue.
 //
-// Liveness: a goroutine that keeps several requests in flight may block in
-// Submit (P2) waiting for a slot whose previous ticket belongs to another
-// goroutine, which is itself blocked in Submit and so cannot collect it:
-// each waits for the other (megaio.h, "Liveness"). Submit breaks that cycle
-// by collecting a completed ticket on its issuer's behalf: it keeps the
-// result aside and hands the slot on, and the issuer's Poll or Wait returns
-// the kept result. This is off once Memory has been handed to C producers,
-// which collect with plain stores of their own.
+// No goroutine waits for another. Submit waits only for the loop to claim
+// requests (when the ring is full), Wait only for the loop to complete its
+// own request. Completion ids are the one thing goroutines share: Submit
+// fails with ErrBusy when every id is held by a request not yet collected,
+// rather than wait for another goroutine to collect one; Do, which holds no
+// id while it waits, waits for one.
 type HostProducer struct {
-	q      *Queue
-	mem    []byte
-	side   *producerSideHeader
-	turns  []uint64
-	shared atomic.Bool // Memory was handed out: no collecting on others' behalf
-
-	keptMu sync.Mutex
-	kept   map[uint64]Result // results collected on their issuers' behalf, by ticket
+	q    *Queue
+	mem  []byte
+	side *producerSide
+	ids  *idPool
 }
 
 // HostProducer returns the queue's host producer side, creating it on the
 // first call. C producers use the same memory (Memory) through
-// megaio_host_submit and megaio_host_wait.
+// megaio_host_submit and megaio_host_wait, with completion ids from
+// ReserveCompletions.
 func (q *Queue) HostProducer() (*HostProducer, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -334,147 +361,193 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 	if q.host != nil {
 		return q.host, nil
 	}
-	mem, err := mapAnonymous(producerSideSize(len(q.slots)), false)
+	mem, err := mapAnonymous(int(unsafe.Sizeof(producerSide{})), false)
 	if err != nil {
 		return nil, fmt.Errorf("megaio: mapping the host producer side: %w", err)
 	}
-	p := &HostProducer{q: q, mem: mem}
-	p.side, p.turns = q.initProducerSide(mem)
+	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps))}
 	q.host = p
 	return p, nil
 }
 
 // DeviceProducerSide returns the initial bytes of a producer side for this
-// queue (megaio_producer_side and its turn words): copy them into device
-// memory for GPU producers (include/megaio_device.cuh). A queue has one
-// producer side; do not also use its HostProducer.
+// queue (megaio_producer_side): copy them into device memory for GPU
+// producers (include/megaio_device.cuh). A queue has one producer side; do
+// not also use its HostProducer. GPU threads choose their completion ids
+// themselves (megaio_dev_thread_cid and its kin).
 func (q *Queue) DeviceProducerSide() []byte {
-	b := make([]byte, producerSideSize(len(q.slots)))
+	b := make([]byte, unsafe.Sizeof(producerSide{}))
 	q.initProducerSide(b)
 	return b
 }
 
-func producerSideSize(capacity int) int { return int(unsafe.Sizeof(producerSideHeader{})) + capacity*8 }
-
 // initProducerSide writes a fresh producer side into b
-// (megaio_producer_side_init).
-func (q *Queue) initProducerSide(b []byte) (*producerSideHeader, []uint64) {
-	c := uint64(len(q.slots))
-	hdr := int(unsafe.Sizeof(producerSideHeader{}))
-	side := (*producerSideHeader)(unsafe.Pointer(&b[0]))
-	first := q.hdr.firstTicket
-	side.nextTicket, side.capacity = first, uint32(c)
-	turns := unsafe.Slice((*uint64)(unsafe.Pointer(&b[hdr])), c)
-	for s := range turns {
-		turns[s] = firstTicketOfSlot(first, c, uint64(s))
-	}
-	return side, turns
+// (megaio_producer_side_init): tickets go on from where the loop claims.
+func (q *Queue) initProducerSide(b []byte) *producerSide {
+	side := (*producerSide)(unsafe.Pointer(&b[0]))
+	head := atomic.LoadUint64(&q.hdr.claimHead)
+	*side = producerSide{nextTicket: head, capacity: uint32(len(q.slots)), completions: uint32(len(q.comps)),
+		claimSeen: head}
+	return side
 }
 
-// Memory is the producer side's memory (megaio_producer_side and its turn
-// words), for producers written in C.
-func (p *HostProducer) Memory() []byte { p.shared.Store(true); return p.mem }
+// Memory is the producer side's memory (megaio_producer_side), for
+// producers written in C. They must use completion ids from
+// ReserveCompletions, so that no id is named by two requests at once.
+func (p *HostProducer) Memory() []byte { return p.mem }
 
-// spinsBeforeYield bounds busy-waiting before a producer yields its P: on a
-// machine with fewer cores than producers, spinning alone starves the loop.
-const spinsBeforeYield = 64
+// ReserveCompletions takes n completion ids out of the producer's pool for
+// C producers sharing Memory; Submit never hands them out until
+// ReleaseCompletions returns them. It fails with ErrBusy when fewer than n
+// are free.
+func (p *HostProducer) ReserveCompletions(n int) ([]uint32, error) {
+	ids := make([]uint32, 0, n)
+	for len(ids) < n {
+		id, ok := p.ids.get()
+		if !ok {
+			p.ReleaseCompletions(ids)
+			return nil, fmt.Errorf("%w: %d completion ids asked for, fewer are free", ErrBusy, n)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
 
-// Submit publishes r (P1-P4) and returns its ticket. It waits while the
-// slot's previous issuer has not yet collected its result. It fails with
-// ErrStopped, taking no ticket, when the queue's loop has stopped.
+// ReleaseCompletions gives ids from ReserveCompletions back, once no request
+// naming them is in flight.
+func (p *HostProducer) ReleaseCompletions(ids []uint32) {
+	for _, id := range ids {
+		p.ids.put(id)
+	}
+}
+
+// Submit publishes r (P1, P3, P4) and returns its ticket. While the ring is
+// full (the loop has not yet claimed the requests a lap back) it waits for
+// the loop, spinning, then yielding, then sleeping. It fails with
+// ErrStopped when the queue's loop has stopped, and with ErrBusy when every
+// completion id is held by a request not yet collected (collect one with
+// Wait or Poll, or size QueueConfig.Completions for the requests you keep in
+// flight). Nothing is published on error.
 func (p *HostProducer) Submit(r Request) (Ticket, error) {
-	if atomic.LoadUint32(&p.q.hdr.state) == stateStopped {
-		return 0, ErrStopped
+	id, ok := p.ids.get()
+	if !ok {
+		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
+			len(p.q.comps))
 	}
-	return p.publish(&requestSlot{op: r.Op, file: uint32(r.File), dest: uint32(r.Dest), fileOffset: r.FileOffset,
-		destOffset: r.DestOffset, length: r.Length, tag: r.Tag}), nil
+	req := r.slot()
+	var w waitSteps
+	for {
+		t, err := p.submitWith(id, &req)
+		if err == nil || !errors.Is(err, ErrFull) {
+			return t, err
+		}
+		w.step()
+	}
 }
 
-// publish takes a ticket and publishes every field of req but seq.
-func (p *HostProducer) publish(req *requestSlot) Ticket {
-	q := p.q
-	t := atomic.AddUint64(&p.side.nextTicket, 1) - 1
-	s := t & q.mask
-	for i := 0; ; i++ {
-		prev := atomic.LoadUint64(&p.turns[s])
-		if prev == t {
-			break
-		}
-		if i >= spinsBeforeYield {
-			// The slot's previous ticket is not collected yet: if it is
-			// complete, collect it for its issuer, which may be blocked
-			// here too (see HostProducer).
-			if prev == t-q.mask-1 && !p.shared.Load() && atomic.LoadUint64(&q.comps[s].done) == prev+1 {
-				if res, ok := p.collect(s, prev); ok {
-					p.keptMu.Lock()
-					if p.kept == nil {
-						p.kept = map[uint64]Result{}
-					}
-					p.kept[prev] = res
-					p.keptMu.Unlock()
-					continue
-				}
-			}
-			runtime.Gosched()
-		}
+// TrySubmit is Submit without waiting: it fails with ErrFull when the ring
+// is full.
+func (p *HostProducer) TrySubmit(r Request) (Ticket, error) {
+	id, ok := p.ids.get()
+	if !ok {
+		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
+			len(p.q.comps))
 	}
-	slot := &q.slots[s]
-	slot.op, slot.flags, slot.file, slot.dest, slot.reserved0 = req.op, req.flags, req.file, req.dest, req.reserved0
+	req := r.slot()
+	return p.submitWith(id, &req)
+}
+
+func (r *Request) slot() requestSlot {
+	return requestSlot{op: r.Op, file: uint32(r.File), dest: uint32(r.Dest), fileOffset: r.FileOffset,
+		destOffset: r.DestOffset, length: r.Length, tag: r.Tag}
+}
+
+// submitWith takes a ticket and publishes req (every field but seq and
+// completion) with completion id id, which it gives back to the pool on
+// error.
+func (p *HostProducer) submitWith(id uint32, req *requestSlot) (Ticket, error) {
+	t, err := p.takeTicket()
+	if err != nil {
+		p.ids.put(id)
+		return Ticket{}, err
+	}
+	p.ids.owner[id].Store(t + 1)
+	p.fill(t, id, req)
+	return Ticket{n: t, id: id}, nil
+}
+
+// fill writes req into ticket t's slot with completion id id and publishes
+// it (P3, P4).
+func (p *HostProducer) fill(t uint64, id uint32, req *requestSlot) {
+	slot := &p.q.slots[t&p.q.mask] // ours alone until we publish
+	slot.op, slot.flags, slot.file, slot.dest, slot.completion = req.op, req.flags, req.file, req.dest, id
 	slot.fileOffset, slot.destOffset, slot.length = req.fileOffset, req.destOffset, req.length
 	slot.tag, slot.reserved1 = req.tag, req.reserved1
 	atomic.StoreUint64(&slot.seq, t+1) // P4: publishes the fields above
-	return Ticket(t)
 }
 
-// Poll checks ticket t once (P5). When done it returns the result and hands
-// the slot on (P6): do not poll t again. It returns ErrStopped when the loop
-// stopped without claiming t; the request stays published, so poll again
-// after a loop starts on the queue.
+// takeTicket is P1 (megaio_host_take_ticket): it takes the next ticket if
+// its slot is free, and fails with ErrFull or ErrStopped otherwise.
+func (p *HostProducer) takeTicket() (uint64, error) {
+	q, side := p.q, p.side
+	capacity := q.mask + 1
+	n := atomic.LoadUint64(&side.nextTicket)
+	if atomic.LoadUint32(&q.hdr.state) == stateStopped {
+		return 0, ErrStopped
+	}
+	for {
+		if seen := atomic.LoadUint64(&side.claimSeen); ringFull(n, seen, capacity) {
+			// The cached claim head is a lap behind: read the loop's,
+			// and raise the cache for the others.
+			head := atomic.LoadUint64(&q.hdr.claimHead)
+			for int64(head-seen) > 0 && !atomic.CompareAndSwapUint64(&side.claimSeen, seen, head) {
+				seen = atomic.LoadUint64(&side.claimSeen)
+			}
+			if ringFull(n, head, capacity) {
+				again := atomic.LoadUint64(&side.nextTicket)
+				if again == n {
+					return 0, fmt.Errorf("%w: %d requests published and not yet claimed", ErrFull, capacity)
+				}
+				n = again // another goroutine took n: try the next
+				continue
+			}
+		}
+		if atomic.CompareAndSwapUint64(&side.nextTicket, n, n+1) {
+			return n, nil
+		}
+		n = atomic.LoadUint64(&side.nextTicket)
+	}
+}
+
+// Poll checks ticket t once (P5). When done it returns the result and the
+// completion id goes back to the pool: do not poll t again (that fails with
+// ErrUnknownTicket). It returns ErrStopped when the loop stopped without
+// claiming t; the request stays published, so poll again after a loop
+// starts on the queue.
 func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 	q := p.q
-	s := uint64(t) & q.mask
-	c := &q.comps[s]
-	if atomic.LoadUint64(&c.done) == uint64(t)+1 {
-		if res, ok := p.collect(s, uint64(t)); ok {
-			return res, true, nil
-		}
-		return p.takeKept(uint64(t)), true, nil // collected by a Submit meanwhile
+	if int(t.id) >= len(q.comps) || p.ids.owner[t.id].Load() != t.n+1 {
+		return 0, false, fmt.Errorf("%w: ticket %d (completion id %d)", ErrUnknownTicket, t.n, t.id)
 	}
-	if atomic.LoadUint64(&p.turns[s]) != uint64(t) {
-		return p.takeKept(uint64(t)), true, nil // collected by a Submit, slot handed on
-	}
-	if atomic.LoadUint32(&q.hdr.state) == stateStopped {
-		stopHead := q.hdr.stopHead
-		if atomic.LoadUint64(&c.done) != uint64(t)+1 && int64(uint64(t)-stopHead) >= 0 {
-			return 0, false, ErrStopped
+	c := &q.comps[t.id]
+	if atomic.LoadUint64(&c.done) != t.n+1 {
+		if atomic.LoadUint32(&q.hdr.state) != stateStopped {
+			return 0, false, nil
+		}
+		head := atomic.LoadUint64(&q.hdr.claimHead)
+		if atomic.LoadUint64(&c.done) != t.n+1 { // the loop stores done before it stops
+			if int64(t.n-head) >= 0 {
+				return 0, false, ErrStopped
+			}
+			return 0, false, nil
 		}
 	}
-	return 0, false, nil
-}
-
-// collect reads ticket u's result (its completion was seen done) and hands
-// slot s on (P5, P6) unless someone else collected u first: the turn moves
-// by compare-and-swap, so exactly one collector wins.
-func (p *HostProducer) collect(s, u uint64) (Result, bool) {
-	res := Result(atomic.LoadInt64(&p.q.comps[s].result))
-	return res, atomic.CompareAndSwapUint64(&p.turns[s], u, u+p.q.mask+1)
-}
-
-// takeKept returns the result a Submit collected for ticket u, waiting the
-// moment it may take that Submit to file it.
-func (p *HostProducer) takeKept(u uint64) Result {
-	for {
-		p.keptMu.Lock()
-		res, ok := p.kept[u]
-		if ok {
-			delete(p.kept, u)
-		}
-		p.keptMu.Unlock()
-		if ok {
-			return res
-		}
-		runtime.Gosched()
+	res = Result(atomic.LoadInt64(&c.result))
+	if !p.ids.owner[t.id].CompareAndSwap(t.n+1, 0) {
+		return 0, false, fmt.Errorf("%w: ticket %d was collected by another caller", ErrUnknownTicket, t.n)
 	}
+	p.ids.put(t.id)
+	return res, true, nil
 }
 
 // Wait waits for ticket t and returns its result, or ErrStopped (see Poll).
@@ -484,31 +557,96 @@ func (p *HostProducer) takeKept(u uint64) Result {
 // its OS thread should poll with Poll and sleep instead: yielding a locked
 // goroutine makes the runtime hand its P to another thread and back.
 func (p *HostProducer) Wait(t Ticket) (Result, error) {
-	sleep := time.Microsecond
-	for i := 0; ; i++ {
+	var w waitSteps
+	for {
 		res, done, err := p.Poll(t)
 		if done || err != nil {
 			return res, err
 		}
-		switch {
-		case i < spinsBeforeYield:
-		case i < 2*spinsBeforeYield:
-			runtime.Gosched()
-		default:
-			ts := unix.NsecToTimespec(int64(sleep))
-			unix.Nanosleep(&ts, nil)
-			sleep = min(2*sleep, 50*time.Microsecond)
+		w.step()
+	}
+}
+
+// Do submits r and waits for its result. Unlike Submit it waits for a free
+// completion id when all are taken: it holds none meanwhile, so it cannot
+// be part of a cycle of goroutines waiting on each other.
+func (p *HostProducer) Do(r Request) (Result, error) {
+	var w waitSteps
+	for {
+		t, err := p.Submit(r)
+		if errors.Is(err, ErrBusy) {
+			w.step()
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return p.Wait(t)
+	}
+}
+
+// spinsBeforeYield bounds busy-waiting before a producer yields its P: on a
+// machine with fewer cores than producers, spinning alone starves the loop.
+const spinsBeforeYield = 64
+
+// waitSteps is how host producers wait: spinsBeforeYield polls, as many
+// yields, then nanosleeps growing from 1µs to 50µs.
+type waitSteps struct {
+	i     int
+	sleep time.Duration
+}
+
+func (w *waitSteps) step() {
+	switch w.i++; {
+	case w.i <= spinsBeforeYield:
+	case w.i <= 2*spinsBeforeYield:
+		runtime.Gosched()
+	default:
+		w.sleep = min(max(2*w.sleep, time.Microsecond), 50*time.Microsecond)
+		ts := unix.NsecToTimespec(int64(w.sleep))
+		unix.Nanosleep(&ts, nil)
+	}
+}
+
+// idPool lends completion ids: a lock-free stack (Treiber's) of free ids,
+// with a generation count in the head word's top half against ABA, and the
+// ticket each lent id belongs to, so that an id goes back exactly once.
+type idPool struct {
+	head  atomic.Uint64   // generation<<32 | (top id + 1); low half 0 when empty
+	next  []uint32        // next[i]: the id below i on the stack, plus 1 (0: none)
+	owner []atomic.Uint64 // owner[i]: ticket + 1 of the request holding id i, or 0
+}
+
+func newIDPool(n int) *idPool {
+	p := &idPool{next: make([]uint32, n), owner: make([]atomic.Uint64, n)}
+	for i := n - 1; i >= 0; i-- { // id 0 on top
+		p.put(uint32(i))
+	}
+	return p
+}
+
+func (p *idPool) get() (uint32, bool) {
+	for {
+		h := p.head.Load()
+		top := uint32(h)
+		if top == 0 {
+			return 0, false
+		}
+		below := atomic.LoadUint32(&p.next[top-1])
+		if p.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(below)) {
+			return top - 1, true
 		}
 	}
 }
 
-// Do submits r and waits for its result.
-func (p *HostProducer) Do(r Request) (Result, error) {
-	t, err := p.Submit(r)
-	if err != nil {
-		return 0, err
+func (p *idPool) put(id uint32) {
+	for {
+		h := p.head.Load()
+		atomic.StoreUint32(&p.next[id], uint32(h))
+		if p.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+			return
+		}
 	}
-	return p.Wait(t)
 }
 
 // mapAnonymous maps size bytes of zeroed, page-aligned, populated memory.

@@ -22,22 +22,25 @@ func TestLayout(t *testing.T) {
 	var h queueHeader
 	var r requestSlot
 	var c completion
-	var p producerSideHeader
+	var p producerSide
 	goLayout := map[string]uint64{
 		"header": uint64(unsafe.Sizeof(h)), "header.abi_version": uint64(unsafe.Offsetof(h.abiVersion)),
 		"header.capacity": uint64(unsafe.Offsetof(h.capacity)), "header.first_ticket": uint64(unsafe.Offsetof(h.firstTicket)),
 		"header.slots_offset": uint64(unsafe.Offsetof(h.slotsOffset)), "header.completions_offset": uint64(unsafe.Offsetof(h.completionsOffset)),
-		"header.state": uint64(unsafe.Offsetof(h.state)), "header.stop_head": uint64(unsafe.Offsetof(h.stopHead)),
-		"request": uint64(unsafe.Sizeof(r)), "request.seq": uint64(unsafe.Offsetof(r.seq)), "request.op": uint64(unsafe.Offsetof(r.op)),
+		"header.state": uint64(unsafe.Offsetof(h.state)), "header.claim_head": uint64(unsafe.Offsetof(h.claimHead)),
+		"header.completions": uint64(unsafe.Offsetof(h.completions)), "header.bad_ids": uint64(unsafe.Offsetof(h.badIDs)),
+		"header.last_bad_seq": uint64(unsafe.Offsetof(h.lastBadSeq)),
+		"request":             uint64(unsafe.Sizeof(r)), "request.seq": uint64(unsafe.Offsetof(r.seq)), "request.op": uint64(unsafe.Offsetof(r.op)),
 		"request.flags": uint64(unsafe.Offsetof(r.flags)), "request.file": uint64(unsafe.Offsetof(r.file)),
-		"request.dest": uint64(unsafe.Offsetof(r.dest)), "request.reserved0": uint64(unsafe.Offsetof(r.reserved0)),
+		"request.dest": uint64(unsafe.Offsetof(r.dest)), "request.completion": uint64(unsafe.Offsetof(r.completion)),
 		"request.file_offset": uint64(unsafe.Offsetof(r.fileOffset)), "request.dest_offset": uint64(unsafe.Offsetof(r.destOffset)),
 		"request.length": uint64(unsafe.Offsetof(r.length)), "request.tag": uint64(unsafe.Offsetof(r.tag)),
 		"request.reserved1": uint64(unsafe.Offsetof(r.reserved1)),
 		"completion":        uint64(unsafe.Sizeof(c)), "completion.result": uint64(unsafe.Offsetof(c.result)), "completion.done": uint64(unsafe.Offsetof(c.done)),
 		"producer_side": uint64(unsafe.Sizeof(p)), "producer_side.next_ticket": uint64(unsafe.Offsetof(p.nextTicket)),
-		"producer_side.capacity": uint64(unsafe.Offsetof(p.capacity)),
-		"MAGIC":                  abiMagic, "ABI_VERSION": abiVersion, "MAX_LENGTH": MaxLength,
+		"producer_side.capacity": uint64(unsafe.Offsetof(p.capacity)), "producer_side.completions": uint64(unsafe.Offsetof(p.completions)),
+		"producer_side.claim_seen": uint64(unsafe.Offsetof(p.claimSeen)), "MAX_COMPLETIONS": maxCompletions, "EAGAIN": uint64(unix.EAGAIN),
+		"MAGIC": abiMagic, "ABI_VERSION": abiVersion, "MAX_LENGTH": MaxLength,
 		"OP_NOP": uint64(OpNop), "OP_READ": uint64(OpRead), "OP_WRITE": uint64(OpWrite), "OP_FENCE": uint64(OpFence), "OP_FSYNC": uint64(OpFsync),
 		"EBADF": uint64(unix.EBADF), "ENXIO": uint64(unix.ENXIO), "EFAULT": uint64(unix.EFAULT), "EINVAL": uint64(unix.EINVAL),
 		"E2BIG": uint64(unix.E2BIG), "EOVERFLOW": uint64(unix.EOVERFLOW), "ECANCELED": uint64(unix.ECANCELED),
@@ -81,8 +84,10 @@ func TestProducerSideInit(t *testing.T) {
 			if got, want := q.slots[s].seq, cproducer.InitialSeq(first, 8, s); got != want {
 				t.Errorf("first %#x slot %d: seq %#x, C says %#x", first, s, got, want)
 			}
-			if q.comps[s].done != q.slots[s].seq {
-				t.Errorf("first %#x slot %d: done %#x != seq %#x", first, s, q.comps[s].done, q.slots[s].seq)
+		}
+		for i := range q.comps {
+			if got, want := q.comps[i].done, cproducer.InitialDone(first); got != want {
+				t.Fatalf("first %#x completion %d: done %#x, C says %#x", first, i, got, want)
 			}
 		}
 		q.Close()
@@ -103,10 +108,12 @@ func TestAttachQueue(t *testing.T) {
 		t.Fatalf("megaio_attach of a good queue = %d", r)
 	}
 	for name, corrupt := range map[string]func(h *queueHeader){
-		"magic":    func(h *queueHeader) { h.magic++ },
-		"version":  func(h *queueHeader) { h.abiVersion = 2 },
-		"slot":     func(h *queueHeader) { h.slotSize = 128 },
-		"capacity": func(h *queueHeader) { h.capacity = 12 },
+		"magic":       func(h *queueHeader) { h.magic++ },
+		"version":     func(h *queueHeader) { h.abiVersion = 3 },
+		"v1":          func(h *queueHeader) { h.magic, h.abiVersion = 0x3151454f4947454d, 1 },
+		"completions": func(h *queueHeader) { h.completions = 0 },
+		"slot":        func(h *queueHeader) { h.slotSize = 128 },
+		"capacity":    func(h *queueHeader) { h.capacity = 12 },
 	} {
 		mem, _ := unix.Mmap(-1, 0, len(q.Memory()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		copy(mem, q.Memory())
@@ -129,7 +136,12 @@ func runCProducers(h *harness, fh FileHandle, threads, per int, block uint64) ([
 		off := uint64(i) * block
 		reqs[i] = cproducer.Request{Op: uint16(OpRead), File: uint32(fh), Dest: uint32(h.dest), FileOffset: off, DestOffset: off, Length: block}
 	}
-	return cproducer.Run(h.q.Memory(), h.p.Memory(), reqs, threads)
+	ids, err := h.p.ReserveCompletions(threads)
+	if err != nil {
+		return nil, err
+	}
+	defer h.p.ReleaseCompletions(ids)
+	return cproducer.Run(h.q.Memory(), h.p.Memory(), ids, reqs, threads)
 }
 
 // TestHeader: the embedded headers are the repository's.
@@ -146,12 +158,12 @@ func TestHeader(t *testing.T) {
 	}
 }
 
-// TestSubmitCollectsForStalledIssuer: a goroutine that holds a completed
-// ticket without collecting it must not block the others forever. With a
-// queue of 4, ticket 4 needs ticket 0's slot; Submit collects ticket 0 on
-// its issuer's behalf, and the issuer's Poll still gets ticket 0's result.
-// (The demo's four producers, eight requests each, hung this way.)
-func TestSubmitCollectsForStalledIssuer(t *testing.T) {
+// TestUncollectedTicketBlocksNobody: a goroutine that holds a completed
+// ticket without collecting it blocks no other. With a queue of 4, ticket 4
+// reuses ticket 0's slot, which the loop freed when it claimed ticket 0;
+// ticket 0's result stays in its own completion until its issuer polls.
+// (The demo's four producers, eight requests each, hung this way on ABI v1.)
+func TestUncollectedTicketBlocksNobody(t *testing.T) {
 	h := newHarness(t, QueueConfig{Capacity: 4}, Config{}, 1<<16)
 	path, data := patternFile(t, tmpfsDir(t), 5*4096, 19)
 	fh := h.register(path, os.O_RDONLY)

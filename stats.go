@@ -16,6 +16,8 @@ type Stats struct {
 	BackendReason string                // why that backend, e.g. "io_uring refused (auto fell back): ..."
 	Requests      [numOps]uint64        // claimed, by op (index with Op)
 	BadOps        uint64                // claimed with an unknown op
+	BadIDs        uint64                // claimed with a completion id outside the table: dropped, not run
+	Waited        uint64                // claimed requests that waited in the loop for a record
 	Completed     uint64                // completions published
 	OK            uint64                // completions with a result >= 0
 	Errors        map[unix.Errno]uint64 // completions with a negative result, by errno
@@ -104,6 +106,8 @@ func (h *Histogram) Percentile(p float64) time.Duration {
 type counters struct {
 	requests     [numOps]uint64
 	badOps       uint64
+	badIDs       uint64
+	waited       uint64
 	completed    uint64
 	ok           uint64
 	errnos       [maxErrno + 1]uint64 // index 0: errnos beyond maxErrno
@@ -143,7 +147,7 @@ type published struct {
 	words [unsafeCountersWords]atomic.Uint64
 }
 
-const unsafeCountersWords = numOps + 1 + 2 + maxErrno + 1 + 6 + histBuckets + 9 // the last: the device counters
+const unsafeCountersWords = numOps + 3 + 2 + maxErrno + 1 + 6 + histBuckets + 9 // the last: the device counters
 
 // publish copies c into p.
 func (p *published) publish(c *counters) {
@@ -158,6 +162,8 @@ func (p *published) publish(c *counters) {
 		put(v)
 	}
 	put(c.badOps)
+	put(c.badIDs)
+	put(c.waited)
 	put(c.completed)
 	put(c.ok)
 	for _, v := range c.errnos {
@@ -187,6 +193,8 @@ func (p *published) snapshot() Stats {
 		s.Requests[k] = get()
 	}
 	s.BadOps = get()
+	s.BadIDs = get()
+	s.Waited = get()
 	s.Completed = get()
 	s.OK = get()
 	s.Errors = map[unix.Errno]uint64{}

@@ -1,10 +1,25 @@
 /*
  * megaio.h - the queue ABI shared by megaio producers (GPU threads, host
  * threads) and the megaio loop (a host thread that serves requests through
- * io_uring).
+ * io_uring). This is ABI version 2.
  *
  * Valid C11, C++11 and CUDA. This header is the contract: the Go package
  * mirrors every structure below and tests the layout against this file.
+ *
+ * ------------------------------------------------------------------------
+ * The shape, in one paragraph
+ * ------------------------------------------------------------------------
+ * Producers put requests into a ring of slots; the loop copies each request
+ * out (claims it) in ticket order and says how far it got in one word,
+ * claim_head. A slot is free again as soon as the loop has claimed it,
+ * whatever then happens to the IO. Each request names a completion id, an
+ * index into a table of completions whose size is set when the queue is
+ * made, independent of the ring's. The loop writes the result there, and
+ * only the request's issuer reads it and reuses the id. So a slow request
+ * holds one completion id (its issuer's) and one of the loop's records,
+ * never a slot, and no producer ever waits for another producer. This is
+ * how NVMe queues work: an entry is free once the controller fetched it,
+ * and a completion names its command by an identifier the host chose.
  *
  * ------------------------------------------------------------------------
  * Memory
@@ -12,94 +27,180 @@
  * A queue is one page-aligned region of host memory (pinned and mapped for
  * the GPU by the loop's owner) laid out as
  *
- *     [ megaio_queue_header | capacity x megaio_request | capacity x megaio_completion ]
+ *     [ megaio_queue_header | capacity x megaio_request | completions x megaio_completion ]
  *
  * at the offsets written in the header. Producers also own a "producer side"
- * (megaio_producer_side followed by capacity turn words). It lives in the
- * producers' own memory: device memory for a GPU kernel, host memory for host
- * threads. The loop never reads or writes it. A queue has exactly one producer
- * side: host threads and GPU threads must not both produce into one queue.
+ * (megaio_producer_side: the ticket counter and a cached copy of claim_head).
+ * It lives in the producers' own memory: device memory for a GPU kernel, host
+ * memory for host threads. The loop never reads or writes it. A queue has one
+ * producer side: host threads and GPU threads must not both produce into one
+ * queue (their counters would hand out the same tickets).
  *
  * ------------------------------------------------------------------------
- * Who writes what (every shared word has exactly one writer)
+ * Who writes what (every shared word has one writer at a time)
  * ------------------------------------------------------------------------
  * Nothing here relies on an atomic read-modify-write across PCIe: on x86 a
  * GPU atomic on mapped host memory is not atomic as seen by the host. The
- * only read-modify-write is the ticket counter, which is private to the
- * producer side (a GPU atomicAdd in device memory, or a host atomic in host
- * memory). Every shared word is plain-stored by one side and loaded by the
- * other, as in LLVM libc's GPU RPC ports.
+ * only read-modify-writes are on the producer side, which is private to the
+ * producers (device memory for a GPU, host memory for host threads). Every
+ * shared word is plain-stored by one side and loaded by the other, as in
+ * LLVM libc's GPU RPC ports.
  *
- *   header line 0 (config)   loop, once, before producers start; then read-only
- *   header line 1 (state)    loop
- *   request slot             producers: the issuer of the slot's current ticket
- *   completion               loop
- *   producer side            producers
+ *   header line 0 (config)     loop's owner, once, before producers start
+ *   header line 1 (state)      loop: claim_head and state
+ *   header line 2 (diagnosis)  loop: requests it could not complete
+ *   request slot s             the producer holding the slot's ticket, until
+ *                              it publishes (P4); then nobody writes it until
+ *                              the loop's claim_head passes it
+ *   completion c               loop, between a request naming c being claimed
+ *                              and its result being stored (L3); otherwise
+ *                              nobody: the issuer that named c only reads it
+ *   producer side              producers (atomics in their own memory)
  *
  * ------------------------------------------------------------------------
  * The protocol for ticket t (64-bit, wrapping arithmetic throughout)
  * ------------------------------------------------------------------------
- * slot s = t & (capacity - 1). "release"/"acquire" are system scope on a GPU
- * (cuda::atomic_ref<..., cuda::thread_scope_system> or a __threadfence_system
- * before a volatile store / after a volatile load).
+ * slot s = t & (capacity - 1); c is the completion id the issuer chose.
+ * "release"/"acquire" are system scope on a GPU (cuda::atomic_ref<...,
+ * cuda::thread_scope_system>, or a __threadfence_system before a volatile
+ * store / after a volatile load). "Full" below means t - claim_head >=
+ * capacity, compared as a signed 64-bit difference.
  *
  * Producer (issuer of t)
- *   P1  t = fetch_add(&side->next_ticket, 1)           (producer-private RMW)
- *   P2  wait until acquire(turn[s]) == t                pairs with P6 of t - capacity
- *   P3  write op, file, dest, offsets, length, tag of slot s (plain stores)
+ *   P1  t = next_ticket; if full, seen = acquire(claim_head) (and raise the
+ *       side's cached copy to it); if still full, the ring is full: give up
+ *       (try-submit) or back off and retry. Otherwise compare-and-swap
+ *       next_ticket from t to t + 1 (producer-private; retry on failure).
+ *       The ticket is taken only when its slot is already free.
+ *   P2  (none: v1 waited here for the previous issuer of the slot)
+ *   P3  write op, file, dest, completion = c, offsets, length, tag of slot s
+ *       (plain stores; no one else writes or reads the slot now)
  *   P4  release(slot[s].seq = t + 1)                    publishes; pairs with L1
- *   P5  wait until acquire(completion[s].done) == t + 1 pairs with L3;
- *       then read completion[s].result
- *   P6  release(turn[s] = t + capacity)                 hands the slot on
+ *   P5  wait until acquire(completion[c].done) == t + 1 pairs with L3;
+ *       then read completion[c].result. The id c is free again: the issuer
+ *       may name it in its next request at once.
  *
  * Loop (claims in ticket order; head is the next ticket to claim)
  *   L1  if acquire(slot[head & mask].seq) == head + 1: copy the request out,
- *       head += 1 (the claim). Otherwise nothing new: an idle poll reads this
- *       one cache line and no other.
+ *       head += 1. Otherwise nothing new: an idle poll reads this one cache
+ *       line and no other. After a batch of claims:
+ *       release(claim_head = head), which frees the slots claimed.
  *   L2  run the request (any order, any duration)
- *   L3  completion[s].result = bytes or -errno; release(completion[s].done = t + 1)
+ *   L3  completion[c].result = bytes or -errno; release(completion[c].done = t + 1)
  *
- * Why a slot is reused only after its issuer has read the completion: ticket
- * t + capacity can write slot s only after P2 sees turn[s] == t + capacity,
- * which the issuer of t stores (P6) after reading the result (P5). The loop
- * writes completion[s] for t + capacity only after claiming it (L1), which
- * needs that ticket's publication (P4), which comes after its P2. So the
- * result of t is never overwritten before t's issuer has read it.
+ * Why a slot is never overwritten before the loop read it: ticket t may be
+ * taken (P1) only once the producer has seen claim_head > t - capacity, by
+ * an acquire that pairs with the loop's release of that claim_head (or by
+ * acquiring the cached copy a producer stored with release after such an
+ * acquire: happens-before is transitive). The loop stored claim_head after
+ * copying ticket t - capacity out of slot s, so that copy happens before the
+ * new ticket's writes (P3). The compare-and-swap hands each ticket to exactly
+ * one producer, so slot s has one writer at a time.
  *
- * Liveness. P2 waits for the issuer of t - capacity to collect (P5, P6). If
- * that issuer is itself waiting in P2 for a slot whose previous ticket is
- * one of yours that you have not collected, neither moves: a producer that
- * keeps several tickets in flight must not wait in P2 for long while it holds
- * completed, uncollected ones. Collect before publishing (the example kernel
- * waits for its current chunk before it publishes the next), or do what the
- * Go HostProducer does: when the previous ticket of the slot is complete,
- * collect it on its issuer's behalf with a compare-and-swap of turn[s] from
- * t - capacity to t, keep its result where the issuer will look, and go on.
+ * Why a result is never overwritten before its issuer read it: the loop
+ * writes completion c only for a request that names c, and only the issuer
+ * that last named c may name it again, after reading its result (P5). Two
+ * requests in flight with the same id break this: the later result replaces
+ * the earlier one, whose issuer then waits for a done that never comes. That
+ * is a producer bug the loop cannot see; give every thread (or warp) ids of
+ * its own, e.g. id = thread * k + j for a thread keeping k requests in flight
+ * (megaio_device.cuh has helpers).
  *
- * Why seq/done/turn compare for equality with full tickets: a stale value
- * from the previous lap is t + 1 - capacity, never t + 1, so no ABA is
- * possible while capacity <= 2^31. Initial values are those of a previous lap
- * that completed (see megaio_initial_seq), so a queue may start at any ticket,
- * e.g. just below 2^32 or 2^64 to test wrap-around.
+ * No ABA: seq and done compare for equality with full 64-bit tickets. A
+ * slot's stale seq is at most t + 1 - capacity; a completion's stale done is
+ * an older ticket of the same id, or first_ticket (the initial value, as if
+ * ticket first_ticket - 1 had completed everywhere). Both differ from t + 1
+ * until 2^64 tickets have passed. Capacity is at most 2^20, so the signed
+ * differences of P1 never overflow. A queue may start at any ticket, e.g.
+ * just below 2^32 or 2^64 to test wrap-around.
  *
- * Stopping. The loop writes state = MEGAIO_STATE_STOPPED after it has
- * completed every request it claimed, with stop_head = the first ticket it did
- * not claim (stop_head stored before state, state with release). A producer
- * that sees STOPPED before taking a ticket must not take one (it would block
- * every later ticket); one that is waiting (P5) for ticket t >= stop_head
- * knows its request is published but unserved: it may stop waiting and poll
- * again later; its request is served when a loop starts on the queue again.
- * A producer that has taken a ticket always publishes it.
+ * A wait never depends on another producer: P1 waits only for the loop to
+ * claim (it claims every published request, in order, while it runs), P5
+ * only for the loop to complete. A producer that holds a ticket publishes it
+ * without waiting (P3, P4), so the loop's next claim never waits for a slow
+ * producer for long. Waits should back off: spin a little, then yield (on a
+ * host) or __nanosleep (on a GPU), so more producers than cores do not starve
+ * the loop.
  *
- * Alternative designs considered: a single shared tail word written by many
+ * ------------------------------------------------------------------------
+ * What the loop does with what it claims
+ * ------------------------------------------------------------------------
+ * The loop validates every field a producer wrote. A request whose
+ * completion id is outside the table cannot be answered: the loop runs
+ * nothing for it, counts it (header line 2 and the loop's statistics) and
+ * goes on; its issuer, which broke the contract, never sees a result. The
+ * producer functions below and in megaio_device.cuh refuse such an id before
+ * publishing. Every other fault is answered in the request's completion, and
+ * when a request breaks several rules, the first of this list wins:
+ *   -EIO        the loop's ring has failed (the loop's Err says why)
+ *   -ECANCELED  claimed after Stop began, or cancelled at Stop's deadline
+ *   -EINVAL     nonzero flags or reserved field, or an unknown op
+ *   -EBADF      file handle not registered (READ, WRITE, FSYNC)
+ *   -ENXIO      destination handle not registered (READ, WRITE)
+ *   -EINVAL     length 0 (READ, WRITE)
+ *   -E2BIG      length > MEGAIO_MAX_LENGTH
+ *   -EOVERFLOW  file_offset + length beyond 2^63 - 1
+ *   -EFAULT     dest_offset + length beyond the destination
+ * NOP and FENCE ignore file, dest, offsets, length and tag (they are not
+ * checked; reserved fields and flags are); FSYNC ignores dest, offsets and
+ * length. A loop holds a bounded number of requests at once (its records);
+ * when they are all taken it keeps claiming into a bounded list in its own
+ * memory, so the slots are freed anyway, and only when that list is full too
+ * do requests wait in the ring, where P1 sees it full.
+ *
+ * Short transfers: READ and WRITE are continued after a short transfer
+ * until the full length or EOF. A result below length means EOF, or an error
+ * after some bytes moved: the count is returned, and the error itself is not
+ * reported; the next request that touches the same place gets it afresh
+ * from the kernel. A short O_DIRECT READ at EOF may change the destination
+ * past its result: the kernel transfers whole logical blocks and zero-fills
+ * from EOF on, up to the request's length. Do not keep data there that must
+ * survive such a read.
+ *
+ * ------------------------------------------------------------------------
+ * Stopping
+ * ------------------------------------------------------------------------
+ * The loop writes state = MEGAIO_STATE_STOPPED after it has completed every
+ * request it claimed, with claim_head = the first ticket it did not claim
+ * (claim_head stored before state, state with release). Requests published
+ * after that are not lost: they stay in the ring and are served when a loop
+ * starts on the queue again. Requests claimed after Stop began, and those
+ * waiting in the loop for a record, complete with -ECANCELED.
+ *
+ * What producers see: a producer that sees STOPPED before taking a ticket
+ * does not take one (the functions below return -MEGAIO_ESHUTDOWN). A
+ * producer waiting for ring space (P1) while the loop stops sees STOPPED and
+ * gets -MEGAIO_ESHUTDOWN, with no ticket taken. One waiting (P5) for ticket
+ * t >= claim_head knows its request is published but unserved: it may stop
+ * waiting and poll again later, and its completion id stays reserved for
+ * that request until it is served.
+ *
+ * ------------------------------------------------------------------------
+ * Designs considered
+ * ------------------------------------------------------------------------
+ * ABI v1 completed into the slot itself and handed the slot to ticket
+ * t + capacity only after t's issuer collected it: one slow request stalled
+ * every producer a lap later, and producers holding several tickets could
+ * wait on each other forever. A single shared tail word written by many
  * producers would need a cross-PCIe RMW; scanning a bitmap of ready slots
- * would make an idle poll cost a scan. The ticket ring needs neither.
+ * would make an idle poll cost a scan. Taking a ticket with fetch-add and
+ * then waiting for the slot to be claimed would also work, but a producer
+ * could then hold a ticket it cannot publish (when the loop stops), and no
+ * try-submit could exist; the compare-and-swap takes a ticket only when it
+ * can be published at once.
  */
 #ifndef MEGAIO_H
 #define MEGAIO_H
 
 #include <stdint.h>
 #include <stddef.h>
+
+/* The inline helpers below serve host code and, under nvcc, device code. */
+#ifdef __CUDACC__
+#define MEGAIO_HD __host__ __device__
+#else
+#define MEGAIO_HD
+#endif
 
 #ifdef __cplusplus
 #define MEGAIO_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
@@ -108,13 +209,14 @@ extern "C" {
 #define MEGAIO_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define MEGAIO_MAGIC UINT64_C(0x3151454f4947454d) /* "MEGIOEQ1" read as little-endian bytes */
-#define MEGAIO_ABI_VERSION 1u
-#define MEGAIO_HEADER_SIZE 128u
+#define MEGAIO_MAGIC UINT64_C(0x3251454f4947454d) /* "MEGIOEQ2" read as little-endian bytes */
+#define MEGAIO_ABI_VERSION 2u
+#define MEGAIO_HEADER_SIZE 192u
 #define MEGAIO_SLOT_SIZE 64u
 #define MEGAIO_COMPLETION_SIZE 16u
 #define MEGAIO_MIN_CAPACITY 2u
 #define MEGAIO_MAX_CAPACITY (1u << 20)
+#define MEGAIO_MAX_COMPLETIONS (1u << 24)
 
 /* Largest length of one READ or WRITE, in bytes (io_uring's largest
  * registered buffer is 1 GiB). Longer requests fail with -E2BIG. */
@@ -125,15 +227,13 @@ enum {
 	MEGAIO_OP_NOP = 0,   /* completes with 0 */
 	MEGAIO_OP_READ = 1,  /* file[file_offset..+length) -> dest[dest_offset..+length) */
 	MEGAIO_OP_WRITE = 2, /* dest[dest_offset..+length) -> file[file_offset..+length) */
-	MEGAIO_OP_FENCE = 3, /* completes (with 0) only after every request claimed before it has completed */
+	MEGAIO_OP_FENCE = 3, /* completes (with 0) only after every request of this queue claimed before it has completed */
 	MEGAIO_OP_FSYNC = 4  /* fdatasync(file); dest, offsets and length are ignored */
 };
 
-/* Results are bytes transferred (>= 0) or a negative Linux errno. READ and
- * WRITE are continued after a short transfer until the full length or EOF, so
- * a result below length means EOF (or an error after some bytes moved: the
- * count is returned and the error shows on the next request). The errnos the
- * loop itself produces (the kernel may return others, e.g. -EIO): */
+/* Results are bytes transferred (>= 0) or a negative Linux errno (see "What
+ * the loop does with what it claims" above). The errnos the loop itself
+ * produces (the kernel may return others, e.g. -EIO): */
 #define MEGAIO_EBADF 9      /* file handle not registered */
 #define MEGAIO_ENXIO 6      /* destination handle not registered */
 #define MEGAIO_EFAULT 14    /* destination range outside the destination */
@@ -141,12 +241,13 @@ enum {
 #define MEGAIO_E2BIG 7      /* length > MEGAIO_MAX_LENGTH */
 #define MEGAIO_EOVERFLOW 75 /* file_offset + length beyond 2^63 - 1 */
 #define MEGAIO_ECANCELED 125 /* claimed after Stop began, or cancelled at Stop's deadline */
-#define MEGAIO_ESHUTDOWN 108 /* host producer API only: the queue is stopped */
+#define MEGAIO_ESHUTDOWN 108 /* producer functions only: the queue is stopped */
 #define MEGAIO_EIO 5        /* the loop's ring failed; see the loop's Err() */
+#define MEGAIO_EAGAIN 11    /* producer functions only: the ring is full (try-submit) */
 
 enum {
 	MEGAIO_STATE_OPEN = 0,   /* requests are (or will be, once a loop starts) served */
-	MEGAIO_STATE_STOPPED = 1 /* a loop stopped; tickets >= stop_head are unserved */
+	MEGAIO_STATE_STOPPED = 1 /* a loop stopped; tickets >= claim_head are unserved */
 };
 
 typedef struct megaio_queue_header {
@@ -158,17 +259,23 @@ typedef struct megaio_queue_header {
 	uint32_t slot_size;          /* MEGAIO_SLOT_SIZE */
 	uint32_t completion_size;    /* MEGAIO_COMPLETION_SIZE */
 	uint32_t capacity;           /* slots; a power of two */
-	uint32_t flags;              /* 0 */
+	uint32_t completions;        /* completion ids: 1 .. MEGAIO_MAX_COMPLETIONS */
 	uint64_t first_ticket;       /* the ticket the producer side starts at */
 	uint64_t slots_offset;       /* from the start of the queue, 64-aligned */
 	uint64_t completions_offset; /* from the start of the queue, 64-aligned */
-	uint64_t reserved0;
+	uint32_t flags;              /* 0 */
+	uint32_t reserved0;
 
 	/* Line 1, state: written by the loop, read by producers. */
-	uint32_t state;     /* MEGAIO_STATE_*; stored with release after stop_head */
+	uint64_t claim_head; /* every ticket below it was claimed; stored with release */
+	uint32_t state;      /* MEGAIO_STATE_*; stored with release after claim_head */
 	uint32_t reserved1;
-	uint64_t stop_head; /* valid when state == STOPPED */
 	uint64_t reserved2[6];
+
+	/* Line 2, diagnosis: written by the loop, read by people. */
+	uint64_t bad_ids;      /* requests dropped for a completion id >= completions */
+	uint64_t last_bad_seq; /* the seq (ticket + 1) of the last of them; 0 if none */
+	uint64_t reserved3[6];
 } megaio_queue_header;
 
 typedef struct megaio_request {
@@ -177,7 +284,7 @@ typedef struct megaio_request {
 	uint16_t flags;       /* must be 0 */
 	uint32_t file;        /* file handle returned by the loop's RegisterFile */
 	uint32_t dest;        /* destination handle returned by AddDestination */
-	uint32_t reserved0;   /* must be 0 */
+	uint32_t completion;  /* completion id: where the loop writes the result */
 	uint64_t file_offset; /* bytes into the file */
 	uint64_t dest_offset; /* bytes into the destination */
 	uint64_t length;      /* bytes; 1 .. MEGAIO_MAX_LENGTH for READ/WRITE */
@@ -190,28 +297,34 @@ typedef struct megaio_completion {
 	uint64_t done;  /* ticket + 1; stored last, with release (L3) */
 } megaio_completion;
 
-/* The producer side; `capacity` turn words (uint64_t) follow it. */
+/* The producer side: the producers' own memory. */
 typedef struct megaio_producer_side {
-	uint64_t next_ticket; /* the producers' ticket counter (P1) */
+	uint64_t next_ticket; /* the next ticket (P1); taken by compare-and-swap */
 	uint32_t capacity;
-	uint32_t reserved0;
-	uint64_t reserved1[6]; /* keeps the counter's line free of turn words */
+	uint32_t completions;
+	uint64_t reserved0[6];
+	uint64_t claim_seen; /* a claim_head the producers saw; only grows (P1) */
+	uint64_t reserved1[7]; /* keeps the counter's line free of it */
 } megaio_producer_side;
 
 MEGAIO_STATIC_ASSERT(sizeof(megaio_queue_header) == MEGAIO_HEADER_SIZE, "header size");
-MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, state) == 64, "state on its own line");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, claim_head) == 64, "state on its own line");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, state) == 72, "state");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, bad_ids) == 128, "diagnosis on its own line");
 MEGAIO_STATIC_ASSERT(sizeof(megaio_request) == MEGAIO_SLOT_SIZE, "slot size");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, seq) == 0, "seq first");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, op) == 8, "op");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, file) == 12, "file");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, dest) == 16, "dest");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_request, completion) == 20, "completion");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, file_offset) == 24, "file_offset");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, dest_offset) == 32, "dest_offset");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, length) == 40, "length");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, tag) == 48, "tag");
 MEGAIO_STATIC_ASSERT(sizeof(megaio_completion) == MEGAIO_COMPLETION_SIZE, "completion size");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_completion, done) == 8, "done");
-MEGAIO_STATIC_ASSERT(sizeof(megaio_producer_side) == 64, "producer side header");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_producer_side, claim_seen) == 64, "claim_seen on its own line");
+MEGAIO_STATIC_ASSERT(sizeof(megaio_producer_side) == 128, "producer side");
 
 /* A view of an attached queue: pointers valid in the address space of the
  * code that uses it (host pointers on the host, device pointers on a GPU). */
@@ -219,38 +332,40 @@ typedef struct megaio_queue {
 	megaio_queue_header *header;
 	megaio_request *slots;
 	megaio_completion *completions;
-	uint64_t mask; /* capacity - 1 */
+	uint64_t mask;        /* capacity - 1 */
+	uint32_t ncompletions; /* completion ids */
 } megaio_queue;
 
-/* The value seq and done hold for slot s before any ticket used it: those of
- * the lap before first_ticket, as if it had completed. */
-static inline uint64_t megaio_first_ticket_of_slot(uint64_t first_ticket, uint64_t capacity, uint64_t s)
+/* The seq slot s holds before any ticket used it: that of the lap before
+ * first_ticket, as if it had been claimed. */
+static inline MEGAIO_HD uint64_t megaio_initial_seq(uint64_t first_ticket, uint64_t capacity, uint64_t s)
 {
-	return first_ticket + ((s - first_ticket) & (capacity - 1));
+	return first_ticket + ((s - first_ticket) & (capacity - 1)) - capacity + 1;
 }
-static inline uint64_t megaio_initial_seq(uint64_t first_ticket, uint64_t capacity, uint64_t s)
+/* The done every completion holds before any ticket used it: first_ticket,
+ * as if ticket first_ticket - 1 had completed there. */
+static inline MEGAIO_HD uint64_t megaio_initial_done(uint64_t first_ticket) { return first_ticket; }
+
+static inline MEGAIO_HD size_t megaio_queue_size(uint32_t capacity, uint32_t completions)
 {
-	return megaio_first_ticket_of_slot(first_ticket, capacity, s) - capacity + 1;
+	return MEGAIO_HEADER_SIZE + (size_t)capacity * MEGAIO_SLOT_SIZE + (size_t)completions * MEGAIO_COMPLETION_SIZE;
 }
 
-static inline size_t megaio_queue_size(uint32_t capacity)
+/* Whether ticket t finds the ring full, given a claim_head: a signed
+ * difference, so a stale t (below claim_head) is never "full". */
+static inline MEGAIO_HD int megaio_ring_full(uint64_t t, uint64_t claim_head, uint64_t capacity)
 {
-	return MEGAIO_HEADER_SIZE + (size_t)capacity * (MEGAIO_SLOT_SIZE + MEGAIO_COMPLETION_SIZE);
-}
-static inline size_t megaio_producer_side_size(uint32_t capacity)
-{
-	return sizeof(megaio_producer_side) + (size_t)capacity * sizeof(uint64_t);
-}
-static inline uint64_t *megaio_turns(megaio_producer_side *p)
-{
-	return (uint64_t *)(p + 1);
+	return (int64_t)(t - claim_head) >= (int64_t)capacity;
 }
 
 #if !defined(__CUDA_ARCH__)
 /* ------------------------------------------------------------------------
  * Host-side producer functions (plain C; GCC/Clang atomics). The device-side
- * equivalents live in megaio_device.cuh.
+ * equivalents live in megaio_device.cuh. Any number of threads may call them
+ * at once on one producer side.
  * ------------------------------------------------------------------------ */
+
+#include <sched.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define MEGAIO_CPU_RELAX() __builtin_ia32_pause()
@@ -262,91 +377,169 @@ static inline uint64_t *megaio_turns(megaio_producer_side *p)
 #define MEGAIO_LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define MEGAIO_STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
+/* Polls before a waiting host producer yields its CPU (sched_yield): a
+ * producer that only spins takes the CPU the loop and the kernel's workers
+ * need when there are more producer threads than cores. */
+#define MEGAIO_HOST_SPINS 64
+
+/* One step of a wait: spin MEGAIO_HOST_SPINS times, then yield. */
+static inline void megaio_host_backoff(unsigned *round)
+{
+	if (*round < MEGAIO_HOST_SPINS) {
+		(*round)++;
+		MEGAIO_CPU_RELAX();
+	} else {
+		sched_yield();
+	}
+}
+
 /* Checks a queue's header and fills a view. Returns 0 or -MEGAIO_EINVAL when
- * the magic, version, sizes or capacity do not match this header. */
+ * the magic, version (a v1 queue is refused), sizes or capacity do not match
+ * this header. */
 static inline int megaio_attach(void *mem, size_t len, megaio_queue *q)
 {
 	megaio_queue_header *h = (megaio_queue_header *)mem;
 	if (len < MEGAIO_HEADER_SIZE || h->magic != MEGAIO_MAGIC || h->abi_version != MEGAIO_ABI_VERSION ||
 	    h->header_size != MEGAIO_HEADER_SIZE || h->slot_size != MEGAIO_SLOT_SIZE ||
 	    h->completion_size != MEGAIO_COMPLETION_SIZE || h->capacity < MEGAIO_MIN_CAPACITY ||
-	    h->capacity > MEGAIO_MAX_CAPACITY || (h->capacity & (h->capacity - 1)) != 0 ||
-	    len < megaio_queue_size(h->capacity))
+	    h->capacity > MEGAIO_MAX_CAPACITY || (h->capacity & (h->capacity - 1)) != 0 || h->completions < 1 ||
+	    h->completions > MEGAIO_MAX_COMPLETIONS || h->slots_offset != MEGAIO_HEADER_SIZE ||
+	    h->completions_offset != MEGAIO_HEADER_SIZE + (uint64_t)h->capacity * MEGAIO_SLOT_SIZE ||
+	    len < megaio_queue_size(h->capacity, h->completions))
 		return -MEGAIO_EINVAL;
 	q->header = h;
 	q->slots = (megaio_request *)((char *)mem + h->slots_offset);
 	q->completions = (megaio_completion *)((char *)mem + h->completions_offset);
 	q->mask = h->capacity - 1;
+	q->ncompletions = h->completions;
 	return 0;
 }
 
-/* Initialises a producer side for q. Call once, before any producer runs. */
+/* Initialises a producer side for q. Call once, before any producer runs,
+ * while no loop runs on the queue (it reads claim_head). */
 static inline void megaio_producer_side_init(megaio_producer_side *p, const megaio_queue *q)
 {
-	uint64_t cap = q->mask + 1, s;
-	p->next_ticket = q->header->first_ticket;
-	p->capacity = (uint32_t)cap;
-	for (s = 0; s < cap; s++)
-		megaio_turns(p)[s] = megaio_first_ticket_of_slot(q->header->first_ticket, cap, s);
+	uint64_t head = MEGAIO_LOAD_ACQ(&q->header->claim_head);
+	p->next_ticket = head;
+	p->capacity = (uint32_t)(q->mask + 1);
+	p->completions = q->ncompletions;
+	p->claim_seen = head;
 }
 
-/* Takes a ticket, waits for the slot's turn, fills and publishes it (P1-P4).
- * The seq field of *req is ignored. Returns 0 with *ticket set, or
- * -MEGAIO_ESHUTDOWN (no ticket taken) when the queue is stopped. */
-static inline int megaio_host_submit(const megaio_queue *q, megaio_producer_side *p, const megaio_request *req,
-				     uint64_t *ticket)
+/* P1: takes ticket *t if its slot is free. Returns 0, -MEGAIO_EAGAIN (the
+ * ring is full: the loop has not claimed a lap back yet) or
+ * -MEGAIO_ESHUTDOWN (the queue is stopped). No ticket is taken on error. */
+static inline int megaio_host_take_ticket(const megaio_queue *q, megaio_producer_side *p, uint64_t *t)
 {
-	uint64_t t, s;
-	megaio_request *slot;
+	uint64_t cap = q->mask + 1;
+	uint64_t n = __atomic_load_n(&p->next_ticket, __ATOMIC_RELAXED);
 	if (MEGAIO_LOAD_ACQ(&q->header->state) == MEGAIO_STATE_STOPPED)
 		return -MEGAIO_ESHUTDOWN;
-	t = __atomic_fetch_add(&p->next_ticket, 1, __ATOMIC_RELAXED);
-	s = t & q->mask;
-	while (MEGAIO_LOAD_ACQ(&megaio_turns(p)[s]) != t)
-		MEGAIO_CPU_RELAX();
-	slot = &q->slots[s];
+	for (;;) {
+		uint64_t seen = MEGAIO_LOAD_ACQ(&p->claim_seen);
+		if (megaio_ring_full(n, seen, cap)) {
+			/* The cached claim_head is a lap behind: read the loop's.
+			 * Acquire pairs with its release (L1); raising the cache
+			 * with release passes that on to whoever acquires it. */
+			uint64_t head = MEGAIO_LOAD_ACQ(&q->header->claim_head);
+			while ((int64_t)(head - seen) > 0 &&
+			       !__atomic_compare_exchange_n(&p->claim_seen, &seen, head, 1, __ATOMIC_RELEASE,
+							    __ATOMIC_ACQUIRE))
+				;
+			if (megaio_ring_full(n, head, cap)) {
+				uint64_t again = __atomic_load_n(&p->next_ticket, __ATOMIC_RELAXED);
+				if (again == n)
+					return -MEGAIO_EAGAIN;
+				n = again; /* someone took n meanwhile: try the next one */
+				continue;
+			}
+		}
+		if (__atomic_compare_exchange_n(&p->next_ticket, &n, n + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+			*t = n;
+			return 0;
+		}
+	}
+}
+
+/* P3-P4: fills slot t & mask from *req (its seq is ignored) and publishes
+ * it. Call once for every ticket taken, at once. */
+static inline void megaio_host_publish(const megaio_queue *q, uint64_t t, const megaio_request *req)
+{
+	megaio_request *slot = &q->slots[t & q->mask];
 	slot->op = req->op;
 	slot->flags = req->flags;
 	slot->file = req->file;
 	slot->dest = req->dest;
-	slot->reserved0 = req->reserved0;
+	slot->completion = req->completion;
 	slot->file_offset = req->file_offset;
 	slot->dest_offset = req->dest_offset;
 	slot->length = req->length;
 	slot->tag = req->tag;
 	slot->reserved1 = req->reserved1;
 	MEGAIO_STORE_REL(&slot->seq, t + 1);
-	*ticket = t;
-	return 0;
 }
 
-/* Polls ticket t once (P5, P6). Returns 1 with *result set (the slot is handed
- * on: do not poll t again), 0 if pending, or -MEGAIO_ESHUTDOWN if the loop
- * stopped without claiming t (the request stays published; poll again after a
- * loop starts on the queue). */
-static inline int megaio_host_poll(const megaio_queue *q, megaio_producer_side *p, uint64_t t, int64_t *result)
+/* P1-P4 without waiting: returns 0 with *ticket set, -MEGAIO_EAGAIN if the
+ * ring is full, -MEGAIO_ESHUTDOWN if the queue is stopped, or -MEGAIO_EINVAL
+ * if req->completion is not a completion id of this queue (nothing is
+ * published on error). The caller owns req->completion until it has polled
+ * the ticket to completion: no other request in flight may name it. */
+static inline int megaio_host_try_submit(const megaio_queue *q, megaio_producer_side *p, const megaio_request *req,
+					 uint64_t *ticket)
 {
-	uint64_t s = t & q->mask;
-	if (MEGAIO_LOAD_ACQ(&q->completions[s].done) == t + 1) {
-		*result = q->completions[s].result;
-		MEGAIO_STORE_REL(&megaio_turns(p)[s], t + q->mask + 1);
+	int r;
+	if (req->completion >= q->ncompletions)
+		return -MEGAIO_EINVAL;
+	if ((r = megaio_host_take_ticket(q, p, ticket)) == 0)
+		megaio_host_publish(q, *ticket, req);
+	return r;
+}
+
+/* Like megaio_host_try_submit, but waits (spin, then yield) while the ring
+ * is full. The wait depends only on the loop claiming; it ends with
+ * -MEGAIO_ESHUTDOWN when the queue stops. */
+static inline int megaio_host_submit(const megaio_queue *q, megaio_producer_side *p, const megaio_request *req,
+				     uint64_t *ticket)
+{
+	unsigned round = 0;
+	int r;
+	while ((r = megaio_host_try_submit(q, p, req, ticket)) == -MEGAIO_EAGAIN)
+		megaio_host_backoff(&round);
+	return r;
+}
+
+/* P5: polls ticket t, published with completion id c, once. Returns 1 with
+ * *result set (c is free again), 0 if pending, or -MEGAIO_ESHUTDOWN if the
+ * loop stopped without claiming t (the request stays published and c stays
+ * reserved; poll again after a loop starts on the queue). */
+static inline int megaio_host_poll(const megaio_queue *q, uint32_t c, uint64_t t, int64_t *result)
+{
+	megaio_completion *cp = &q->completions[c];
+	if (MEGAIO_LOAD_ACQ(&cp->done) == t + 1) {
+		*result = cp->result;
 		return 1;
 	}
 	if (MEGAIO_LOAD_ACQ(&q->header->state) == MEGAIO_STATE_STOPPED) {
-		uint64_t stop_head = q->header->stop_head;
+		uint64_t head = q->header->claim_head;
 		/* Re-check done: the loop stores done before it stops. */
-		if (MEGAIO_LOAD_ACQ(&q->completions[s].done) != t + 1 && (int64_t)(t - stop_head) >= 0)
+		if (MEGAIO_LOAD_ACQ(&cp->done) == t + 1) {
+			*result = cp->result;
+			return 1;
+		}
+		if ((int64_t)(t - head) >= 0)
 			return -MEGAIO_ESHUTDOWN;
 	}
 	return 0;
 }
 
-/* Waits for ticket t. Returns 1 with *result set, or -MEGAIO_ESHUTDOWN. */
-static inline int megaio_host_wait(const megaio_queue *q, megaio_producer_side *p, uint64_t t, int64_t *result)
+/* Waits (spin, then yield) for ticket t with completion id c. Returns 1
+ * with *result set, or -MEGAIO_ESHUTDOWN (see megaio_host_poll). */
+static inline int megaio_host_wait(const megaio_queue *q, uint32_t c, uint64_t t, int64_t *result)
 {
+	unsigned round = 0;
 	int r;
-	while ((r = megaio_host_poll(q, p, t, result)) == 0)
-		MEGAIO_CPU_RELAX();
+	while ((r = megaio_host_poll(q, c, t, result)) == 0)
+		megaio_host_backoff(&round);
 	return r;
 }
 #endif /* !__CUDA_ARCH__ */

@@ -1,19 +1,28 @@
 /*
- * megaio_device.cuh - the device half of the megaio queue protocol, for
- * CUDA kernels. The protocol, its words and their writers are described in
- * megaio.h; the step names P1..P6 below refer to it.
+ * megaio_device.cuh - the device half of the megaio queue protocol (ABI
+ * version 2), for CUDA kernels. The protocol, its words and their writers
+ * are described in megaio.h; the step names P1..P5 below refer to it.
  *
  * Memory: the queue (header, slots, completions) is host memory registered
  * with cuMemHostRegister(DEVICEMAP) and read through its device address; the
- * producer side (ticket counter and turn words) is device memory that only
- * GPU threads touch. So:
- *   - the ticket counter is a device-scope atomicAdd in device memory (the
- *     only read-modify-write in the protocol, and it never crosses PCIe);
- *   - turn words are device-scope loads and stores in device memory;
- *   - seq (published by us, read by the host loop) and done/result (written
- *     by the loop, read by us) are system-scope release stores and acquire
- *     loads on mapped host memory: plain 8-byte accesses across PCIe, never
- *     read-modify-writes, which PCIe does not make atomic for the host.
+ * producer side (ticket counter and cached claim head) is device memory that
+ * only GPU threads touch. So:
+ *   - the ticket counter and the cached claim head are device-scope atomics
+ *     in device memory (the protocol's only read-modify-writes, and they
+ *     never cross PCIe);
+ *   - seq (published by us, read by the host loop), claim_head and state
+ *     (written by the loop) and done/result (written by the loop, read by
+ *     us) are system-scope release stores and acquire loads on mapped host
+ *     memory: plain 8-byte accesses across PCIe, never read-modify-writes,
+ *     which PCIe does not make atomic for the host.
+ * Taking a ticket reads claim_head across PCIe only when the cached copy
+ * says the ring is full; publishing reads nothing across PCIe.
+ *
+ * Completion ids: every request names one (megaio.h), and no two requests in
+ * flight may name the same one. The helpers megaio_dev_thread_cid,
+ * megaio_dev_warp_cid and megaio_dev_block_cid give each thread, warp or
+ * block k ids of its own; size the queue's completion table
+ * (QueueConfig.Completions) for the grid.
  *
  * Destinations may be device memory (Loop.NewDeviceBuffer): the loop
  * publishes done only after the bytes are there (the bounce path's copy
@@ -37,12 +46,13 @@ struct megaio_dev_queue {
 	megaio_completion *completions; /* mapped host memory */
 	megaio_queue_header *header;    /* mapped host memory */
 	megaio_producer_side *side;     /* device memory */
-	uint64_t *turns;                /* device memory, capacity words */
 	uint64_t mask;                  /* capacity - 1 */
+	uint32_t ncompletions;          /* completion ids */
 };
 
 /* uint64_t (unsigned long on Linux), the type of the ABI's words. */
 using megaio_sys_u64 = cuda::atomic_ref<uint64_t, cuda::thread_scope_system>;
+using megaio_sys_u32 = cuda::atomic_ref<uint32_t, cuda::thread_scope_system>;
 using megaio_dev_u64 = cuda::atomic_ref<uint64_t, cuda::thread_scope_device>;
 
 /* Builds a view from the queue's device address (Loop.MapForGPU's Queue)
@@ -54,46 +64,111 @@ __device__ inline megaio_dev_queue megaio_dev_attach(void *queue, void *side)
 	q.slots = (megaio_request *)((char *)queue + q.header->slots_offset);
 	q.completions = (megaio_completion *)((char *)queue + q.header->completions_offset);
 	q.side = (megaio_producer_side *)side;
-	q.turns = (uint64_t *)(q.side + 1);
 	q.mask = q.header->capacity - 1;
+	q.ncompletions = q.header->completions;
 	return q;
 }
 
-/* P1: a ticket from the producers' counter (device memory). */
-__device__ inline unsigned long long megaio_dev_take_ticket(const megaio_dev_queue &q)
+/* The linear index of the calling thread in its block, and of its block in
+ * the grid (x fastest, as CUDA numbers them). */
+__device__ inline unsigned megaio_thread_in_block()
 {
-	return atomicAdd((unsigned long long *)&q.side->next_ticket, 1ULL);
+	return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+__device__ inline unsigned long long megaio_block_in_grid()
+{
+	return blockIdx.x + (unsigned long long)gridDim.x * (blockIdx.y + (unsigned long long)gridDim.y * blockIdx.z);
 }
 
-/* P2-P4: waits for the slot's turn, fills it and publishes it. The seq
- * field of *req is ignored.
- *
- * Liveness (megaio.h, "Liveness"): P2 waits for the issuer of
- * t - capacity. A thread or block that keeps several tickets in flight must
- * collect (megaio_dev_wait) every completed ticket it holds before it
- * publishes another, as megaio_checksum in csrc/gpu/megakernel.cu does;
- * otherwise two producers can each wait in P2 for a slot the other holds.
- * This header has no collect-on-behalf: queue ABI v2 removes the rule from
- * the contract instead. */
-__device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned long long t, const megaio_request &req)
+/* Completion ids owned by the calling thread, warp or block: id j of k
+ * (0 <= j < k). A thread that keeps k requests in flight uses
+ * megaio_dev_thread_cid(k, 0 .. k-1); a kernel whose warps (or blocks)
+ * each issue from one lane (or thread) uses the warp (or block) variant.
+ * The table needs k ids per thread, warp or block of the grid. */
+__device__ inline uint32_t megaio_dev_block_cid(unsigned k, unsigned j)
 {
-	unsigned long long s = t & q.mask;
-	/* P2: acquire pairs with the release in megaio_dev_collect (P6) of
-	 * ticket t - capacity, so its reads of the slot's completion happen
-	 * before our writes to the slot. Device scope: only GPU threads write
-	 * turn words. */
-	unsigned ns = 32;
-	while (megaio_dev_u64(q.turns[s]).load(cuda::memory_order_acquire) != (uint64_t)t) {
-		__nanosleep(ns);
-		ns = ns < 2048 ? 2 * ns : ns;
+	return (uint32_t)(megaio_block_in_grid() * k + j);
+}
+__device__ inline uint32_t megaio_dev_thread_cid(unsigned k, unsigned j)
+{
+	unsigned long long per_block = (unsigned long long)blockDim.x * blockDim.y * blockDim.z;
+	return (uint32_t)((megaio_block_in_grid() * per_block + megaio_thread_in_block()) * k + j);
+}
+__device__ inline uint32_t megaio_dev_warp_cid(unsigned k, unsigned j)
+{
+	unsigned per_block = (blockDim.x * blockDim.y * blockDim.z + 31) / 32;
+	return (uint32_t)((megaio_block_in_grid() * per_block + megaio_thread_in_block() / 32) * k + j);
+}
+
+/* Whether the loop has stopped without claiming ticket t, read as
+ * megaio_host_poll reads it: state with acquire (it pairs with the loop's
+ * release store of state, made after claim_head and after every claimed
+ * ticket's done), then claim_head. Both are system-scope acquire loads of
+ * mapped host memory: a relaxed or volatile load may return a claim_head
+ * older than the state it was read with. */
+__device__ inline bool megaio_dev_stopped_before(const megaio_dev_queue &q, unsigned long long t)
+{
+	if (megaio_sys_u32(q.header->state).load(cuda::memory_order_acquire) != MEGAIO_STATE_STOPPED)
+		return false;
+	uint64_t head = megaio_sys_u64(q.header->claim_head).load(cuda::memory_order_acquire);
+	return (long long)(t - head) >= 0;
+}
+
+/* P1: takes ticket *t if its slot is free (the loop claimed the request a
+ * lap back). Returns 0, -MEGAIO_EAGAIN (the ring is full) or
+ * -MEGAIO_ESHUTDOWN (full because the loop has stopped: no loop will free
+ * a slot until one starts again). No ticket is taken on error.
+ *
+ * The side's claim_seen caches claim_head in device memory, so the common
+ * case reads nothing across PCIe. Its acquire load pairs with the release
+ * with which a thread raised it after acquiring claim_head from the loop,
+ * and happens-before is transitive: the loop's copy of the slot's previous
+ * request happens before our stores to the slot. */
+__device__ inline int megaio_dev_take_ticket(const megaio_dev_queue &q, unsigned long long *t)
+{
+	megaio_dev_u64 next(q.side->next_ticket), seen_ref(q.side->claim_seen);
+	uint64_t cap = q.mask + 1;
+	uint64_t n = next.load(cuda::memory_order_relaxed);
+	for (;;) {
+		uint64_t seen = seen_ref.load(cuda::memory_order_acquire);
+		if (megaio_ring_full(n, seen, cap)) {
+			uint64_t head = megaio_sys_u64(q.header->claim_head).load(cuda::memory_order_acquire);
+			while ((long long)(head - seen) > 0 &&
+			       !seen_ref.compare_exchange_weak(seen, head, cuda::memory_order_release,
+							       cuda::memory_order_relaxed))
+				;
+			if (megaio_ring_full(n, head, cap)) {
+				uint64_t again = next.load(cuda::memory_order_relaxed);
+				if (again != n) {
+					n = again; /* another thread took n: try the next */
+					continue;
+				}
+				if (megaio_sys_u32(q.header->state).load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED)
+					return -MEGAIO_ESHUTDOWN;
+				return -MEGAIO_EAGAIN;
+			}
+		}
+		if (next.compare_exchange_weak(n, n + 1, cuda::memory_order_relaxed, cuda::memory_order_relaxed)) {
+			*t = n;
+			return 0;
+		}
 	}
-	megaio_request *slot = &q.slots[s];
+}
+
+/* P3-P4: fills ticket t's slot from req with completion id cid and
+ * publishes it. The seq and completion fields of req are ignored. Call once
+ * for every ticket taken, at once: the loop claims in ticket order, so a
+ * ticket taken and not published holds up every later one. */
+__device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned long long t, const megaio_request &req,
+					  uint32_t cid)
+{
+	megaio_request *slot = &q.slots[t & q.mask];
 	/* P3: plain stores; nothing reads them until seq says so. */
 	slot->op = req.op;
 	slot->flags = req.flags;
 	slot->file = req.file;
 	slot->dest = req.dest;
-	slot->reserved0 = 0;
+	slot->completion = cid;
 	slot->file_offset = req.file_offset;
 	slot->dest_offset = req.dest_offset;
 	slot->length = req.length;
@@ -105,10 +180,39 @@ __device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned lo
 	megaio_sys_u64(slot->seq).store((uint64_t)(t + 1), cuda::memory_order_release);
 }
 
-/* P5: non-blocking check; returns true with *result set when done. */
-__device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, unsigned long long t, long long *result)
+/* P1-P4 without waiting: returns 0 with *t set, -MEGAIO_EAGAIN (ring
+ * full), -MEGAIO_ESHUTDOWN (full and stopped) or -MEGAIO_EINVAL (cid is not
+ * a completion id of the queue). */
+__device__ inline int megaio_dev_try_submit(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid,
+					    unsigned long long *t)
 {
-	megaio_completion *c = &q.completions[t & q.mask];
+	if (cid >= q.ncompletions)
+		return -MEGAIO_EINVAL;
+	int r = megaio_dev_take_ticket(q, t);
+	if (r == 0)
+		megaio_dev_publish(q, *t, req, cid);
+	return r;
+}
+
+/* Like megaio_dev_try_submit, but waits (__nanosleep backoff) while the
+ * ring is full and the loop runs. The wait depends only on the loop. */
+__device__ inline int megaio_dev_submit(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid,
+					unsigned long long *t)
+{
+	unsigned ns = 32;
+	int r;
+	while ((r = megaio_dev_try_submit(q, req, cid, t)) == -MEGAIO_EAGAIN) {
+		__nanosleep(ns);
+		ns = ns < 2048 ? 2 * ns : ns;
+	}
+	return r;
+}
+
+/* P5: non-blocking check of ticket t with completion id cid; returns true
+ * with *result set when done (cid is then free for the next request). */
+__device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, uint32_t cid, unsigned long long t, long long *result)
+{
+	megaio_completion *c = &q.completions[cid];
 	/* Acquire pairs with the loop's release store of done (L3): the result
 	 * read after it is the one written for t. System scope: the host wrote
 	 * it. */
@@ -118,63 +222,42 @@ __device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, unsigned long 
 	return true;
 }
 
-/* P6: hands the slot on to ticket t + capacity; call after reading the
- * result. Release pairs with the acquire in megaio_dev_publish (P2). */
-__device__ inline void megaio_dev_collect(const megaio_dev_queue &q, unsigned long long t)
-{
-	megaio_dev_u64(q.turns[t & q.mask]).store((uint64_t)(t + q.mask + 1), cuda::memory_order_release);
-}
-
-/* Whether the loop has stopped without claiming ticket t, read as
- * megaio_host_poll reads it: state with acquire (it pairs with the loop's
- * release store of state, made after stop_head and after every claimed
- * ticket's done), then stop_head. Both are system-scope acquire loads of
- * mapped host memory: a relaxed or volatile load may return a stop_head older
- * than the state it was read with. */
-__device__ inline bool megaio_dev_stopped_before(const megaio_dev_queue &q, unsigned long long t)
-{
-	cuda::atomic_ref<uint32_t, cuda::thread_scope_system> state(q.header->state);
-	if (state.load(cuda::memory_order_acquire) != MEGAIO_STATE_STOPPED)
-		return false;
-	uint64_t stop_head = megaio_sys_u64(q.header->stop_head).load(cuda::memory_order_acquire);
-	return (long long)(t - stop_head) >= 0;
-}
-
-/* P5-P6: waits for ticket t's result (with __nanosleep backoff, so a
- * waiting warp leaves the SM's issue slots to others), hands the slot on
- * and returns the result: bytes moved or a negative errno. It returns
- * -MEGAIO_ESHUTDOWN if the loop stopped without claiming t (the request
- * stays published and its turn is kept: call again, once a loop runs on the
- * queue, to keep waiting).
+/* P5: waits for ticket t's result (with __nanosleep backoff, so a waiting
+ * warp leaves the SM's issue slots to others and polls PCIe less) and
+ * returns it: bytes moved or a negative errno. It returns -MEGAIO_ESHUTDOWN
+ * if the loop stopped without claiming t (the request stays published and
+ * cid stays reserved for it: call again, once a loop runs on the queue, to
+ * keep waiting).
  *
  * Like megaio_host_poll it re-checks done after seeing STOPPED: the loop
  * stores the done of every ticket it claimed before it stores state, so a
  * done that the first poll missed is seen by the second, and a served
- * ticket is never reported as unserved (its turn would then never be handed
- * on, and every later lap of its slot would hang). */
-__device__ inline long long megaio_dev_wait(const megaio_dev_queue &q, unsigned long long t)
+ * ticket is never reported as unserved. */
+__device__ inline long long megaio_dev_wait(const megaio_dev_queue &q, uint32_t cid, unsigned long long t)
 {
 	long long result;
 	unsigned ns = 64;
-	while (!megaio_dev_poll(q, t, &result)) {
+	while (!megaio_dev_poll(q, cid, t, &result)) {
 		if (megaio_dev_stopped_before(q, t)) {
-			if (megaio_dev_poll(q, t, &result))
+			if (megaio_dev_poll(q, cid, t, &result))
 				break;
 			return -MEGAIO_ESHUTDOWN;
 		}
 		__nanosleep(ns);
 		ns = ns < 4096 ? 2 * ns : ns;
 	}
-	megaio_dev_collect(q, t);
 	return result;
 }
 
-/* One request from one thread: take a ticket, publish, wait. */
-__device__ inline long long megaio_dev_request(const megaio_dev_queue &q, const megaio_request &req)
+/* One request from one thread with completion id cid: submit, wait.
+ * Returns the result, or -MEGAIO_ESHUTDOWN / -MEGAIO_EINVAL from submit. */
+__device__ inline long long megaio_dev_request(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid)
 {
-	unsigned long long t = megaio_dev_take_ticket(q);
-	megaio_dev_publish(q, t, req);
-	return megaio_dev_wait(q, t);
+	unsigned long long t;
+	int r = megaio_dev_submit(q, req, cid, &t);
+	if (r < 0)
+		return r;
+	return megaio_dev_wait(q, cid, t);
 }
 
 /* The calling thread's lane in its warp (%laneid). In a 2-D or 3-D block
@@ -188,16 +271,17 @@ __device__ inline unsigned megaio_lane_id()
 }
 
 /* Warp-level variant: every active lane calls it; the lowest active lane
- * publishes req (its own copy) for the warp and the result is broadcast to
- * all. One request per warp keeps 32x fewer slots busy when a warp reads a
+ * publishes req (its own copy) for the warp with completion id cid (the
+ * warp's own: megaio_dev_warp_cid) and the result is broadcast to all. One
+ * request per warp keeps 32x fewer slots and ids busy when a warp reads a
  * chunk together. Works for any block shape. */
-__device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const megaio_request &req)
+__device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid)
 {
 	unsigned active = __activemask();
 	int leader = __ffs(active) - 1;
 	long long result = 0;
 	if ((int)megaio_lane_id() == leader)
-		result = megaio_dev_request(q, req);
+		result = megaio_dev_request(q, req, cid);
 	return __shfl_sync(active, result, leader);
 }
 

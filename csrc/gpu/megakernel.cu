@@ -46,21 +46,23 @@ extern "C" __global__ void megaio_checksum(unsigned long long queue, unsigned lo
 	req.length = chunk;
 	int buf = 0;
 	unsigned long long c = blockIdx.x;
+	/* Two requests in flight per block, with the block's two completion
+	 * ids: the table needs 2 * gridDim.x ids. */
 	if (threadIdx.x == 0 && c < nchunks) {
 		req.file_offset = c * chunk;
 		req.dest_offset = (2ULL * blockIdx.x + buf) * chunk;
-		ticket[buf] = megaio_dev_take_ticket(q);
-		megaio_dev_publish(q, ticket[buf], req);
+		if (megaio_dev_submit(q, req, megaio_dev_block_cid(2, buf), &ticket[buf]) < 0)
+			atomicAdd((unsigned long long *)errors, 1ULL);
 	}
 	for (; c < nchunks; c += gridDim.x) {
 		unsigned long long next = c + gridDim.x;
 		if (threadIdx.x == 0) {
-			result = megaio_dev_wait(q, ticket[buf]);
+			result = megaio_dev_wait(q, megaio_dev_block_cid(2, buf), ticket[buf]);
 			if (next < nchunks) { /* the next read runs while we sum this chunk */
 				req.file_offset = next * chunk;
 				req.dest_offset = (2ULL * blockIdx.x + (buf ^ 1)) * chunk;
-				ticket[buf ^ 1] = megaio_dev_take_ticket(q);
-				megaio_dev_publish(q, ticket[buf ^ 1], req);
+				if (megaio_dev_submit(q, req, megaio_dev_block_cid(2, buf ^ 1), &ticket[buf ^ 1]) < 0)
+					atomicAdd((unsigned long long *)errors, 1ULL);
 			}
 			unsigned long long want = c * chunk < file_size ? min(chunk, file_size - c * chunk) : 0;
 			if (result != (long long)want)
@@ -107,7 +109,7 @@ extern "C" __global__ void megaio_pingpong(unsigned long long queue, unsigned lo
 	for (unsigned long long i = 0; i < n; i++) {
 		unsigned long long t0, t1;
 		asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-		long long r = megaio_dev_request(q, nop);
+		long long r = megaio_dev_request(q, nop, 0); /* the one thread's id */
 		asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
 		out[i] = r == 0 ? (long long)(t1 - t0) : r;
 	}
@@ -134,7 +136,7 @@ extern "C" __global__ void megaio_warp2d(unsigned long long queue, unsigned long
 	req.file_offset = warp * chunk;
 	req.dest_offset = warp * chunk;
 	req.length = chunk;
-	long long r = megaio_warp_request(q, req);
+	long long r = megaio_warp_request(q, req, megaio_dev_warp_cid(1, 0));
 	((long long *)results)[(unsigned long long)blockIdx.x * per_block + tid] = r;
 }
 
@@ -155,19 +157,20 @@ extern "C" __global__ void megaio_stop_restart(unsigned long long queue, unsigne
 	cuda::atomic_ref<uint32_t, cuda::thread_scope_system> state(q.header->state);
 	megaio_request nop = {};
 	nop.op = MEGAIO_OP_NOP;
+	const uint32_t cid = megaio_dev_thread_cid(1, 0);
 	for (unsigned long long i = 0; i < rounds; i++) {
-		unsigned long long t = megaio_dev_take_ticket(q);
-		megaio_dev_publish(q, t, nop);
+		unsigned long long t;
+		while (megaio_dev_submit(q, nop, cid, &t) < 0) /* full and stopped: wait for a restart */
+			__nanosleep(1000);
 		long long r;
-		while ((r = megaio_dev_wait(q, t)) == -MEGAIO_ESHUTDOWN) {
+		while ((r = megaio_dev_wait(q, cid, t)) == -MEGAIO_ESHUTDOWN) {
 			atomicAdd(&n[0], 1ULL);
 			bool before = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
-			bool served = megaio_dev_poll(q, t, &r);
+			bool served = megaio_dev_poll(q, cid, t, &r);
 			bool after = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
 			if (served) {
 				if (before && after)
 					atomicAdd(&n[1], 1ULL);
-				megaio_dev_collect(q, t);
 				break;
 			}
 			__nanosleep(1000);

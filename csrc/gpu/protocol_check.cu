@@ -5,11 +5,12 @@
  * every target architecture and internal/scopecheck reads its PTX and SASS
  * (cuobjdump) to check megaio.h's ordering argument mechanically:
  *
- *   - seq is published with a system-scope release store (P4);
- *   - done, state and stop_head are read with system-scope acquire loads
- *     (P5 and the stop check), done twice in megaio_dev_wait;
- *   - turn words use device-scope acquire and release (P2, P6);
- *   - the ticket is the only read-modify-write, device scope (P1);
+ *   - seq is published with a system-scope release store (P4), and
+ *     publishing reads nothing across PCIe;
+ *   - claim_head, state and done are read with system-scope acquire loads
+ *     (P1's slow path, P5 and the stop check), done twice in megaio_dev_wait;
+ *   - the ticket counter and the cached claim head are the only
+ *     read-modify-writes, device scope (P1);
  *   - no step does a system-scope read-modify-write, which PCIe does not
  *     make atomic for the host.
  *
@@ -20,24 +21,21 @@
 
 extern "C" __global__ void check_take_ticket(megaio_dev_queue q, unsigned long long *out)
 {
-	*out = megaio_dev_take_ticket(q);
+	unsigned long long t = 0;
+	int r = megaio_dev_take_ticket(q, &t);
+	*out = r < 0 ? (unsigned long long)r : t;
 }
 
-extern "C" __global__ void check_publish(megaio_dev_queue q, unsigned long long t, megaio_request req)
+extern "C" __global__ void check_publish(megaio_dev_queue q, unsigned long long t, megaio_request req, uint32_t cid)
 {
-	megaio_dev_publish(q, t, req);
+	megaio_dev_publish(q, t, req, cid);
 }
 
-extern "C" __global__ void check_poll(megaio_dev_queue q, unsigned long long t, long long *out)
+extern "C" __global__ void check_poll(megaio_dev_queue q, uint32_t cid, unsigned long long t, long long *out)
 {
 	long long r;
-	if (megaio_dev_poll(q, t, &r))
+	if (megaio_dev_poll(q, cid, t, &r))
 		*out = r;
-}
-
-extern "C" __global__ void check_collect(megaio_dev_queue q, unsigned long long t)
-{
-	megaio_dev_collect(q, t);
 }
 
 extern "C" __global__ void check_stopped_before(megaio_dev_queue q, unsigned long long t, int *out)
@@ -45,7 +43,7 @@ extern "C" __global__ void check_stopped_before(megaio_dev_queue q, unsigned lon
 	*out = megaio_dev_stopped_before(q, t);
 }
 
-extern "C" __global__ void check_wait(megaio_dev_queue q, unsigned long long t, long long *out)
+extern "C" __global__ void check_wait(megaio_dev_queue q, uint32_t cid, unsigned long long t, long long *out)
 {
-	*out = megaio_dev_wait(q, t);
+	*out = megaio_dev_wait(q, cid, t);
 }

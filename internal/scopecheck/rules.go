@@ -22,36 +22,32 @@ type kernelRule struct {
 // the kernels' own outputs are allowed everywhere.
 var protocolRules = map[string]kernelRule{
 	"check_take_ticket": {
-		why:  "P1: the ticket is the protocol's only read-modify-write: device scope, in device memory",
-		ptx:  map[string]bound{"atom.gpu": {1, 1}, "st.weak": {0, 1}},
-		sass: map[string]bound{"atom.gpu": {1, 1}},
+		why: "P1: the ticket counter and the cached claim head are the protocol's only read-modify-writes " +
+			"(compare-and-swap, device scope, in device memory); claim_head (and state, when full) are read " +
+			"with system-scope acquire loads only when the cache says the ring is full",
+		ptx: map[string]bound{"atom.gpu": {2, 2}, "ld.relaxed.gpu": {0, many}, "ld.acquire.gpu": {0, many},
+			"ld.acquire.sys": {1, 2}, "st.weak": {0, 1}},
+		sass: map[string]bound{"atom.gpu": {2, 2}, "ld.acquire.sys": {1, 2}},
 	},
 	"check_publish": {
-		why: "P2 acquires the turn word (device scope); P3 fills the slot with plain stores; " +
-			"P4 publishes seq with one system-scope release store",
-		ptx:  map[string]bound{"ld.acquire.gpu": {1, many}, "st.weak": {0, many}, "st.release.sys": {1, 1}},
-		sass: map[string]bound{"ld.acquire.gpu": {1, many}, "st.release.sys": {1, 1}},
+		why:  "P3 fills the slot with plain stores; P4 publishes seq with one system-scope release store; nothing is read",
+		ptx:  map[string]bound{"st.weak": {0, many}, "st.release.sys": {1, 1}},
+		sass: map[string]bound{"st.release.sys": {1, 1}},
 	},
 	"check_poll": {
 		why:  "P5 reads done with a system-scope acquire load, then the result",
 		ptx:  map[string]bound{"ld.acquire.sys": {1, 1}, "ld.volatile": {0, 1}, "st.weak": {0, 1}},
 		sass: map[string]bound{"ld.acquire.sys": {1, 1}},
 	},
-	"check_collect": {
-		why:  "P6 hands the slot on with a device-scope release store of the turn word",
-		ptx:  map[string]bound{"st.release.gpu": {1, 1}},
-		sass: map[string]bound{"st.release.gpu": {1, 1}},
-	},
 	"check_stopped_before": {
-		why:  "the stop check reads state, then stop_head, both with system-scope acquire loads",
+		why:  "the stop check reads state, then claim_head, both with system-scope acquire loads",
 		ptx:  map[string]bound{"ld.acquire.sys": {2, 2}, "st.weak": {0, 1}},
 		sass: map[string]bound{"ld.acquire.sys": {2, 2}},
 	},
 	"check_wait": {
-		why: "megaio_dev_wait: done, state, stop_head and done again, all system-scope acquire loads; " +
-			"the result after done; the turn handed on with a device-scope release",
-		ptx: map[string]bound{"ld.acquire.sys": {4, 8}, "ld.volatile": {1, 4}, "st.release.gpu": {1, 2},
-			"st.weak": {0, 1}},
-		sass: map[string]bound{"ld.acquire.sys": {4, many}, "st.release.gpu": {1, 2}},
+		why: "megaio_dev_wait: done, state, claim_head and done again, all system-scope acquire loads; " +
+			"the result after done; nothing written (ABI v2 has no turn to hand on)",
+		ptx:  map[string]bound{"ld.acquire.sys": {4, 8}, "ld.volatile": {1, 4}, "st.weak": {0, 1}},
+		sass: map[string]bound{"ld.acquire.sys": {4, many}},
 	},
 }

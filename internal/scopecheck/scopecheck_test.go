@@ -71,26 +71,27 @@ func ptxSection(kernels map[string]string) section {
 // goodPTX holds, for each protocol kernel, the memory instructions nvcc
 // generates for it (sm_90, CUDA 11.8), without the arithmetic.
 var goodPTX = map[string]string{
-	"check_take_ticket":    "atom.global.add.u64 %rd5, [%rd4], 1;\nst.global.u64 [%rd3], %rd5;",
-	"check_publish":        "ld.acquire.gpu.b64 %rd17,[%rd18];\nld.acquire.gpu.b64 %rd21,[%rd22];\nst.global.u64 [%rd30+24], %rd12;\nst.release.sys.b64 [%rd23], %rd24;",
+	"check_take_ticket": "ld.relaxed.gpu.b64 %rd50,[%rd19];\nld.acquire.gpu.b64 %rd51,[%rd29];\nld.acquire.sys.b64 %rd31,[%rd32];\n" +
+		"atom.cas.release.gpu.b64 %rd34,[%rd35],%rd51,%rd31;\natom.cas.relaxed.gpu.b64 %rd50,[%rd45],%rd52,%rd47;\n" +
+		"ld.relaxed.gpu.b64 %rd50,[%rd40];\nld.acquire.sys.b32 %r3,[%rd41];\nst.global.u64 [%rd1], %rd49;",
+	"check_publish":        "st.global.u32 [%rd16+20], %r3;\nst.global.u64 [%rd16+24], %rd8;\nst.release.sys.b64 [%rd1], %rd2;",
 	"check_poll":           "ld.acquire.sys.b64 %rd6,[%rd7];\nld.volatile.global.u64 %rd21, [%rd19];\nst.global.u64 [%rd20], %rd21;",
-	"check_collect":        "st.release.gpu.b64 [%rd1], %rd2;",
 	"check_stopped_before": "ld.acquire.sys.b32 %r3,[%rd4];\nst.local.u64 [%rd11], %rd12;\nld.local.u64 %rd9, [%rd11];\nld.acquire.sys.b64 %rd8,[%rd9];\nst.global.u32 [%rd15], %r6;",
-	"check_wait": "ld.acquire.sys.b64 %rd35,[%rd36];\nld.volatile.global.u64 %rd50, [%rd12];\nld.acquire.sys.b32 %r4,[%rd37];\n" +
-		"ld.acquire.sys.b64 %rd38,[%rd39];\nld.acquire.sys.b64 %rd42,[%rd43];\nld.volatile.global.u64 %rd50, [%rd12];\n" +
-		"st.release.gpu.b64 [%rd45], %rd46;\nst.global.u64 [%rd1], %rd53;",
+	"check_wait": "ld.acquire.sys.b64 %rd13,[%rd14];\nld.volatile.global.u64 %rd49, [%rd23];\nld.acquire.sys.b32 %r5,[%rd24];\n" +
+		"ld.acquire.sys.b64 %rd28,[%rd29];\nld.acquire.sys.b64 %rd35,[%rd36];\nld.volatile.global.u64 %rd49, [%rd45];\n" +
+		"st.global.u64 [%rd47], %rd52;",
 }
 
 func TestProtocolRulesPTX(t *testing.T) {
 	sass := section{kind: "sass", arch: "sm_90", kernels: map[string][]string{
-		"check_take_ticket":    {"ATOMG.E.ADD.64.STRONG.GPU PT, R2, [R2.64], R4"},
-		"check_publish":        {"LD.E.64.STRONG.GPU R4, [R2.64]", "CCTL.IVALL", "MEMBAR.ALL.SYS", "ST.E.64.STRONG.SYS [R2.64], R4"},
+		"check_take_ticket": {"LD.E.64.STRONG.GPU R12, [R2.64]", "LD.E.64.STRONG.GPU R4, [R10.64]", "CCTL.IVALL",
+			"LD.E.64.STRONG.SYS R6, [R8.64]", "CCTL.IVALL", "MEMBAR.ALL.GPU", "ATOM.E.CAS.64.STRONG.GPU P0, R4, [R10], R4, R6",
+			"LD.E.STRONG.SYS R8, [R8.64+0x8]", "CCTL.IVALL", "ATOM.E.CAS.64.STRONG.GPU P0, R4, [R10+-0x40], R4, R6"},
+		"check_publish":        {"STG.E.64 [R2.64+0x8], R14", "MEMBAR.ALL.SYS", "ST.E.64.STRONG.SYS [R2.64], R4"},
 		"check_poll":           {"LD.E.64.STRONG.SYS R4, [R2.64+0x8]", "CCTL.IVALL"},
-		"check_collect":        {"MEMBAR.ALL.GPU", "ST.E.64.STRONG.GPU [R4.64], R2"},
-		"check_stopped_before": {"LD.E.STRONG.SYS R2, [R2.64+0x40]", "CCTL.IVALL", "LD.E.64.STRONG.SYS R2, [R4.64]", "CCTL.IVALL"},
+		"check_stopped_before": {"LD.E.STRONG.SYS R2, [R2.64+0x48]", "CCTL.IVALL", "LD.E.64.STRONG.SYS R2, [R4.64]", "CCTL.IVALL"},
 		"check_wait": {"LD.E.64.STRONG.SYS R8, [R4.64+0x8]", "CCTL.IVALL", "LD.E.STRONG.SYS R8, [R6.64]", "CCTL.IVALL",
-			"LD.E.64.STRONG.SYS R8, [R6.64+0x8]", "CCTL.IVALL", "LD.E.64.STRONG.SYS R6, [R4.64+0x8]", "CCTL.IVALL",
-			"MEMBAR.ALL.GPU", "ST.E.64.STRONG.GPU [R6.64], R4"},
+			"LD.E.64.STRONG.SYS R8, [R6.64+0x8]", "CCTL.IVALL", "LD.E.64.STRONG.SYS R6, [R4.64+0x8]", "CCTL.IVALL"},
 	}}
 	if p := checkProtocol([]section{ptxSection(goodPTX), sass}); len(p) != 0 {
 		t.Fatalf("the protocol as generated fails: %v", p)
@@ -99,10 +100,11 @@ func TestProtocolRulesPTX(t *testing.T) {
 		{"relaxed seq store", "check_publish", "st.release.sys", "st.relaxed.sys", "no st.release.sys"},
 		{"device-scope seq store", "check_publish", "st.release.sys", "st.release.gpu", "no st.release.sys"},
 		{"volatile stop check", "check_stopped_before", "ld.acquire.sys.b32", "ld.volatile.global.u32", "1 ld.acquire.sys, want 2"},
-		{"done not re-checked", "check_wait", "ld.acquire.sys.b64 %rd42,[%rd43];", "", "3 ld.acquire.sys, want 4 to 8"},
+		{"done not re-checked", "check_wait", "ld.acquire.sys.b64 %rd35,[%rd36];", "", "3 ld.acquire.sys, want 4 to 8"},
 		{"RMW on done", "check_poll", "ld.acquire.sys.b64 %rd6,[%rd7];", "atom.sys.global.add.u64 %rd6, [%rd7], 0;", "atom.sys"},
-		{"system-scope ticket", "check_take_ticket", "atom.global.add", "atom.sys.global.add", "atom.sys"},
-		{"system-scope turn", "check_collect", "st.release.gpu", "st.release.sys", "st.release.sys"},
+		{"system-scope ticket", "check_take_ticket", "atom.cas.relaxed.gpu", "atom.cas.relaxed.sys", "atom.sys"},
+		{"relaxed claim_head", "check_take_ticket", "ld.acquire.sys.b64", "ld.relaxed.sys.b64", "ld.relaxed.sys"},
+		{"publish reads the host", "check_publish", "st.global.u32", "ld.acquire.sys.b64 %rd9,[%rd10];\nst.global.u32", "ld.acquire.sys"},
 	} {
 		bad := map[string]string{}
 		for k, v := range goodPTX {
@@ -183,8 +185,10 @@ func TestPlantedDefectsCompiled(t *testing.T) {
 			"megaio_sys_u64(slot->seq).store((uint64_t)(t + 1), cuda::memory_order_relaxed)", "check_publish"},
 		{"device-scope done load", "megaio_sys_u64(c->done).load(cuda::memory_order_acquire)",
 			"megaio_dev_u64(c->done).load(cuda::memory_order_acquire)", "check_poll"},
-		{"relaxed stop_head", "megaio_sys_u64(q.header->stop_head).load(cuda::memory_order_acquire)",
-			"megaio_sys_u64(q.header->stop_head).load(cuda::memory_order_relaxed)", "check_stopped_before"},
+		{"relaxed claim_head in the stop check", "uint64_t head = megaio_sys_u64(q.header->claim_head).load(cuda::memory_order_acquire);\n\treturn",
+			"uint64_t head = megaio_sys_u64(q.header->claim_head).load(cuda::memory_order_relaxed);\n\treturn", "check_stopped_before"},
+		{"system-scope ticket CAS", "megaio_dev_u64 next(q.side->next_ticket), seen_ref(q.side->claim_seen);",
+			"megaio_sys_u64 next(q.side->next_ticket);\n\tmegaio_dev_u64 seen_ref(q.side->claim_seen);", "check_take_ticket"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
