@@ -1,8 +1,16 @@
 package megaio
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/megaio/megaio/internal/cproducer"
 )
@@ -83,4 +91,249 @@ func testCProducersManyInFlight(t *testing.T, be BackendKind) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("C producers with %d tickets in flight each on a ring of 8 made no progress in 60 s: deadlock", depth)
 	}
+}
+
+// TestManyProducerThreadsFewCores: eight C producer threads on a machine
+// with fewer cores, each with a few tickets in flight: the waits back off
+// (spin, then sched_yield), so the loop keeps its CPU and all complete.
+func TestManyProducerThreadsFewCores(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		const threads, per, depth = 8, 600, 4
+		h := newHarness(t, QueueConfig{Capacity: 8}, Config{Backend: be}, 4096)
+		ids, err := h.p.ReserveCompletions(threads * depth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		var n uint64
+		go func() {
+			var err error
+			n, err = cproducer.RunMany(h.q.Memory(), h.p.Memory(), ids, threads, per, depth)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil || n != threads*per {
+				t.Fatalf("%d of %d served: %v", n, threads*per, err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%d C producer threads made no progress in 60 s", threads)
+		}
+	})
+}
+
+// TestBadCompletionID: a request naming a completion id outside the table
+// is not run, is counted (Stats and the header's diagnosis line), and the
+// loop goes on; the C and Go producer functions refuse such an id.
+func TestBadCompletionID(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		h := newHarness(t, QueueConfig{Capacity: 8, Completions: 16}, Config{Backend: be}, 4096)
+		path, _ := patternFile(t, tmpfsDir(t), 4096, 3)
+		fh := h.register(path, os.O_RDWR)
+		copy(h.buf.Bytes(), "must not reach the file")
+		bad := h.p.publishWithID(&requestSlot{op: OpWrite, file: uint32(fh), dest: uint32(h.dest), length: 23}, 16)
+		if got := h.do(Request{Op: OpNop}); got != 0 {
+			t.Fatalf("NOP after the bad id = %d", got)
+		}
+		if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if st := h.l.Stats(); st.BadIDs != 1 || st.Completed != 1 || st.Requests[OpWrite] != 0 {
+			t.Errorf("BadIDs %d, Completed %d, WRITEs %d; want 1, 1, 0", st.BadIDs, st.Completed, st.Requests[OpWrite])
+		}
+		if h.q.hdr.badIDs != 1 || h.q.hdr.lastBadSeq != bad+1 {
+			t.Errorf("header: bad_ids %d, last_bad_seq %d; want 1, %d", h.q.hdr.badIDs, h.q.hdr.lastBadSeq, bad+1)
+		}
+		if b, _ := os.ReadFile(path); strings.HasPrefix(string(b), "must not") {
+			t.Error("the request with a bad completion id was run")
+		}
+		if err := h.l.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if r := cproducer.TrySubmit(h.q.Memory(), h.p.Memory(), 16); r != -int(unix.EINVAL) {
+			t.Errorf("megaio_host_try_submit with id 16 of 16 = %d, want -EINVAL", r)
+		}
+	})
+}
+
+// TestRingFull: with no loop claiming, a ring of 4 takes 4 tickets; then
+// TrySubmit fails with ErrFull, megaio_host_try_submit with -EAGAIN, and
+// nothing is published.
+func TestRingFull(t *testing.T) {
+	q, err := NewQueue(QueueConfig{Capacity: 4, FirstTicket: ^uint64(0) - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	p, _ := q.HostProducer()
+	for i := 0; i < 4; i++ {
+		if _, err := p.TrySubmit(Request{Op: OpNop}); err != nil {
+			t.Fatalf("TrySubmit %d: %v", i, err)
+		}
+	}
+	if _, err := p.TrySubmit(Request{Op: OpNop}); !errors.Is(err, ErrFull) {
+		t.Fatalf("TrySubmit into a full ring = %v, want ErrFull", err)
+	}
+	if r := cproducer.TrySubmit(q.Memory(), p.Memory(), 100); r != -int(unix.EAGAIN) {
+		t.Errorf("megaio_host_try_submit into a full ring = %d, want -EAGAIN", r)
+	}
+	if got, want := p.side.nextTicket, q.hdr.firstTicket+4; got != want {
+		t.Errorf("next ticket %#x after 4 submits: a refused submit took a ticket", got)
+	}
+	q2, _ := NewQueue(QueueConfig{Capacity: 8})
+	defer q2.Close()
+	p2, _ := q2.HostProducer()
+	if n := cproducer.FillRing(q2.Memory(), p2.Memory(), 0); n != 8 {
+		t.Errorf("megaio_host_try_submit filled %d slots of 8", n)
+	}
+}
+
+// TestCompletionIDs: Submit fails with ErrBusy when every id is held, Do
+// waits for one instead, and a ticket polled to completion cannot be
+// polled again.
+func TestCompletionIDs(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 8, Completions: 3}, Config{}, 4096)
+	var held []Ticket
+	for i := 0; i < 3; i++ {
+		tk, err := h.p.Submit(Request{Op: OpNop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, tk)
+	}
+	if _, err := h.p.Submit(Request{Op: OpNop}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Submit with every id held = %v, want ErrBusy", err)
+	}
+	did := make(chan error, 1)
+	go func() { _, err := h.p.Do(Request{Op: OpNop}); did <- err }()
+	if res, err := h.p.Wait(held[1]); err != nil || res != 0 {
+		t.Fatalf("Wait: %d, %v", res, err)
+	}
+	if err := <-did; err != nil {
+		t.Fatalf("Do once an id was free: %v", err)
+	}
+	if _, _, err := h.p.Poll(held[1]); !errors.Is(err, ErrUnknownTicket) {
+		t.Errorf("second Poll of a collected ticket = %v, want ErrUnknownTicket", err)
+	}
+	for _, tk := range []Ticket{held[0], held[2]} {
+		if res, err := h.p.Wait(tk); err != nil || res != 0 {
+			t.Fatalf("Wait: %d, %v", res, err)
+		}
+	}
+}
+
+// TestRecordsExhausted: with both of the loop's records held by READs that
+// do not return, further READs wait in the loop's own list (their slots
+// freed), NOPs flow around them for many laps, and everything completes
+// with the right bytes once the slow READs return.
+func TestRecordsExhausted(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		h := newHarness(t, QueueConfig{Capacity: 8}, Config{Backend: be, MaxInflight: 2}, 4096)
+		path, data := patternFile(t, tmpfsDir(t), 4096, 5)
+		fh := h.register(path, os.O_RDONLY)
+		var slow []Ticket
+		var writers []*os.File
+		for i := 0; i < 2; i++ {
+			pf, w := h.pipe()
+			tk, err := h.p.Submit(Request{Op: OpRead, File: pf, Dest: h.dest, DestOffset: uint64(2048 + i), Length: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slow, writers = append(slow, tk), append(writers, w)
+		}
+		eventually(t, "both slow READs in flight", func() bool { return h.l.Stats().Requests[OpRead] == 2 })
+		var queued []Ticket
+		for i := 0; i < 2; i++ {
+			tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, FileOffset: uint64(i) * 1024,
+				DestOffset: uint64(i) * 1024, Length: 1024})
+			if err != nil {
+				t.Fatal(err)
+			}
+			queued = append(queued, tk)
+		}
+		for i := 0; i < 8*12; i++ {
+			if got := h.do(Request{Op: OpNop}); got != 0 {
+				t.Fatalf("NOP %d = %d", i, got)
+			}
+		}
+		if st := h.l.Stats(); st.Waited != 2 {
+			t.Errorf("Stats.Waited = %d, want 2", st.Waited)
+		}
+		for i, w := range writers {
+			w.Write([]byte{byte('a' + i)})
+		}
+		for i, tk := range append(slow, queued...) {
+			want := Result(1)
+			if i >= 2 {
+				want = 1024
+			}
+			if res, err := h.p.Wait(tk); err != nil || res != want {
+				t.Fatalf("READ %d: %d, %v; want %d", i, res, err, want)
+			}
+		}
+		if b := h.buf.Bytes(); !bytes.Equal(b[:2048], data[:2048]) || string(b[2048:2050]) != "ab" {
+			t.Error("wrong bytes")
+		}
+	})
+}
+
+// TestStopWhileSubmitWaits: a producer waiting in Submit for ring space
+// when Stop begins gets ErrStopped (no ticket taken), or a ticket that the
+// stopping loop answers with -ECANCELED or leaves unserved (ErrStopped
+// from Wait); it never waits forever.
+func TestStopWhileSubmitWaits(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		h := newHarness(t, QueueConfig{Capacity: 4}, Config{Backend: be, MaxInflight: 1}, 4096)
+		pf, w := h.pipe()
+		read := Request{Op: OpRead, File: pf, Dest: h.dest, Length: 1}
+		var tickets []Ticket
+		// One READ holds the record, one waits in the loop's list, four
+		// fill the ring.
+		for i := 0; i < 6; i++ {
+			tk, err := h.p.Submit(read)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tickets = append(tickets, tk)
+			if i < 2 {
+				eventually(t, "the claim", func() bool { return atomic.LoadUint64(&h.q.hdr.claimHead) == tk.n+1 })
+			}
+		}
+		type out struct {
+			tk  Ticket
+			err error
+		}
+		blocked := make(chan out, 1)
+		go func() { tk, err := h.p.Submit(read); blocked <- out{tk, err} }()
+		select {
+		case o := <-blocked:
+			t.Fatalf("Submit into a full ring returned at once: %v", o.err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		stopped := make(chan error, 1)
+		go func() { stopped <- h.l.Stop(context.Background()) }()
+		var o out
+		select {
+		case o = <-blocked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Submit still waits 10 s after Stop began")
+		}
+		w.Write([]byte("x")) // the READ in flight returns, so Stop can end
+		if err := <-stopped; err != nil {
+			t.Fatal(err)
+		}
+		if o.err != nil {
+			if !errors.Is(o.err, ErrStopped) {
+				t.Fatalf("Submit = %v, want ErrStopped", o.err)
+			}
+		} else if res, err := h.p.Wait(o.tk); !errors.Is(err, ErrStopped) && !errors.Is(res.Err(), unix.ECANCELED) {
+			t.Fatalf("the ticket Submit got: %d, %v; want -ECANCELED or ErrStopped", res, err)
+		}
+		for i, tk := range tickets {
+			res, err := h.p.Wait(tk)
+			if err != nil || (i > 0 && !errors.Is(res.Err(), unix.ECANCELED)) || (i == 0 && res != 1) {
+				t.Errorf("ticket %d: %d, %v", i, res, err)
+			}
+		}
+	})
 }
