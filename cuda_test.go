@@ -302,9 +302,9 @@ func TestGPUWarp2D(t *testing.T) {
 
 // TestGPUStopRestart: 256 GPU threads send NOPs one at a time while the
 // host stops and restarts the loop 30 times. Every NOP completes with 0,
-// the kernel ends (no slot's turn is lost), and no -ESHUTDOWN answer is
+// the kernel ends (no ticket is lost across a stop), and no -ESHUTDOWN answer is
 // given for a ticket the loop had served (megaio_dev_wait reads state and
-// stop_head with acquire and re-checks done, as megaio_host_poll does).
+// claim_head with acquire and re-checks done, as megaio_host_poll does).
 func TestGPUStopRestart(t *testing.T) {
 	g := requireGPU(t)
 	h, m, side := gpuHarness(t, g, Config{}, 4096)

@@ -24,7 +24,7 @@
 //
 // Results are bytes transferred or a negative errno (Result.Err turns one
 // into an error that errors.Is can match against unix.EBADF and friends).
-// A bad request fails its own slot and never stops the loop; a short
+// A bad request fails its own completion and never stops the loop; a short
 // transfer is continued until the full length or EOF, so a READ result
 // below its length means EOF. See include/megaio.h for the errno table.
 //

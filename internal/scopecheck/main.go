@@ -1,7 +1,7 @@
 // Command scopecheck checks, in the PTX and SASS that nvcc generated, that
 // the device protocol orders its accesses to the mapped queue as
 // include/megaio.h argues: publications and completion reads are
-// system-scope release stores and acquire loads, turn words device scope,
+// system-scope release stores and acquire loads, the producer side device scope,
 // and no step does an atomic read-modify-write at system scope (PCIe does
 // not make one atomic for the host).
 //

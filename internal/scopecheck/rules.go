@@ -4,7 +4,7 @@ package main
 // the device protocol. Each names, for PTX, how many memory instructions of
 // each class the kernel may hold ([min, max]; a class not named must not
 // appear at all), and for SASS the same for the machine instructions that
-// carry the ordering. Why each is what it is: include/megaio.h (P1..P6) and
+// carry the ordering. Why each is what it is: include/megaio.h (P1..P5) and
 // include/megaio_device.cuh.
 
 // many is an open upper bound.
