@@ -220,6 +220,7 @@ func TestCompletionIDs(t *testing.T) {
 			t.Fatalf("Wait: %d, %v", res, err)
 		}
 	}
+	checkIDPool(t, h.p)
 }
 
 // TestRecordsExhausted: with both of the loop's records held by READs that
@@ -316,7 +317,9 @@ func TestStopWhileSubmitWaits(t *testing.T) {
 		select {
 		case o = <-blocked:
 		case <-time.After(10 * time.Second):
-			t.Fatal("Submit still waits 10 s after Stop began")
+			t.Fatalf("Submit still waits 10 s after Stop began (claim_head %d, next ticket %d, claim_seen %d, state %d)",
+				atomic.LoadUint64(&h.q.hdr.claimHead), atomic.LoadUint64(&h.p.side.nextTicket),
+				atomic.LoadUint64(&h.p.side.claimSeen), atomic.LoadUint32(&h.q.hdr.state))
 		}
 		w.Write([]byte("x")) // the READ in flight returns, so Stop can end
 		if err := <-stopped; err != nil {
@@ -335,5 +338,6 @@ func TestStopWhileSubmitWaits(t *testing.T) {
 				t.Errorf("ticket %d: %d, %v", i, res, err)
 			}
 		}
+		checkIDPool(t, h.p) // Submit's retries on a full ring used one id, and gave it back once
 	})
 }

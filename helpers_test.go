@@ -187,9 +187,19 @@ func (p *HostProducer) publish(req *requestSlot) Ticket {
 		panic("publish: no free completion id")
 	}
 	t := p.takeIgnoringStop()
-	p.ids.owner[id].Store(t + 1)
+	atomic.StoreUint64(&p.ids.owner[id], t+1)
 	p.fill(t, id, req)
 	return Ticket{n: t, id: id}
+}
+
+// fill writes req into ticket t's slot as it is, with completion id id, and
+// publishes it (P3, P4).
+func (p *HostProducer) fill(t uint64, id uint32, req *requestSlot) {
+	slot := &p.q.slots[t&p.q.mask]
+	slot.op, slot.flags, slot.file, slot.dest, slot.completion = req.op, req.flags, req.file, req.dest, id
+	slot.fileOffset, slot.destOffset, slot.length = req.fileOffset, req.destOffset, req.length
+	slot.tag, slot.reserved1 = req.tag, req.reserved1
+	atomic.StoreUint64(&slot.seq, t+1)
 }
 
 // publishWithID publishes req with completion id id as it is, even one
@@ -210,5 +220,30 @@ func (p *HostProducer) takeIgnoringStop() uint64 {
 			return n
 		}
 		runtime.Gosched()
+	}
+}
+
+// checkIDPool fails the test unless the pool holds every completion id
+// exactly once (call it when no request of p is in flight).
+func checkIDPool(t testing.TB, p *HostProducer) {
+	t.Helper()
+	seen := make(map[uint32]bool)
+	var ids []uint32
+	for {
+		id, ok := p.ids.get()
+		if !ok {
+			break
+		}
+		if seen[id] {
+			t.Errorf("completion id %d is in the pool twice", id)
+		}
+		seen[id] = true
+		ids = append(ids, id)
+	}
+	if len(ids) != len(p.q.comps) {
+		t.Errorf("the pool holds %d ids, want all %d", len(ids), len(p.q.comps))
+	}
+	for _, id := range ids {
+		p.ids.put(id)
 	}
 }

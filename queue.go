@@ -19,7 +19,7 @@ import (
 const (
 	abiMagic       = 0x3251454f4947454d
 	abiVersion     = 2
-	headerSize     = 192
+	headerSize     = 256
 	slotSize       = 64
 	completionSize = 16
 	minCapacity    = 2
@@ -48,12 +48,14 @@ type queueHeader struct {
 	completionsOffset uint64
 	flags             uint32
 	_                 uint32
-	// line 1: written by the loop
+	// line 1: written by the loop when it starts and stops
+	state uint32 // stored (atomically) after claimHead
+	_     uint32
+	_     [7]uint64
+	// line 2: written by the loop after each batch of claims
 	claimHead uint64 // every ticket below it was claimed (L1)
-	state     uint32 // stored (atomically) after claimHead
-	_         uint32
-	_         [6]uint64
-	// line 2: written by the loop, read by people
+	_         [7]uint64
+	// line 3: written by the loop, read by people
 	badIDs     uint64 // requests dropped for a completion id out of range
 	lastBadSeq uint64
 	_          [6]uint64
@@ -181,6 +183,9 @@ type Queue struct {
 	// head is the next ticket the loop claims (L1). Only the loop serving
 	// the queue touches it; it outlives a Stop so a restart resumes there.
 	head uint64
+	// claimPublished is the claim_head last stored in the header; the loop
+	// serving the queue owns it too.
+	claimPublished uint64
 
 	mu     sync.Mutex
 	loop   *Loop         // the loop attached, if any
@@ -260,7 +265,8 @@ func AttachQueue(mem []byte) (*Queue, error) {
 		return nil, fmt.Errorf("%w: %d bytes or offsets do not fit capacity %d and %d completions", ErrBadQueue,
 			len(mem), c, nc)
 	}
-	q := &Queue{mem: mem, hdr: h, mask: uint64(c) - 1, head: atomic.LoadUint64(&h.claimHead)}
+	head := atomic.LoadUint64(&h.claimHead)
+	q := &Queue{mem: mem, hdr: h, mask: uint64(c) - 1, head: head, claimPublished: head}
 	q.slots = unsafe.Slice((*requestSlot)(unsafe.Pointer(&mem[h.slotsOffset])), c)
 	q.comps = unsafe.Slice((*completion)(unsafe.Pointer(&mem[h.completionsOffset])), nc)
 	return q, nil
@@ -434,11 +440,14 @@ func (p *HostProducer) Submit(r Request) (Ticket, error) {
 		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
 			len(p.q.comps))
 	}
-	req := r.slot()
 	var w waitSteps
 	for {
-		t, err := p.submitWith(id, &req)
-		if err == nil || !errors.Is(err, ErrFull) {
+		t, err := p.submitWith(id, &r)
+		switch {
+		case err == nil:
+			return t, nil
+		case !errors.Is(err, ErrFull):
+			p.ids.put(id)
 			return t, err
 		}
 		w.step()
@@ -453,37 +462,29 @@ func (p *HostProducer) TrySubmit(r Request) (Ticket, error) {
 		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
 			len(p.q.comps))
 	}
-	req := r.slot()
-	return p.submitWith(id, &req)
-}
-
-func (r *Request) slot() requestSlot {
-	return requestSlot{op: r.Op, file: uint32(r.File), dest: uint32(r.Dest), fileOffset: r.FileOffset,
-		destOffset: r.DestOffset, length: r.Length, tag: r.Tag}
-}
-
-// submitWith takes a ticket and publishes req (every field but seq and
-// completion) with completion id id, which it gives back to the pool on
-// error.
-func (p *HostProducer) submitWith(id uint32, req *requestSlot) (Ticket, error) {
-	t, err := p.takeTicket()
+	t, err := p.submitWith(id, &r)
 	if err != nil {
 		p.ids.put(id)
-		return Ticket{}, err
 	}
-	p.ids.owner[id].Store(t + 1)
-	p.fill(t, id, req)
-	return Ticket{n: t, id: id}, nil
+	return t, err
 }
 
-// fill writes req into ticket t's slot with completion id id and publishes
-// it (P3, P4).
-func (p *HostProducer) fill(t uint64, id uint32, req *requestSlot) {
-	slot := &p.q.slots[t&p.q.mask] // ours alone until we publish
-	slot.op, slot.flags, slot.file, slot.dest, slot.completion = req.op, req.flags, req.file, req.dest, id
-	slot.fileOffset, slot.destOffset, slot.length = req.fileOffset, req.destOffset, req.length
-	slot.tag, slot.reserved1 = req.tag, req.reserved1
+// submitWith takes a ticket and publishes r with completion id id. On error
+// the id stays the caller's.
+func (p *HostProducer) submitWith(id uint32, r *Request) (Ticket, error) {
+	t, err := p.takeTicket()
+	if err != nil {
+		return Ticket{}, err
+	}
+	// A plain store: whoever polls this ticket got it from us, and the
+	// id's previous holder let go of it (Poll's compare-and-swap, then
+	// put) before get handed it to us.
+	p.ids.owner[id] = t + 1
+	slot := &p.q.slots[t&p.q.mask] // P3: ours alone until we publish
+	slot.op, slot.flags, slot.file, slot.dest, slot.completion = r.Op, 0, uint32(r.File), uint32(r.Dest), id
+	slot.fileOffset, slot.destOffset, slot.length, slot.tag, slot.reserved1 = r.FileOffset, r.DestOffset, r.Length, r.Tag, 0
 	atomic.StoreUint64(&slot.seq, t+1) // P4: publishes the fields above
+	return Ticket{n: t, id: id}, nil
 }
 
 // takeTicket is P1 (megaio_host_take_ticket): it takes the next ticket if
@@ -526,7 +527,7 @@ func (p *HostProducer) takeTicket() (uint64, error) {
 // starts on the queue.
 func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 	q := p.q
-	if int(t.id) >= len(q.comps) || p.ids.owner[t.id].Load() != t.n+1 {
+	if int(t.id) >= len(q.comps) || atomic.LoadUint64(&p.ids.owner[t.id]) != t.n+1 {
 		return 0, false, fmt.Errorf("%w: ticket %d (completion id %d)", ErrUnknownTicket, t.n, t.id)
 	}
 	c := &q.comps[t.id]
@@ -543,7 +544,7 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 		}
 	}
 	res = Result(atomic.LoadInt64(&c.result))
-	if !p.ids.owner[t.id].CompareAndSwap(t.n+1, 0) {
+	if !atomic.CompareAndSwapUint64(&p.ids.owner[t.id], t.n+1, 0) {
 		return 0, false, fmt.Errorf("%w: ticket %d was collected by another caller", ErrUnknownTicket, t.n)
 	}
 	p.ids.put(t.id)
@@ -608,42 +609,73 @@ func (w *waitSteps) step() {
 	}
 }
 
-// idPool lends completion ids: a lock-free stack (Treiber's) of free ids,
-// with a generation count in the head word's top half against ABA, and the
-// ticket each lent id belongs to, so that an id goes back exactly once.
+// idPool lends completion ids: a bounded lock-free FIFO queue of free ids
+// (Vyukov's, each cell's sequence word saying whose turn the cell is), and
+// the ticket each lent id belongs to, so that an id goes back exactly once.
+//
+// FIFO, not a stack: ids are reused least recently released first, so
+// consecutive requests use consecutive completions, as ABI v1's slots did.
+// A stack reuses the ids of the last few requests, whose completions share
+// a few cache lines: the loop then writes one completion of a line while
+// the producer polls its neighbour (false sharing), which cost 10-25% of the
+// NOP round-trip rate in the benchmarks.
 type idPool struct {
-	head  atomic.Uint64   // generation<<32 | (top id + 1); low half 0 when empty
-	next  []uint32        // next[i]: the id below i on the stack, plus 1 (0: none)
-	owner []atomic.Uint64 // owner[i]: ticket + 1 of the request holding id i, or 0
+	cells []idCell
+	mask  uint64
+	_     [56]byte      // deq and enq on lines of their own
+	deq   atomic.Uint64 // next cell to take an id from
+	_     [56]byte
+	enq   atomic.Uint64 // next cell to put an id into
+	_     [56]byte
+	owner []uint64 // owner[i]: ticket + 1 of the request holding id i, or 0
+}
+
+// idCell holds a free id when seq == its position + 1, and is free for a
+// put at position pos when seq == pos.
+type idCell struct {
+	seq atomic.Uint64
+	id  uint32
 }
 
 func newIDPool(n int) *idPool {
-	p := &idPool{next: make([]uint32, n), owner: make([]atomic.Uint64, n)}
-	for i := n - 1; i >= 0; i-- { // id 0 on top
+	size := uint64(ceilPow2(uint32(n)))
+	p := &idPool{cells: make([]idCell, size), mask: size - 1, owner: make([]uint64, n)}
+	for i := range p.cells {
+		p.cells[i].seq.Store(uint64(i))
+	}
+	for i := 0; i < n; i++ {
 		p.put(uint32(i))
 	}
 	return p
 }
 
+// get takes the least recently released free id.
 func (p *idPool) get() (uint32, bool) {
 	for {
-		h := p.head.Load()
-		top := uint32(h)
-		if top == 0 {
-			return 0, false
-		}
-		below := atomic.LoadUint32(&p.next[top-1])
-		if p.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(below)) {
-			return top - 1, true
+		pos := p.deq.Load()
+		c := &p.cells[pos&p.mask]
+		switch seq := c.seq.Load(); {
+		case seq == pos+1:
+			if p.deq.CompareAndSwap(pos, pos+1) {
+				id := c.id
+				c.seq.Store(pos + p.mask + 1) // free for the put a lap later
+				return id, true
+			}
+		case int64(seq-(pos+1)) < 0:
+			return 0, false // empty
 		}
 	}
 }
 
+// put returns id to the pool. The pool holds at most every id once, so a
+// cell is always free.
 func (p *idPool) put(id uint32) {
 	for {
-		h := p.head.Load()
-		atomic.StoreUint32(&p.next[id], uint32(h))
-		if p.head.CompareAndSwap(h, (h>>32+1)<<32|uint64(id+1)) {
+		pos := p.enq.Load()
+		c := &p.cells[pos&p.mask]
+		if c.seq.Load() == pos && p.enq.CompareAndSwap(pos, pos+1) {
+			c.id = id
+			c.seq.Store(pos + 1)
 			return
 		}
 	}

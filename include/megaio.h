@@ -47,8 +47,9 @@
  * LLVM libc's GPU RPC ports.
  *
  *   header line 0 (config)     loop's owner, once, before producers start
- *   header line 1 (state)      loop: claim_head and state
- *   header line 2 (diagnosis)  loop: requests it could not complete
+ *   header line 1 (state)      loop, when it starts and stops
+ *   header line 2 (claim_head) loop, as its claims advance (L1)
+ *   header line 3 (diagnosis)  loop: requests it could not complete
  *   request slot s             the producer holding the slot's ticket, until
  *                              it publishes (P4); then nobody writes it until
  *                              the loop's claim_head passes it
@@ -83,8 +84,11 @@
  * Loop (claims in ticket order; head is the next ticket to claim)
  *   L1  if acquire(slot[head & mask].seq) == head + 1: copy the request out,
  *       head += 1. Otherwise nothing new: an idle poll reads this one cache
- *       line and no other. After a batch of claims:
- *       release(claim_head = head), which frees the slots claimed.
+ *       line and no other. Then release(claim_head = head), which frees the
+ *       slots claimed, whenever a quarter of the ring was claimed since the
+ *       last such store, or a poll found nothing new. (A producer that sees
+ *       the ring full waits at most until the loop has claimed a quarter of
+ *       it, or caught up.)
  *   L2  run the request (any order, any duration)
  *   L3  completion[c].result = bytes or -errno; release(completion[c].done = t + 1)
  *
@@ -211,7 +215,7 @@ extern "C" {
 
 #define MEGAIO_MAGIC UINT64_C(0x3251454f4947454d) /* "MEGIOEQ2" read as little-endian bytes */
 #define MEGAIO_ABI_VERSION 2u
-#define MEGAIO_HEADER_SIZE 192u
+#define MEGAIO_HEADER_SIZE 256u
 #define MEGAIO_SLOT_SIZE 64u
 #define MEGAIO_COMPLETION_SIZE 16u
 #define MEGAIO_MIN_CAPACITY 2u
@@ -266,13 +270,19 @@ typedef struct megaio_queue_header {
 	uint32_t flags;              /* 0 */
 	uint32_t reserved0;
 
-	/* Line 1, state: written by the loop, read by producers. */
-	uint64_t claim_head; /* every ticket below it was claimed; stored with release */
-	uint32_t state;      /* MEGAIO_STATE_*; stored with release after claim_head */
+	/* Line 1, state: written by the loop when it starts and stops; read by
+	 * host producers on every submit, so it changes rarely. */
+	uint32_t state; /* MEGAIO_STATE_*; stored with release after claim_head */
 	uint32_t reserved1;
-	uint64_t reserved2[6];
+	uint64_t reserved2[7];
 
-	/* Line 2, diagnosis: written by the loop, read by people. */
+	/* Line 2, the claim head: written by the loop after each batch of
+	 * claims; read by producers only when their cached copy says the ring
+	 * is full. */
+	uint64_t claim_head; /* every ticket below it was claimed; stored with release */
+	uint64_t reserved4[7];
+
+	/* Line 3, diagnosis: written by the loop, read by people. */
 	uint64_t bad_ids;      /* requests dropped for a completion id >= completions */
 	uint64_t last_bad_seq; /* the seq (ticket + 1) of the last of them; 0 if none */
 	uint64_t reserved3[6];
@@ -308,9 +318,9 @@ typedef struct megaio_producer_side {
 } megaio_producer_side;
 
 MEGAIO_STATIC_ASSERT(sizeof(megaio_queue_header) == MEGAIO_HEADER_SIZE, "header size");
-MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, claim_head) == 64, "state on its own line");
-MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, state) == 72, "state");
-MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, bad_ids) == 128, "diagnosis on its own line");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, state) == 64, "state on its own line");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, claim_head) == 128, "claim_head on its own line");
+MEGAIO_STATIC_ASSERT(offsetof(megaio_queue_header, bad_ids) == 192, "diagnosis on its own line");
 MEGAIO_STATIC_ASSERT(sizeof(megaio_request) == MEGAIO_SLOT_SIZE, "slot size");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, seq) == 0, "seq first");
 MEGAIO_STATIC_ASSERT(offsetof(megaio_request, op) == 8, "op");

@@ -2,6 +2,10 @@
 // (include/megaio.h) from C threads, for the package's tests: cgo is not
 // allowed in _test.go files. It also reports the C layout of the ABI so the
 // Go mirrors can be checked against the header itself.
+//
+// megaio.h in this directory is a symbolic link to include/megaio.h: the go
+// command hashes the headers of a package's own directory, so an edit of
+// the header rebuilds this package instead of testing a stale layout.
 package cproducer
 
 /*
