@@ -52,7 +52,7 @@ type queueHeader struct {
 	state uint32 // stored (atomically) after claimHead
 	_     uint32
 	_     [7]uint64
-	// line 2: written by the loop after each batch of claims
+	// line 2: written by the loop as its claims advance (L1)
 	claimHead uint64 // every ticket below it was claimed (L1)
 	_         [7]uint64
 	// line 3: written by the loop, read by people
@@ -609,9 +609,11 @@ func (w *waitSteps) step() {
 	}
 }
 
-// idPool lends completion ids: a bounded lock-free FIFO queue of free ids
-// (Vyukov's, each cell's sequence word saying whose turn the cell is), and
-// the ticket each lent id belongs to, so that an id goes back exactly once.
+// idPool lends completion ids: the id last put back (hot, one exchange each
+// way: a goroutine that collects and submits again reuses its own id), a
+// bounded lock-free FIFO queue of the other free ids (Vyukov's, each cell's
+// sequence word saying whose turn the cell is), and the ticket each lent id
+// belongs to, so that an id goes back exactly once.
 //
 // FIFO, not a stack: ids are reused least recently released first, so
 // consecutive requests use consecutive completions, as ABI v1's slots did.
@@ -628,6 +630,8 @@ type idPool struct {
 	enq   atomic.Uint64 // next cell to put an id into
 	_     [56]byte
 	owner []uint64 // owner[i]: ticket + 1 of the request holding id i, or 0
+	_     [40]byte
+	hot   atomic.Uint64 // the id last put back, plus 1 (0: none), outside the queue
 }
 
 // idCell holds a free id when seq == its position + 1, and is free for a
@@ -644,13 +648,17 @@ func newIDPool(n int) *idPool {
 		p.cells[i].seq.Store(uint64(i))
 	}
 	for i := 0; i < n; i++ {
-		p.put(uint32(i))
+		p.enqueue(uint32(i))
 	}
 	return p
 }
 
-// get takes the least recently released free id.
+// get takes the id last put back if it is still there, else the least
+// recently released free id.
 func (p *idPool) get() (uint32, bool) {
+	if v := p.hot.Swap(0); v != 0 {
+		return uint32(v - 1), true
+	}
 	for {
 		pos := p.deq.Load()
 		c := &p.cells[pos&p.mask]
@@ -667,9 +675,17 @@ func (p *idPool) get() (uint32, bool) {
 	}
 }
 
-// put returns id to the pool. The pool holds at most every id once, so a
-// cell is always free.
+// put returns id to the pool: it becomes the hot id, and the hot id it
+// replaces, if any, goes to the queue.
 func (p *idPool) put(id uint32) {
+	if old := p.hot.Swap(uint64(id) + 1); old != 0 {
+		p.enqueue(uint32(old - 1))
+	}
+}
+
+// enqueue adds id to the queue. The pool holds at most every id once, so a
+// cell is always free.
+func (p *idPool) enqueue(id uint32) {
 	for {
 		pos := p.enq.Load()
 		c := &p.cells[pos&p.mask]

@@ -118,20 +118,22 @@
  * differences of P1 never overflow. A queue may start at any ticket, e.g.
  * just below 2^32 or 2^64 to test wrap-around.
  *
- * A wait never depends on another producer: P1 waits only for the loop to
- * claim (it claims every published request, in order, while it runs), P5
- * only for the loop to complete. A producer that holds a ticket publishes it
- * without waiting (P3, P4), so the loop's next claim never waits for a slow
- * producer for long. Waits should back off: spin a little, then yield (on a
- * host) or __nanosleep (on a GPU), so more producers than cores do not starve
- * the loop.
+ * A wait never depends on another producer collecting anything: P1 waits
+ * only for the loop to claim (it claims every published request, in order,
+ * while it runs), P5 only for the loop to complete. The one thing a producer
+ * may wait on from another is the few plain stores between that producer's
+ * P1 and P4: the loop claims in ticket order, so a host thread descheduled
+ * right after taking its ticket delays the claims behind it until it runs
+ * again. It waits for nothing itself, so it always gets there. Waits should
+ * back off: spin a little, then yield (on a host) or __nanosleep (on a GPU),
+ * so more producers than cores do not starve the loop.
  *
  * ------------------------------------------------------------------------
  * What the loop does with what it claims
  * ------------------------------------------------------------------------
  * The loop validates every field a producer wrote. A request whose
  * completion id is outside the table cannot be answered: the loop runs
- * nothing for it, counts it (header line 2 and the loop's statistics) and
+ * nothing for it, counts it (header line 3 and the loop's statistics) and
  * goes on; its issuer, which broke the contract, never sees a result. The
  * producer functions below and in megaio_device.cuh refuse such an id before
  * publishing. Every other fault is answered in the request's completion, and
