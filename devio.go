@@ -91,8 +91,8 @@ type devEngine struct {
 	cs      *copyStream
 	chunks  chunkPool
 	bounce  []bouncePiece
-	copying fifo // chunks with a copy queued, in stream order
-	waiting fifo // records with pieces left to issue
+	copying fifo[uint32] // chunks with a copy queued, in stream order
+	waiting fifo[uint32] // records with pieces left to issue
 
 	gdsErr  error // why GDS is off; nil when on
 	batches []gdsBatchState
@@ -159,8 +159,8 @@ func (l *Loop) devSetup(g *GPU) error {
 	}
 	e.chunks = newChunkPool(cfg.StagingChunks)
 	e.bounce = make([]bouncePiece, cfg.StagingChunks)
-	e.copying = newFIFO(cfg.StagingChunks)
-	e.waiting = newFIFO(len(l.recs))
+	e.copying = newFIFO[uint32](cfg.StagingChunks)
+	e.waiting = newFIFO[uint32](len(l.recs))
 	e.gdsErr = fmt.Errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
 	if cfg.Path != DevicePathBounce {
 		e.gdsErr = e.setupGDS()
@@ -705,8 +705,8 @@ func (l *Loop) devFail() {
 	}
 	e.open, e.gdsOut = -1, 0
 	e.chunks = newChunkPool(e.cfg.StagingChunks)
-	e.copying = newFIFO(e.cfg.StagingChunks)
-	e.waiting = newFIFO(len(l.recs))
+	e.copying = newFIFO[uint32](e.cfg.StagingChunks)
+	e.waiting = newFIFO[uint32](len(l.recs))
 }
 
 // devBusy: copies are queued (they finish in microseconds: keep polling).

@@ -152,10 +152,10 @@ type Loop struct {
 	gpu        *GPU       // set by MapForGPU
 	dev        *devEngine // device destinations (devio.go), from the first device buffer
 	recs       []record
-	free       []uint32    // free record indices
-	pending    fifo        // records waiting for a slot in the SQE batch
-	waiting    claimedFIFO // claimed requests waiting for a record
-	inflight   int         // records in the backends, both lanes
+	free       []uint32      // free record indices
+	pending    fifo[uint32]  // records waiting for a slot in the SQE batch
+	waiting    fifo[claimed] // claimed requests waiting for a record
+	inflight   int           // records in the backends, both lanes
 	fence      fences
 	st         counters
 	bo         backoff
@@ -260,8 +260,8 @@ func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*
 	for i := range l.free {
 		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
 	}
-	l.pending = newFIFO(cfg.MaxInflight)
-	l.waiting = newClaimedFIFO(cfg.MaxInflight)
+	l.pending = newFIFO[uint32](cfg.MaxInflight)
+	l.waiting = newFIFO[claimed](cfg.MaxInflight)
 	for i := range l.lanes {
 		l.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
 		l.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
@@ -923,38 +923,24 @@ func (l *Loop) Close() error {
 	return err
 }
 
-// fifo is a fixed ring of record indices.
-type fifo struct {
-	buf        []uint32
+// fifo is a fixed ring: of record indices (the loop's pending records,
+// the device engine's queues) or of claimed requests (l.waiting).
+type fifo[T any] struct {
+	buf        []T
 	head, tail uint64
 }
 
-func newFIFO(n int) fifo        { return fifo{buf: make([]uint32, ceilPow2(uint32(n)))} }
-func (f *fifo) len() int        { return int(f.tail - f.head) }
-func (f *fifo) push(i uint32)   { f.buf[f.tail&uint64(len(f.buf)-1)] = i; f.tail++ }
-func (f *fifo) pop() (i uint32) { i = f.peek(); f.head++; return i }
-func (f *fifo) peek() uint32    { return f.buf[f.head&uint64(len(f.buf)-1)] }
+func newFIFO[T any](n int) fifo[T] { return fifo[T]{buf: make([]T, ceilPow2(uint32(n)))} }
+func (f *fifo[T]) len() int        { return int(f.tail - f.head) }
+func (f *fifo[T]) full() bool      { return f.len() == len(f.buf) }
+func (f *fifo[T]) push(v T)        { f.buf[f.tail&uint64(len(f.buf)-1)] = v; f.tail++ }
+func (f *fifo[T]) pop() (v T)      { v = f.peek(); f.head++; return v }
+func (f *fifo[T]) peek() T         { return f.buf[f.head&uint64(len(f.buf)-1)] }
 
 // claimed is a request the loop copied out of the ring, with its ticket.
 type claimed struct {
 	ticket uint64
 	req    requestSlot
-}
-
-// claimedFIFO holds claimed requests waiting for a record, in claim order.
-type claimedFIFO struct {
-	buf        []claimed
-	head, tail uint64
-}
-
-func newClaimedFIFO(n int) claimedFIFO { return claimedFIFO{buf: make([]claimed, ceilPow2(uint32(n)))} }
-func (f *claimedFIFO) len() int        { return int(f.tail - f.head) }
-func (f *claimedFIFO) full() bool      { return f.len() == len(f.buf) }
-func (f *claimedFIFO) push(c claimed)  { f.buf[f.tail&uint64(len(f.buf)-1)] = c; f.tail++ }
-func (f *claimedFIFO) pop() (c claimed) {
-	c = f.buf[f.head&uint64(len(f.buf)-1)]
-	f.head++
-	return c
 }
 
 // fences implements FENCE: requests are counted by epoch, and each FENCE

@@ -17,6 +17,18 @@ package cproducer
 #include <string.h>
 #include "megaio.h"
 
+// Runs fn on n threads, thread k with the job at jobs + k * size, and waits
+// for them all.
+static void run_threads(int n, void *(*fn)(void *), void *jobs, size_t size)
+{
+	pthread_t *tids = calloc(n, sizeof(*tids));
+	for (int k = 0; k < n; k++)
+		pthread_create(&tids[k], NULL, fn, (char *)jobs + (size_t)k * size);
+	for (int k = 0; k < n; k++)
+		pthread_join(tids[k], NULL);
+	free(tids);
+}
+
 struct job {
 	megaio_queue q;
 	megaio_producer_side *side;
@@ -58,18 +70,13 @@ static int run_producers(void *queue, size_t qlen, void *side, const uint32_t *i
 	if (ret < 0)
 		return ret;
 	struct job *jobs = calloc(threads, sizeof(*jobs));
-	pthread_t *tids = calloc(threads, sizeof(*tids));
-	for (int k = 0; k < threads; k++) {
+	for (int k = 0; k < threads; k++)
 		jobs[k] = (struct job){q, side, ids[k], reqs + (size_t)k * per, results + (size_t)k * per, per, 0};
-		pthread_create(&tids[k], NULL, run_job, &jobs[k]);
-	}
-	for (int k = 0; k < threads; k++) {
-		pthread_join(tids[k], NULL);
+	run_threads(threads, run_job, jobs, sizeof(*jobs));
+	for (int k = 0; k < threads; k++)
 		if (jobs[k].err < 0)
 			ret = jobs[k].err;
-	}
 	free(jobs);
-	free(tids);
 	return ret;
 }
 
@@ -127,19 +134,15 @@ static int run_many_producers(void *queue, size_t qlen, void *side, const uint32
 	if (depth > 64)
 		return -EINVAL;
 	struct many_job *jobs = calloc(threads, sizeof(*jobs));
-	pthread_t *tids = calloc(threads, sizeof(*tids));
-	for (int k = 0; k < threads; k++) {
+	for (int k = 0; k < threads; k++)
 		jobs[k] = (struct many_job){q, side, ids + (size_t)k * depth, per, depth, 0, 0x9e3779b97f4a7c15ull * (k + 1), 0};
-		pthread_create(&tids[k], NULL, run_many, &jobs[k]);
-	}
+	run_threads(threads, run_many, jobs, sizeof(*jobs));
 	for (int k = 0; k < threads; k++) {
-		pthread_join(tids[k], NULL);
 		if (jobs[k].err < 0)
 			ret = jobs[k].err;
 		*served += jobs[k].served;
 	}
 	free(jobs);
-	free(tids);
 	return ret;
 }
 
