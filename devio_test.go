@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -802,6 +803,12 @@ func (l *Loop) checkIdle() error {
 	}
 	if len(l.free) != len(l.recs) {
 		return fmt.Errorf("%d of %d records free", len(l.free), len(l.recs))
+	}
+	if n := l.waiting.len(); n != 0 {
+		return fmt.Errorf("%d claimed requests still wait for a record", n)
+	}
+	if h := atomic.LoadUint64(&l.q.hdr.claimHead); h != l.q.head {
+		return fmt.Errorf("claim_head %d, but the loop claimed up to %d", h, l.q.head)
 	}
 	if e := l.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
 		return fmt.Errorf("%d chunks in use, %d GDS IOs out, %d queued, %d copying", e.chunks.inUse(), e.gdsOut,
