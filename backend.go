@@ -27,6 +27,15 @@ type backend interface {
 	close()
 }
 
+// interrupter is a backend whose requests may sit in a blocking system call
+// that cancelAll alone does not end (the pool's workers). While cancelling,
+// the loop calls interrupt every cycle until those requests complete.
+type interrupter interface {
+	// interrupt signals the threads still in a system call for a request
+	// cancelled earlier, and returns how many it signalled.
+	interrupt() int
+}
+
 // sqe is one request to the backend. Its layout mirrors struct megaio_sqe
 // in csrc/uring_shim.h (checked by a test).
 type sqe struct {

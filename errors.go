@@ -42,6 +42,11 @@ var (
 	// ErrUnknownTicket: the ticket is not in flight on this producer
 	// (already collected, or from another producer).
 	ErrUnknownTicket = errors.New("megaio: ticket not in flight")
+	// ErrStopIncomplete: Stop's deadline and grace passed with requests
+	// still in the kernel, in a wait it does not interrupt (a hung network
+	// or FUSE file system). Their buffers stay mapped; Start and Close
+	// refuse until they are out; Stop again waits for them.
+	ErrStopIncomplete = errors.New("megaio: requests still in the kernel after Stop")
 	// ErrRingFailed: the loop's ring failed; every claimed request was
 	// completed with -EIO. Loop.Err returns the cause.
 	ErrRingFailed = errors.New("megaio: io_uring ring failed")

@@ -20,6 +20,7 @@ type faultFile struct {
 	eioFrom int64         // reads reaching this offset fail with EIO (-1: never)
 	maxRead int           // reads return at most this many bytes (0: no limit)
 	gate    chan struct{} // when set, reads block until it is closed (or the read is interrupted)
+	deaf    bool          // with gate: interrupts are ignored, as a hung server would
 	reads   chan struct{} // when set, gets a token as each read starts
 }
 
@@ -48,7 +49,9 @@ func (f *faultFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off
 		default:
 		}
 	}
-	if f.gate != nil {
+	if f.gate != nil && f.deaf {
+		<-f.gate
+	} else if f.gate != nil {
 		select {
 		case <-f.gate:
 		case <-ctx.Done():

@@ -652,6 +652,13 @@ func (l *Loop) stopStep() bool {
 			}
 		}
 	}
+	if l.cancelSent {
+		for _, ln := range l.lanes {
+			if in, ok := ln.be.(interrupter); ok && ln.inflight > 0 {
+				in.interrupt() // again each cycle: a signal can land just before a worker's system call
+			}
+		}
+	}
 	if len(l.free) < len(l.recs) || l.waiting.len() > 0 {
 		return false
 	}
@@ -810,6 +817,8 @@ func (l *Loop) Start() error {
 		return fmt.Errorf("%w: Start called twice", ErrRunning)
 	case l.fatal.Load() != nil:
 		return fmt.Errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
+	case l.unfinished():
+		return fmt.Errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them", ErrStopIncomplete)
 	}
 	l.stopReq.Store(false)
 	l.cancelReq.Store(false)
@@ -837,7 +846,7 @@ func (l *Loop) Stop(ctx context.Context) error {
 
 func (l *Loop) stop(ctx context.Context) error {
 	if !l.running {
-		return nil
+		return l.awaitUnfinished(ctx)
 	}
 	l.stopReq.Store(true)
 	l.wk.wake()
@@ -848,7 +857,14 @@ func (l *Loop) stop(ctx context.Context) error {
 		ctxErr = ctx.Err()
 		l.cancelReq.Store(true)
 		l.wk.wake()
-		<-l.runDone
+		grace := time.NewTimer(stopGrace)
+		defer grace.Stop()
+		select {
+		case <-l.runDone:
+		case <-grace.C:
+			l.running = false // the run ends by itself once the kernel lets go
+			return l.incomplete(ctxErr)
+		}
 	}
 	l.running = false
 	if ctxErr != nil {
@@ -856,6 +872,69 @@ func (l *Loop) stop(ctx context.Context) error {
 			"the rest were asked to cancel and waited for: %w", l.cancelled.Load(), ctxErr)
 	}
 	return errors.Join(ctxErr, l.Err())
+}
+
+// stopGrace is how long Stop waits after its deadline for the requests it
+// cancelled. Cancelled io_uring requests and interrupted pool workers end
+// within microseconds; a request still in the kernel after this sits in an
+// uninterruptible wait (a hung network or FUSE file system), and Stop
+// returns ErrStopIncomplete instead of waiting for it.
+const stopGrace = 100 * time.Millisecond
+
+// unfinished reports whether a stopped run still waits for requests in the
+// kernel (Stop returned ErrStopIncomplete).
+func (l *Loop) unfinished() bool {
+	if l.running || l.runDone == nil {
+		return false
+	}
+	select {
+	case <-l.runDone:
+		return false
+	default:
+		return true
+	}
+}
+
+// awaitUnfinished waits, until ctx ends, for the end of a run that Stop
+// left with requests in the kernel.
+func (l *Loop) awaitUnfinished(ctx context.Context) error {
+	if !l.unfinished() {
+		return nil
+	}
+	select {
+	case <-l.runDone:
+		return l.Err()
+	case <-ctx.Done():
+		return l.incomplete(ctx.Err())
+	}
+}
+
+// incomplete is Stop's error when requests are still in the kernel after
+// its deadline and grace: it names them.
+func (l *Loop) incomplete(cause error) error {
+	var tickets []uint64
+	l.exec(func() error { tickets = l.inKernel(); return nil })
+	return fmt.Errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v), in a wait the "+
+		"kernel does not interrupt; their buffers stay mapped, and Start and Close refuse until they are out "+
+		"(Stop again to wait for them): %w", ErrStopIncomplete, len(tickets), stopGrace, tickets, cause)
+}
+
+// inKernel lists the tickets of the records the loop still holds.
+func (l *Loop) inKernel() []uint64 {
+	held := make([]bool, len(l.recs))
+	for i := range held {
+		held[i] = true
+	}
+	for _, i := range l.free {
+		held[i] = false
+	}
+	var tickets []uint64
+	for i, h := range held {
+		if h {
+			tickets = append(tickets, l.recs[i].ticket)
+		}
+	}
+	return tickets
 }
 
 // Err returns the ring's fatal error (it matches ErrRingFailed), or nil.
@@ -910,6 +989,10 @@ func (l *Loop) Close() error {
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil
+	}
+	if l.unfinished() {
+		return fmt.Errorf("%w: the loop keeps its buffers mapped until the requests in the kernel are out; "+
+			"Stop to wait for them, then Close", ErrStopIncomplete)
 	}
 	err := l.stop(context.Background())
 	l.cmdMu.Lock()

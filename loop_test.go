@@ -389,8 +389,8 @@ func testStopDeadline(t *testing.T, be BackendKind) {
 	tk, _ := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, DestOffset: 512, Length: 64})
 	eventually(t, "the READ to be in flight", func() bool { return h.l.Stats().MaxInflight > 0 })
 
-	// io_uring cancels the pipe READ; a pool worker blocked in read(2)
-	// cannot be cancelled, so Stop waits for it: this writer ends it.
+	// io_uring cancels the pipe READ; the pool interrupts its worker in
+	// read(2). Either way the bytes written later stay in the pipe.
 	wrote := make(chan struct{})
 	go func() {
 		time.Sleep(200 * time.Millisecond)
@@ -406,10 +406,8 @@ func testStopDeadline(t *testing.T, be BackendKind) {
 	switch {
 	case err != nil:
 		t.Fatalf("Wait after Stop: %v", err)
-	case be == BackendIOUring && !errors.Is(got.Err(), unix.ECANCELED):
+	case !errors.Is(got.Err(), unix.ECANCELED):
 		t.Fatalf("in-flight READ after Stop's deadline = %d (%v), want -ECANCELED", got, got.Err())
-	case be == BackendPool && got != 64:
-		t.Fatalf("pool READ that Stop waited for = %d (%v), want 64", got, got.Err())
 	}
 	<-wrote
 	w.Write(bytes.Repeat([]byte{0xCD}, 64))

@@ -46,12 +46,19 @@ func (p *poolBackend) enter(sqes []sqe, cqes []cqe, wait time.Duration) (int, in
 }
 
 // cancelAll makes every job queued so far complete with -ECANCELED without
-// running. A job already inside its syscall runs to its end: Stop waits for
-// it, so no worker writes into a buffer after Stop returns.
+// running, and interrupts the workers inside a system call for one
+// (megaio_pool_interrupt): a read blocked on a pipe or an interruptible
+// FUSE file fails with EINTR and completes with -ECANCELED. A worker in an
+// uninterruptible wait runs to its end; Stop returns ErrStopIncomplete
+// meanwhile and the buffers stay mapped, so no worker writes into freed
+// memory.
 func (p *poolBackend) cancelAll() error {
 	C.megaio_pool_cancel_all(p.pool)
+	p.interrupt()
 	return nil
 }
+
+func (p *poolBackend) interrupt() int { return int(C.megaio_pool_interrupt(p.pool)) }
 
 func (p *poolBackend) setFile(index uint32, fd int) error {
 	if ret := C.megaio_pool_set_file(p.pool, C.uint(index), C.int(fd)); ret < 0 {

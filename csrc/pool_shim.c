@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -43,10 +44,20 @@ struct mpmc {
 	_Alignas(64) _Atomic uint64_t deq;
 };
 
+/* What the loop knows of one worker: which cancel generation's job it is
+ * running a system call for (+1; 0 when none), so that a cancel can
+ * interrupt it (megaio_pool_interrupt). */
+struct worker_state {
+	_Alignas(64) _Atomic uint64_t call_gen;
+	pthread_t tid;
+	struct megaio_pool *pool;
+};
+
 struct megaio_pool {
 	struct mpmc sq, cq;
 	unsigned nworkers, nfiles;
 	pthread_t *tids;
+	struct worker_state *ws;
 	_Atomic int *fds;         /* the pool's own dup per file slot, -1 when free */
 	_Atomic unsigned char *stream; /* no offsets: read(2)/write(2), as io_uring does */
 	int *graveyard;           /* cleared descriptors, closed when nothing is in flight */
@@ -149,17 +160,95 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* ------------------------------------------------------------------------
+ * Interrupting a worker blocked in a system call (Stop's deadline).
+ *
+ * A cancel bumps cancel_gen; megaio_pool_interrupt then sends
+ * MEGAIO_POOL_SIGNAL (pthread_kill) to every worker whose call_gen says it
+ * is in a system call for an older generation. The handler is installed
+ * without SA_RESTART, so a read or write blocked in an interruptible wait
+ * (a pipe, a socket, a FUSE file whose server honours the interrupt) fails
+ * with EINTR; run sees the generation moved and ends the job with
+ * -ECANCELED (or the bytes already moved). A signal that lands between the
+ * worker's check and its system call is lost, so the loop calls
+ * megaio_pool_interrupt again every cycle while such workers remain.
+ *
+ * The Go runtime's signals are safe: workers block every signal but this
+ * one, and the handler does nothing on a worker thread and hands the signal
+ * to the handler installed before it (Go's, typically) on any other thread,
+ * so a process that uses the signal itself still gets it. It is installed
+ * with SA_ONSTACK, as Go requires of handlers installed by C code. A
+ * program that later installs its own handler for this signal (os/signal
+ * included) takes it over, and Stop then waits at most its grace for
+ * workers it can no longer interrupt. */
+
+static _Thread_local int is_worker; /* set in worker threads */
+static struct sigaction previous;    /* the action this one replaced */
+static pthread_once_t install_once = PTHREAD_ONCE_INIT;
+static int install_err;
+
+int megaio_pool_signal(void) { return SIGRTMAX - 2; }
+
+static void on_signal(int sig, siginfo_t *info, void *uctx)
+{
+	if (is_worker)
+		return; /* the system call it interrupted fails with EINTR */
+	if (previous.sa_flags & SA_SIGINFO) {
+		if (previous.sa_sigaction)
+			previous.sa_sigaction(sig, info, uctx);
+	} else if (previous.sa_handler == SIG_DFL) {
+		/* Nobody else handled it: what the default would have done. */
+		signal(sig, SIG_DFL);
+		raise(sig);
+	} else if (previous.sa_handler != SIG_IGN) {
+		previous.sa_handler(sig);
+	}
+}
+
+static void install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_signal;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK; /* no SA_RESTART: that is the point */
+	sigfillset(&sa.sa_mask);
+	if (sigaction(megaio_pool_signal(), &sa, &previous) < 0)
+		install_err = errno;
+}
+
+unsigned megaio_pool_interrupt(struct megaio_pool *p)
+{
+	uint64_t gen = atomic_load(&p->cancel_gen);
+	unsigned n = 0;
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		uint64_t g = atomic_load(&p->ws[i].call_gen);
+		if (g != 0 && g - 1 != gen) {
+			pthread_kill(p->ws[i].tid, megaio_pool_signal());
+			n++;
+		}
+	}
+	return n;
+}
+
 /* run does one job's syscall and returns its result as io_uring would. */
-static int32_t run(struct megaio_pool *p, const struct job *j)
+static int32_t run(struct megaio_pool *p, struct worker_state *w, const struct job *j)
 {
 	const struct megaio_sqe *s = &j->sqe;
-	if (j->gen != atomic_load(&p->cancel_gen))
-		return -ECANCELED;
+	/* Announce the call before checking the generation: a cancel after
+	 * the check finds us announced and interrupts us. */
+	atomic_store(&w->call_gen, j->gen + 1);
+	int32_t res = 0;
 	int fd = j->fd, stream = j->stream;
-	if (fd < 0)
-		return -EBADF;
 	void *addr = (void *)(uintptr_t)s->addr;
 	for (;;) {
+		if (j->gen != atomic_load(&p->cancel_gen)) {
+			res = -ECANCELED;
+			break;
+		}
+		if (fd < 0) {
+			res = -EBADF;
+			break;
+		}
 		ssize_t r;
 		switch (s->op) {
 		case MEGAIO_SQE_READ:
@@ -172,18 +261,32 @@ static int32_t run(struct megaio_pool *p, const struct job *j)
 			r = fdatasync(fd);
 			break;
 		}
-		if (r >= 0)
-			return (int32_t)r;
-		if (errno != EINTR)
-			return -errno;
+		if (r >= 0) {
+			res = (int32_t)r;
+			break;
+		}
+		if (errno != EINTR) {
+			res = -errno;
+			break;
+		}
+		/* EINTR: a cancel's signal (the loop checks above), or a stray one. */
 	}
+	atomic_store(&w->call_gen, 0);
+	return res;
 }
 
 static void *worker(void *arg)
 {
-	struct megaio_pool *p = arg;
+	struct worker_state *w = arg;
+	struct megaio_pool *p = w->pool;
 	unsigned idle = 0;
 	struct job j;
+	/* Every signal is blocked (megaio_pool_open) but the interrupt. */
+	is_worker = 1;
+	sigset_t only;
+	sigemptyset(&only);
+	sigaddset(&only, megaio_pool_signal());
+	pthread_sigmask(SIG_UNBLOCK, &only, NULL);
 	for (;;) {
 		if (!mpmc_pop(&p->sq, &j)) {
 			if (atomic_load(&p->stopping))
@@ -203,7 +306,7 @@ static void *worker(void *arg)
 			continue;
 		}
 		idle = 0;
-		j.res = run(p, &j);
+		j.res = run(p, w, &j);
 		mpmc_push(&p->cq, &j); /* cannot fail: sized above the in-flight cap */
 		atomic_fetch_add(&p->comp_seq, 1);
 		if (atomic_load(&p->loop_waits))
@@ -225,6 +328,7 @@ void megaio_pool_close(struct megaio_pool *p)
 		close(p->graveyard[i]);
 	free(p->graveyard);
 	free(p->tids);
+	free(p->ws);
 	free((void *)p->fds);
 	free((void *)p->stream);
 	free(p->sq.cells);
@@ -242,12 +346,19 @@ int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_ent
 	p->fds = calloc(nfiles, sizeof(*p->fds));
 	p->stream = calloc(nfiles, sizeof(*p->stream));
 	p->tids = calloc(workers, sizeof(*p->tids));
-	if (!p->fds || !p->stream || !p->tids || mpmc_init(&p->sq, sq_entries) || mpmc_init(&p->cq, cq_entries)) {
+	p->ws = calloc(workers, sizeof(*p->ws));
+	if (!p->fds || !p->stream || !p->tids || !p->ws || mpmc_init(&p->sq, sq_entries) || mpmc_init(&p->cq, cq_entries)) {
 		megaio_pool_close(p);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < nfiles; i++)
 		atomic_init(&p->fds[i], -1);
+	pthread_once(&install_once, install);
+	if (install_err) {
+		int err = install_err;
+		megaio_pool_close(p);
+		return -err;
+	}
 
 	/* Workers block every signal: they never run Go code, and a signal
 	 * meant for the process must go to a Go thread. */
@@ -259,9 +370,11 @@ int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_ent
 	pthread_attr_setstacksize(&attr, 64 << 10);
 	int ret = 0;
 	for (unsigned i = 0; i < workers; i++) {
-		ret = pthread_create(&p->tids[i], &attr, worker, p);
+		p->ws[i].pool = p;
+		ret = pthread_create(&p->tids[i], &attr, worker, &p->ws[i]);
 		if (ret)
 			break;
+		p->ws[i].tid = p->tids[i];
 		p->nworkers++;
 	}
 	pthread_attr_destroy(&attr);

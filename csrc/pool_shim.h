@@ -33,8 +33,21 @@ int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsi
 		      struct megaio_cqe *cqes, unsigned max, unsigned *reaped, int64_t wait_ns);
 
 /* Jobs queued so far complete with -ECANCELED without running; a job inside
- * its syscall runs to its end. */
+ * its syscall runs to its end unless megaio_pool_interrupt gets it out. */
 void megaio_pool_cancel_all(struct megaio_pool *p);
+
+/* Sends megaio_pool_signal() to every worker inside a system call for a job
+ * queued before the last cancel, so that an interruptible wait (a pipe, a
+ * socket, a FUSE server that honours interrupts) fails with EINTR and the
+ * job ends with -ECANCELED. Returns how many workers it signalled: call it
+ * again (each cycle) until that is 0 or their jobs have completed; a worker
+ * in an uninterruptible wait stays there. */
+unsigned megaio_pool_interrupt(struct megaio_pool *p);
+
+/* The signal megaio_pool_interrupt sends (SIGRTMAX - 2). Its handler is
+ * installed by the first megaio_pool_open, without SA_RESTART; on threads
+ * other than the workers it passes the signal to the handler it replaced. */
+int megaio_pool_signal(void);
 
 /* Points file slot idx at a duplicate of fd (-1 clears it). A cleared
  * descriptor is closed once nothing is in flight, so its number cannot be
