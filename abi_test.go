@@ -341,3 +341,46 @@ func TestStopWhileSubmitWaits(t *testing.T) {
 		checkIDPool(t, h.p) // Submit's retries on a full ring used one id, and gave it back once
 	})
 }
+
+// TestStopUnderFlood: producers that publish as fast as they can, without
+// waiting for results, do not hold Stop in its final sweep: it sweeps at
+// most one ring's worth, and what they publish after that stays for the
+// next Start.
+func TestStopUnderFlood(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be}, 4096)
+		ids, err := h.p.ReserveCompletions(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		for g := 0; g < 2; g++ {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					// Nobody waits for these NOPs: all name one id, whose
+					// completion the loop overwrites.
+					h.p.publishWithID(&requestSlot{op: OpNop}, ids[0])
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		for i := 0; i < 5; i++ {
+			if err := stopWithin(t, h.l, 5*time.Second); err != nil {
+				t.Fatalf("Stop %d under a flood: %v", i, err)
+			}
+			if err := h.l.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		close(stop)
+		<-done
+		<-done
+	})
+}

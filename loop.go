@@ -662,11 +662,19 @@ func (l *Loop) stopStep() bool {
 	if len(l.free) < len(l.recs) || l.waiting.len() > 0 {
 		return false
 	}
-	// Final sweep: whatever was published before now completes with
-	// -ECANCELED; then tell producers where serving stopped (claim stored
-	// claim_head).
-	for l.claim() > 0 {
+	// Final sweep: what is published now completes with -ECANCELED, at
+	// most one ring's worth, so producers that keep publishing cannot hold
+	// Stop here (what they publish later stays for the next Start). Then
+	// tell producers where serving stopped: claim_head, then state.
+	for swept, capacity := 0, int(l.q.mask+1); swept < capacity; {
+		n := l.claim()
+		if n == 0 {
+			break
+		}
+		swept += n
 	}
+	atomic.StoreUint64(&l.q.hdr.claimHead, l.q.head)
+	l.q.claimPublished = l.q.head
 	atomic.StoreUint32(&l.q.hdr.state, stateStopped)
 	l.publish()
 	return true
