@@ -435,8 +435,8 @@ func (l *Loop) claim() int {
 		if atomic.LoadUint64(&slot.seq) != head+1 {
 			break // nothing new: this was the idle poll's one cache line
 		}
-		queue := l.needsRecord(slot.op) && (len(l.free) == 0 || l.waiting.len() > 0)
-		if queue && l.waiting.full() {
+		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || l.waiting.len() > 0)
+		if mustWait && l.waiting.full() {
 			break
 		}
 		req := *slot // the producer wrote it before publishing seq (P3, P4)
@@ -445,7 +445,7 @@ func (l *Loop) claim() int {
 		switch {
 		case req.completion >= uint32(len(q.comps)):
 			l.badCompletionID(head)
-		case queue:
+		case mustWait:
 			l.waiting.push(claimed{ticket: head, req: req})
 			l.st.waited++
 		default:
@@ -462,8 +462,7 @@ func (l *Loop) claim() int {
 	// store (a fence) is paid once a quarter lap, not once a cycle; a full
 	// ring is claimed a quarter at once, so they never wait for it long.
 	if q.head != q.claimPublished && (n == 0 || q.head-q.claimPublished >= (q.mask+1)/4) {
-		atomic.StoreUint64(&q.hdr.claimHead, q.head)
-		q.claimPublished = q.head
+		q.publishClaimHead()
 	}
 	return n
 }
@@ -477,7 +476,7 @@ func (l *Loop) needsRecord(op Op) bool {
 // order, while records are free (or at once when stopping or failed: they
 // then complete without one).
 func (l *Loop) admitWaiting(now int64) {
-	for l.waiting.len() > 0 && (len(l.free) > 0 || !l.needsRecord(OpRead)) {
+	for l.waiting.len() > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
 		c := l.waiting.pop()
 		l.admit(c.ticket, &c.req, now)
 	}
@@ -673,8 +672,7 @@ func (l *Loop) stopStep() bool {
 		}
 		swept += n
 	}
-	atomic.StoreUint64(&l.q.hdr.claimHead, l.q.head)
-	l.q.claimPublished = l.q.head
+	l.q.publishClaimHead()
 	atomic.StoreUint32(&l.q.hdr.state, stateStopped)
 	l.publish()
 	return true

@@ -282,6 +282,14 @@ func initialSeq(firstTicket, capacity, s uint64) uint64 {
 	return firstTicket + ((s - firstTicket) & (capacity - 1)) - capacity + 1
 }
 
+// publishClaimHead stores the loop's head as claim_head (L1, release):
+// the slots of every ticket below it are free again. The loop serving the
+// queue calls it.
+func (q *Queue) publishClaimHead() {
+	atomic.StoreUint64(&q.hdr.claimHead, q.head)
+	q.claimPublished = q.head
+}
+
 // ringFull is megaio_ring_full: whether ticket t's slot is still unclaimed
 // from the lap before, given a claim head.
 func ringFull(t, claimHead, capacity uint64) bool { return int64(t-claimHead) >= int64(capacity) }
@@ -435,10 +443,9 @@ func (p *HostProducer) ReleaseCompletions(ids []uint32) {
 // Wait or Poll, or size QueueConfig.Completions for the requests you keep in
 // flight). Nothing is published on error.
 func (p *HostProducer) Submit(r Request) (Ticket, error) {
-	id, ok := p.ids.get()
-	if !ok {
-		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
-			len(p.q.comps))
+	id, err := p.takeID()
+	if err != nil {
+		return Ticket{}, err
 	}
 	var w waitSteps
 	for {
@@ -457,16 +464,23 @@ func (p *HostProducer) Submit(r Request) (Ticket, error) {
 // TrySubmit is Submit without waiting: it fails with ErrFull when the ring
 // is full.
 func (p *HostProducer) TrySubmit(r Request) (Ticket, error) {
-	id, ok := p.ids.get()
-	if !ok {
-		return Ticket{}, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy,
-			len(p.q.comps))
+	id, err := p.takeID()
+	if err != nil {
+		return Ticket{}, err
 	}
 	t, err := p.submitWith(id, &r)
 	if err != nil {
 		p.ids.put(id)
 	}
 	return t, err
+}
+
+// takeID takes a completion id from the pool, or fails with ErrBusy.
+func (p *HostProducer) takeID() (uint32, error) {
+	if id, ok := p.ids.get(); ok {
+		return id, nil
+	}
+	return 0, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy, len(p.q.comps))
 }
 
 // submitWith takes a ticket and publishes r with completion id id. On error
