@@ -434,40 +434,97 @@ func (g *GPU) Close() error {
 	return errors.Join(errs...)
 }
 
-// GPUMapping is where the GPU sees a loop's queue and buffers.
+// GPUMapping is where the GPU sees a loop's queues and buffers.
 type GPUMapping struct {
-	Queue   uint64            // device address of Queue.Memory()
+	Queue   uint64            // device address of the first queue's Memory() (Queues[0])
+	Queues  []uint64          // device address of each queue's Memory(), in the order of Loop.Queues
 	Buffers map[uint16]uint64 // device address of each buffer, by Buffer.Index
 }
 
-// MapForGPU registers the loop's queue and every buffer with g, so a kernel
-// can publish requests and read the data in place; buffers made afterwards
-// are registered as they are made (Buffer.DevicePointer). Memory pinned by
-// both io_uring and CUDA is anonymous mmap memory pinned twice. Close
-// tears down in the order that keeps every pin valid: the loop stops, CUDA
-// unregisters, io_uring unregisters, memory is unmapped.
+// MapForGPU registers the loop's queues and every buffer with g, so a
+// kernel can publish requests and read the data in place; buffers made and
+// queues added afterwards are registered as they come (Buffer.DevicePointer,
+// Loop.QueueAddress). Memory pinned by both io_uring and CUDA is anonymous
+// mmap memory pinned twice. Close tears down in the order that keeps every
+// pin valid: the loop stops, CUDA unregisters, io_uring unregisters, memory
+// is unmapped.
+//
+// The registration is portable (pinned for every CUDA context), and on
+// 64-bit Linux every GPU uses unified addressing, so a machine with several
+// GPUs can map one loop for one of them and hand each GPU's kernel the
+// address of its own queue. That layout has not yet run on a machine with
+// several GPUs (docs/gpu-results.md).
 func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
 	m := GPUMapping{Buffers: map[uint16]uint64{}}
 	err := l.exec(func() error {
 		if l.gpu != nil {
 			return fmt.Errorf("%w: the loop is already mapped for a GPU", ErrInUse)
 		}
-		q, err := g.RegisterHost(l.q.Memory())
-		if err != nil {
-			return err
-		}
-		l.gpu, m.Queue = g, q
-		for _, b := range l.tab.bufs {
-			if b != nil && !b.internal {
-				if b.devPtr, err = g.RegisterHost(b.mem); err != nil {
-					return err
-				}
-				m.Buffers[b.index] = b.devPtr
-			}
+		l.gpu = g
+		if err := l.mapAll(&m); err != nil {
+			return errors.Join(err, l.unmapGPU()) // all or nothing: MapForGPU may be called again
 		}
 		return nil
 	})
 	return m, err
+}
+
+// mapAll registers the served queues and the buffers with l.gpu, noting
+// their addresses in m.
+func (l *Loop) mapAll(m *GPUMapping) error {
+	for _, s := range l.qs {
+		if err := l.mapQueue(s); err != nil {
+			return err
+		}
+		m.Queues = append(m.Queues, s.gpuAddr)
+	}
+	if len(m.Queues) > 0 {
+		m.Queue = m.Queues[0]
+	}
+	for _, b := range l.tab.bufs {
+		if b != nil && !b.internal {
+			var err error
+			if b.devPtr, err = l.gpu.RegisterHost(b.mem); err != nil {
+				return err
+			}
+			m.Buffers[b.index] = b.devPtr
+		}
+	}
+	return nil
+}
+
+// QueueAddress is where the GPU the loop is mapped for (MapForGPU) sees q,
+// or 0 when the loop is not mapped or does not serve q.
+func (l *Loop) QueueAddress(q *Queue) uint64 {
+	var addr uint64
+	l.exec(func() error {
+		if k := l.servedIndex(q); k >= 0 {
+			addr = l.qs[k].gpuAddr
+		}
+		return nil
+	})
+	return addr
+}
+
+// mapQueue registers a served queue with the loop's GPU, if it has one.
+// Runs on the loop's thread.
+func (l *Loop) mapQueue(s *served) error {
+	if l.gpu == nil || s.gpuAddr != 0 {
+		return nil
+	}
+	addr, err := l.gpu.RegisterHost(s.q.Memory())
+	s.gpuAddr = addr
+	return err
+}
+
+// unmapQueue undoes mapQueue. Runs on the loop's thread, with the loop
+// stopped.
+func (l *Loop) unmapQueue(s *served) error {
+	if l.gpu == nil || s.gpuAddr == 0 {
+		return nil
+	}
+	s.gpuAddr = 0
+	return l.gpu.UnregisterHost(s.q.Memory())
 }
 
 // unmapGPU unregisters everything MapForGPU registered. Runs on the loop's
@@ -483,7 +540,9 @@ func (l *Loop) unmapGPU() error {
 			b.devPtr = 0
 		}
 	}
-	errs = append(errs, l.gpu.UnregisterHost(l.q.Memory()))
+	for _, s := range l.qs {
+		errs = append(errs, l.unmapQueue(s))
+	}
 	l.gpu = nil
 	return errors.Join(errs...)
 }

@@ -221,22 +221,23 @@ func (e *devEngine) setupGDS() error {
 	return nil
 }
 
-// admitDevice takes a READ or WRITE whose destination d is device memory.
-func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64) {
+// admitDevice takes a READ or WRITE of queue s whose destination d is
+// device memory.
+func (l *Loop) admitDevice(s *served, t uint64, req *requestSlot, d *destination, now int64) {
 	e := l.dev
 	fe := &l.tab.files[req.file]
 	if fe.devf == nil {
-		l.complete(t, req.completion, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
+		l.complete(s, t, req.completion, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
 		return
 	}
 	write := req.op == OpWrite
 	p, errno := requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fe.devf.fh != nil, fe.direct, write,
 		req.fileOffset, req.length, e.cfg)
 	if errno != 0 {
-		l.complete(t, req.completion, errno, 0)
+		l.complete(s, t, req.completion, errno, 0)
 		return
 	}
-	i := l.take(t, req.completion, req.op, now)
+	i := l.take(s, t, req.completion, req.op, now)
 	r := &l.recs[i]
 	r.file, r.lane = req.file, fe.lane
 	end := req.fileOffset + req.length
@@ -251,7 +252,7 @@ func (l *Loop) admitDevice(t uint64, req *requestSlot, d *destination, now int64
 	} else {
 		l.st.devBounceReqs++ // bounce only, or too small and unaligned for any GDS body
 	}
-	l.fence.add(r)
+	s.fence.add(r)
 	e.waiting.push(i)
 	r.dev.queued = true
 }

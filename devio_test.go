@@ -804,11 +804,21 @@ func (l *Loop) checkIdle() error {
 	if len(l.free) != len(l.recs) {
 		return fmt.Errorf("%d of %d records free", len(l.free), len(l.recs))
 	}
-	if n := l.waiting.len(); n != 0 {
-		return fmt.Errorf("%d claimed requests still wait for a record", n)
+	waiting := 0
+	for k, s := range l.qs {
+		waiting += s.waiting.len()
+		if h := atomic.LoadUint64(&s.q.hdr.claimHead); h != s.q.head {
+			return fmt.Errorf("queue %d: claim_head %d, but the loop claimed up to %d", k, h, s.q.head)
+		}
+		if st := atomic.LoadUint32(&s.q.hdr.state); st != stateStopped {
+			return fmt.Errorf("queue %d: state %d, want stopped", k, st)
+		}
+		if int(s.index) != k {
+			return fmt.Errorf("queue %d has index %d", k, s.index)
+		}
 	}
-	if h := atomic.LoadUint64(&l.q.hdr.claimHead); h != l.q.head {
-		return fmt.Errorf("claim_head %d, but the loop claimed up to %d", h, l.q.head)
+	if waiting != 0 || l.nwaiting != 0 {
+		return fmt.Errorf("%d claimed requests still wait for a record (counted %d)", waiting, l.nwaiting)
 	}
 	if e := l.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
 		return fmt.Errorf("%d chunks in use, %d GDS IOs out, %d queued, %d copying", e.chunks.inUse(), e.gdsOut,

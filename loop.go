@@ -120,11 +120,10 @@ func (c Config) withDefaults() (Config, error) {
 // reaped and submissions flushed between long runs of claims.
 const claimBatch = 256
 
-// Loop serves one Queue: one goroutine locked to its OS thread owns the
-// io_uring, the registered files and buffers, and runs the cycle. Methods
-// may be called from any goroutine.
+// Loop serves one or more queues (AddQueue, queues.go): one goroutine
+// locked to its OS thread owns the io_uring, the registered files and
+// buffers, and runs the cycle. Methods may be called from any goroutine.
 type Loop struct {
-	q   *Queue
 	cfg Config
 
 	// Control: any goroutine.
@@ -145,18 +144,21 @@ type Loop struct {
 	devNote   atomic.Pointer[string] // set when the device engine starts
 	devErr    atomic.Pointer[error]  // the last device-path error (DeviceErr)
 	cpuClock  int32                  // the loop thread's CPU-time clock
+	queuesView atomic.Pointer[[]*served] // a copy of qs for Stats and Queues
 
 	// Loop thread only.
-	lanes      [2]lane // the backend, and the pool for FUSE files on io_uring (see fuseLane)
+	qs         []*served // the queues served, in claim order (queues.go)
+	lanes      [2]lane   // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab        tables
 	gpu        *GPU       // set by MapForGPU
 	dev        *devEngine // device destinations (devio.go), from the first device buffer
 	recs       []record
 	free       []uint32      // free record indices
-	pending    fifo[uint32]  // records waiting for a slot in the SQE batch
-	waiting    fifo[claimed] // claimed requests waiting for a record
-	inflight   int           // records in the backends, both lanes
-	fence      fences
+	pending    fifo[uint32] // records waiting for a slot in the SQE batch
+	nwaiting   int          // claimed requests waiting for a record, all queues
+	nextClaim  int          // the queue the next cycle claims from first
+	nextAdmit  int          // the queue the next freed record goes to, if it waits
+	inflight   int          // records in the backends, both lanes
 	st         counters
 	bo         backoff
 	epoch      time.Time
@@ -196,6 +198,7 @@ type record struct {
 	done      uint64 // bytes moved so far
 	file      uint32
 	buf       uint16
+	queue     uint16 // index in l.qs
 	op        Op
 	lane      uint8
 	dev       devRec // when the destination is device memory
@@ -213,7 +216,7 @@ const (
 	cmdClose
 )
 
-// NewLoop creates a loop for q: it starts the loop's thread and sets up the
+// NewLoop creates a loop serving q (AddQueue adds more; q may be nil): it starts the loop's thread and sets up the
 // backend there (Config.Backend). The loop is idle until Start. Set-up
 // errors match ErrIOUringUnavailable, ErrMemlock or ErrConfig with
 // errors.Is.
@@ -251,28 +254,32 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 }
 
 func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
-	l := &Loop{q: q, cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
-	if err := q.attach(l); err != nil {
-		return nil, err
+	l := &Loop{cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
+	if q != nil {
+		if err := q.attach(l); err != nil {
+			return nil, err
+		}
+		l.qs = []*served{newServed(q, 0, cfg.MaxInflight)}
 	}
+	l.showQueues()
 	l.recs = make([]record, cfg.MaxInflight)
 	l.free = make([]uint32, cfg.MaxInflight)
 	for i := range l.free {
 		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
 	}
 	l.pending = newFIFO[uint32](cfg.MaxInflight)
-	l.waiting = newFIFO[claimed](cfg.MaxInflight)
 	for i := range l.lanes {
 		l.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
 		l.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
 	}
-	l.fence = newFences(cfg.MaxInflight)
 	l.bo.cfg = cfg.Backoff
 	l.epoch = time.Now()
 	ready := make(chan error)
 	go l.thread(open, ready)
 	if err := <-ready; err != nil {
-		q.detach()
+		if q != nil {
+			q.detach()
+		}
 		return nil, err
 	}
 	return l, nil
@@ -354,7 +361,7 @@ func (l *Loop) serve() {
 func (l *Loop) beginRun() {
 	l.stopping, l.cancelling, l.cancelSent = false, false, false
 	l.bo.reset()
-	atomic.StoreUint32(&l.q.hdr.state, stateOpen)
+	l.setState(stateOpen)
 }
 
 // drain completes the records whose completions the last flush reaped,
@@ -413,46 +420,64 @@ func (l *Loop) reaped(i uint32, res int64, now int64) {
 	l.finish(i, result, now)
 }
 
-// claim takes newly published requests in ticket order (L1) and then
-// tells producers how far it got: their slots are free again, whatever
-// happens to the IO. A request that needs a record while every record is
-// taken waits in the loop's own list (l.waiting, at most MaxInflight long),
-// so a slow request holds a record, never the ring; only when that list is
-// full too do requests stay in the ring.
+// claim takes newly published requests from every queue, round the queues
+// from a different one each cycle and at most claimBudget from each, so no
+// queue starves another (queues.go). It returns how many it claimed.
 func (l *Loop) claim() int {
-	q := l.q
 	if !l.stopping && l.stopReq.Load() {
 		l.stopping = true // so a request published after Stop began is cancelled
 	}
-	n, now := 0, int64(-1)
-	if l.waiting.len() > 0 {
+	now := int64(-1)
+	if l.nwaiting > 0 {
 		now = l.now()
 		l.admitWaiting(now)
 	}
-	for n < claimBatch {
+	n, k, budget := 0, len(l.qs), l.claimBudget()
+	for j := range k {
+		n += l.claimFrom(l.qs[(l.nextClaim+j)%k], budget, &now)
+	}
+	if k > 0 {
+		l.nextClaim = (l.nextClaim + 1) % k
+	}
+	return n
+}
+
+// claimFrom takes up to budget newly published requests from one queue in
+// ticket order (L1) and then tells its producers how far it got: their
+// slots are free again, whatever happens to the IO. A request that needs a
+// record while every record is taken waits in the queue's own list
+// (s.waiting, at most MaxInflight long), so a slow request holds a record,
+// never the ring; only when that list is full too do requests stay in the
+// ring. now is the claim time, read once a cycle when first needed.
+func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
+	q, n := s.q, 0
+	for n < budget {
 		head := q.head
 		slot := &q.slots[head&q.mask]
 		if atomic.LoadUint64(&slot.seq) != head+1 {
 			break // nothing new: this was the idle poll's one cache line
 		}
-		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || l.waiting.len() > 0)
-		if mustWait && l.waiting.full() {
+		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || s.waiting.len() > 0)
+		if mustWait && s.waiting.full() {
 			break
 		}
 		req := *slot // the producer wrote it before publishing seq (P3, P4)
 		q.head = head + 1
 		n++
+		s.st.claimed++
 		switch {
 		case req.completion >= uint32(len(q.comps)):
-			l.badCompletionID(head)
+			l.badCompletionID(s, head)
 		case mustWait:
-			l.waiting.push(claimed{ticket: head, req: req})
+			s.waiting.push(claimed{ticket: head, req: req})
+			l.nwaiting++
 			l.st.waited++
+			s.st.waited++
 		default:
-			if now < 0 {
-				now = l.now()
+			if *now < 0 {
+				*now = l.now()
 			}
-			l.admit(head, &req, now)
+			l.admit(s, head, &req, *now)
 		}
 	}
 	// Tell producers how far the claims went (frees the slots copied out
@@ -472,28 +497,36 @@ func (l *Loop) needsRecord(op Op) bool {
 	return (op == OpRead || op == OpWrite || op == OpFsync || op == OpFence) && !l.stopping && !l.failed
 }
 
-// admitWaiting admits claimed requests that waited for a record, in claim
-// order, while records are free (or at once when stopping or failed: they
-// then complete without one).
+// admitWaiting admits claimed requests that waited for a record while
+// records are free (or at once when stopping or failed: they then complete
+// without one): in claim order within a queue, and round the queues, one
+// request each, so a freed record goes to every queue in turn.
 func (l *Loop) admitWaiting(now int64) {
-	for l.waiting.len() > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
-		c := l.waiting.pop()
-		l.admit(c.ticket, &c.req, now)
+	for l.nwaiting > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
+		s := l.qs[l.nextAdmit]
+		l.nextAdmit = (l.nextAdmit + 1) % len(l.qs)
+		if s.waiting.len() > 0 {
+			c := s.waiting.pop()
+			l.nwaiting--
+			l.admit(s, c.ticket, &c.req, now)
+		}
 	}
 }
 
-// badCompletionID drops a request whose completion id is outside the table:
-// there is nowhere to write its result, so it is not run. It is counted in
-// Stats and in the queue header's diagnosis line.
-func (l *Loop) badCompletionID(t uint64) {
+// badCompletionID drops a request whose completion id is outside its
+// queue's table: there is nowhere to write its result, so it is not run. It
+// is counted in Stats and in the queue header's diagnosis line.
+func (l *Loop) badCompletionID(s *served, t uint64) {
 	l.st.badIDs++
-	atomic.StoreUint64(&l.q.hdr.lastBadSeq, t+1)
-	atomic.StoreUint64(&l.q.hdr.badIDs, l.st.badIDs)
+	s.st.badIDs++
+	atomic.StoreUint64(&s.q.hdr.lastBadSeq, t+1)
+	atomic.StoreUint64(&s.q.hdr.badIDs, s.st.badIDs)
 }
 
-// admit validates a claimed request: bad ones, and all while stopping or
-// failed, complete at once; NOPs complete; the rest take a record.
-func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
+// admit validates a request claimed from queue s: bad ones, and all while
+// stopping or failed, complete at once; NOPs complete; the rest take a
+// record.
+func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 	if req.op < numOps {
 		l.st.requests[req.op]++
 	} else {
@@ -510,9 +543,9 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 	case req.op == OpNop:
 		res = 0
 	case req.op == OpFence:
-		i := l.take(t, req.completion, req.op, now)
-		l.fence.open(i, &l.recs[i])
-		l.retireFences(now)
+		i := l.take(s, t, req.completion, req.op, now)
+		s.fence.open(i, &l.recs[i])
+		l.retireFences(s, now)
 		return
 	case req.op == OpRead || req.op == OpWrite:
 		d, e := l.tab.checkRange(req.file, req.dest, req.fileOffset, req.destOffset, req.length)
@@ -521,29 +554,29 @@ func (l *Loop) admit(t uint64, req *requestSlot, now int64) {
 			break
 		}
 		if d.dev != nil {
-			l.admitDevice(t, req, d, now)
+			l.admitDevice(s, t, req, d, now)
 			return
 		}
-		i := l.take(t, req.completion, req.op, now)
+		i := l.take(s, t, req.completion, req.op, now)
 		r := &l.recs[i]
 		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
 		r.lane = l.tab.files[req.file].lane
-		l.fence.add(r)
+		s.fence.add(r)
 		l.pending.push(i)
 		return
 	case req.op == OpFsync:
 		if res = l.tab.checkFile(req.file); res != 0 {
 			break
 		}
-		i := l.take(t, req.completion, req.op, now)
+		i := l.take(s, t, req.completion, req.op, now)
 		l.recs[i].file, l.recs[i].lane = req.file, l.tab.files[req.file].lane
-		l.fence.add(&l.recs[i])
+		s.fence.add(&l.recs[i])
 		l.pending.push(i)
 		return
 	default:
 		res = -int64(unix.EINVAL)
 	}
-	l.complete(t, req.completion, res, 0)
+	l.complete(s, t, req.completion, res, 0)
 }
 
 // dispatch turns pending records into SQEs for the next flush. While
@@ -658,22 +691,26 @@ func (l *Loop) stopStep() bool {
 			}
 		}
 	}
-	if len(l.free) < len(l.recs) || l.waiting.len() > 0 {
+	if len(l.free) < len(l.recs) || l.nwaiting > 0 {
 		return false
 	}
 	// Final sweep: what is published now completes with -ECANCELED, at
-	// most one ring's worth, so producers that keep publishing cannot hold
-	// Stop here (what they publish later stays for the next Start). Then
-	// tell producers where serving stopped: claim_head, then state.
-	for swept, capacity := 0, int(l.q.mask+1); swept < capacity; {
-		n := l.claim()
-		if n == 0 {
-			break
+	// most one ring's worth per queue, so producers that keep publishing
+	// cannot hold Stop here (what they publish later stays for the next
+	// Start). Then tell each queue's producers where serving stopped:
+	// claim_head, then state.
+	now := l.now()
+	for _, sq := range l.qs {
+		for swept, capacity := 0, int(sq.q.mask+1); swept < capacity; {
+			n := l.claimFrom(sq, claimBatch, &now)
+			if n == 0 {
+				break
+			}
+			swept += n
 		}
-		swept += n
+		sq.q.publishClaimHead()
 	}
-	l.q.publishClaimHead()
-	atomic.StoreUint32(&l.q.hdr.state, stateStopped)
+	l.setState(stateStopped)
 	l.publish()
 	return true
 }
@@ -734,60 +771,73 @@ func (l *Loop) fail(err error) {
 			if r.dev.f != nil { // a device request's hold on its file
 				r.dev.f.unref()
 			}
-			l.complete(r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
+			l.complete(l.qs[r.queue], r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
 			l.free = append(l.free, uint32(i))
 		}
 	}
-	l.fence = newFences(len(l.recs))
+	for _, sq := range l.qs {
+		sq.fence = newFences(len(l.recs))
+	}
 }
 
-// take allocates a record for ticket t, completing into id cid.
-func (l *Loop) take(t uint64, cid uint32, op Op, now int64) uint32 {
+// take allocates a record for ticket t of queue s, completing into id cid.
+func (l *Loop) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
 	i := l.free[len(l.free)-1]
 	l.free = l.free[:len(l.free)-1]
-	l.recs[i] = record{ticket: t, cid: cid, op: op, claimedAt: now}
+	l.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now}
 	return i
 }
 
-// finish completes record i and releases it; fences waiting on it may
-// complete too.
+// finish completes record i and releases it; fences of its queue waiting
+// on it may complete too.
 func (l *Loop) finish(i uint32, result int64, now int64) {
 	r := &l.recs[i]
-	l.complete(r.ticket, r.cid, result, now-r.claimedAt)
-	l.fence.done(r)
+	s := l.qs[r.queue]
+	l.complete(s, r.ticket, r.cid, result, now-r.claimedAt)
+	s.fence.done(r)
 	l.free = append(l.free, i)
-	l.retireFences(now)
+	l.retireFences(s, now)
 }
 
-// complete publishes ticket t's result into completion cid (L3): result
-// first, then done with release. claim checked cid against the table.
-func (l *Loop) complete(t uint64, cid uint32, result int64, latency int64) {
-	c := &l.q.comps[cid]
+// complete publishes the result of queue s's ticket t into its completion
+// cid (L3): result first, then done with release. claim checked cid
+// against the table.
+func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency int64) {
+	c := &s.q.comps[cid]
 	// A plain store: only the issuer reads result, and only after it has
 	// seen done (acquire), which the atomic store below publishes. (An
 	// atomic store here would be one more locked instruction per request.)
 	c.result = result
 	atomic.StoreUint64(&c.done, t+1)
 	l.st.complete(result, latency)
+	s.st.completed++
+	s.st.latency[histIndex(uint64(max(latency, 0)))]++
 }
 
-// retireFences completes, in order, every fence whose earlier requests have
-// all completed.
-func (l *Loop) retireFences(now int64) {
+// retireFences completes, in order, every fence of queue s whose earlier
+// requests have all completed.
+func (l *Loop) retireFences(s *served, now int64) {
 	for {
-		i, ok := l.fence.retire()
+		i, ok := s.fence.retire()
 		if !ok {
 			return
 		}
 		r := &l.recs[i]
-		l.complete(r.ticket, r.cid, 0, now-r.claimedAt)
+		l.complete(s, r.ticket, r.cid, 0, now-r.claimedAt)
 		l.free = append(l.free, i)
 	}
 }
 
 func (l *Loop) now() int64 { return int64(time.Since(l.epoch)) }
 
-func (l *Loop) publish() { l.pub.publish(&l.st) }
+// publish copies the counters, the loop's and each queue's, where other
+// goroutines read them (Stats).
+func (l *Loop) publish() {
+	l.pub.publish(&l.st)
+	for _, s := range l.qs {
+		s.pub.publish(&s.st)
+	}
+}
 
 func (l *Loop) runCommands() {
 	for {
@@ -814,8 +864,8 @@ func (l *Loop) exec(fn func() error) error {
 	return <-done
 }
 
-// Start begins serving the queue. A loop may be started again after Stop;
-// it resumes at the first ticket it has not claimed.
+// Start begins serving the loop's queues. A loop may be started again
+// after Stop; it resumes each queue at the first ticket it has not claimed.
 func (l *Loop) Start() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -828,6 +878,8 @@ func (l *Loop) Start() error {
 		return fmt.Errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
 	case l.unfinished():
 		return fmt.Errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them", ErrStopIncomplete)
+	case len(*l.queuesView.Load()) == 0:
+		return fmt.Errorf("%w: the loop serves no queue (AddQueue)", ErrConfig)
 	}
 	l.stopReq.Store(false)
 	l.cancelReq.Store(false)
@@ -957,6 +1009,9 @@ func (l *Loop) Err() error {
 // Stats returns the loop's latest published counters.
 func (l *Loop) Stats() Stats {
 	s := l.pub.snapshot()
+	for _, sq := range *l.queuesView.Load() {
+		s.Queues = append(s.Queues, sq.pub.snapshot())
+	}
 	info := l.Backend()
 	s.Backend, s.BackendReason = info.Description, info.Reason
 	if note := l.devNote.Load(); note != nil {
@@ -991,8 +1046,8 @@ func (l *Loop) Backend() BackendInfo {
 
 // Close stops the loop (waiting for requests in flight, without deadline),
 // tears the ring down, closes the loop's descriptors and unmaps its buffers,
-// in that order, and detaches the queue. The queue itself stays mapped
-// (Queue.Close unmaps it).
+// in that order, and detaches its queues. The queues themselves stay mapped
+// (Queue.Close unmaps each).
 func (l *Loop) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -1011,7 +1066,9 @@ func (l *Loop) Close() error {
 	l.cmds <- command{kind: cmdClose, done: done}
 	l.wk.wake()
 	err = errors.Join(err, <-done)
-	l.q.detach()
+	for _, s := range *l.queuesView.Load() {
+		s.q.detach()
+	}
 	return err
 }
 

@@ -1,0 +1,170 @@
+package megaio
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// A loop serves several queues: one per GPU, or one per persistent kernel,
+// or one for a GPU kernel and one for host code, all reading the same files
+// into the same buffers. Each queue keeps its own ring, producer side and
+// completion table (ABI v2); the loop's registered files, buffers and
+// destinations are shared by all of them: a handle means the same thing in
+// every queue. (Per-queue visibility of handles would fence tenants apart,
+// but megaio's queues live in one process that already shares its memory
+// with every producer; a tenant boundary belongs to separate processes, each
+// with its own loop.)
+//
+// Fairness. Claims go round the queues, starting one further each cycle,
+// and take at most claimBudget requests from each, so a queue that floods
+// cannot keep another's requests in its ring. When every record is taken,
+// the requests claimed meanwhile wait in their own queue's list, and freed
+// records go round the queues too: a trickling queue's request waits for at
+// most one freed record per queue, never behind a flood's backlog.
+//
+// FENCE orders the requests of its own queue only: it completes once every
+// request claimed before it from the same queue has completed. Requests of
+// other queues are neither waited for nor held back.
+
+// MaxQueues is the most queues one loop serves.
+const MaxQueues = 256
+
+// served is one queue as its loop serves it; only the loop's thread touches
+// it, apart from pub.
+type served struct {
+	q       *Queue
+	index   uint16        // in l.qs; records name their queue by it
+	waiting fifo[claimed] // claimed requests waiting for a record, in claim order
+	fence   fences
+	st      queueCounters
+	pub     publishedQueue
+	gpuAddr uint64 // where the loop's GPU sees the queue (MapForGPU), or 0
+}
+
+func newServed(q *Queue, index int, maxInflight int) *served {
+	return &served{q: q, index: uint16(index), waiting: newFIFO[claimed](maxInflight), fence: newFences(maxInflight)}
+}
+
+// claimBudget is the most requests claimed from one queue in one cycle: the
+// cycle's claimBatch shared out, and never so few that a busy queue pays a
+// cycle for each handful.
+func (l *Loop) claimBudget() int { return max(claimBatch/max(len(l.qs), 1), 16) }
+
+// AddQueue makes the loop serve q as well, from the next Start: its ring,
+// producer side and completions stay q's own; files, buffers and
+// destinations are the loop's, shared by all its queues. The loop must be
+// stopped (or not yet started); a queue is served by one loop at a time.
+// When the loop is mapped for a GPU (MapForGPU), q is registered with it
+// too (Loop.QueueAddress).
+func (l *Loop) AddQueue(q *Queue) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.changeable("add a queue"); err != nil {
+		return err
+	}
+	if err := q.attach(l); err != nil {
+		return err
+	}
+	err := l.exec(func() error {
+		if len(l.qs) >= MaxQueues {
+			return fmt.Errorf("%w: the loop already serves %d queues (MaxQueues)", ErrConfig, MaxQueues)
+		}
+		s := newServed(q, len(l.qs), l.cfg.MaxInflight)
+		if err := l.mapQueue(s); err != nil {
+			return err
+		}
+		l.qs = append(l.qs, s)
+		l.showQueues()
+		return nil
+	})
+	if err != nil {
+		q.detach()
+	}
+	return err
+}
+
+// DetachQueue stops serving q: the loop must be stopped, and q then holds
+// no request in the loop (Stop completed every request claimed from it).
+// What producers publish into q afterwards waits in its ring for the next
+// loop q is given to (NewLoop or AddQueue), which resumes at the first
+// unclaimed ticket. It fails with ErrNotRegistered when the loop does not
+// serve q.
+func (l *Loop) DetachQueue(q *Queue) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.changeable("detach a queue"); err != nil {
+		return err
+	}
+	err := l.exec(func() error {
+		k := l.servedIndex(q)
+		if k < 0 {
+			return fmt.Errorf("%w: the queue is not served by this loop", ErrNotRegistered)
+		}
+		if err := l.unmapQueue(l.qs[k]); err != nil {
+			return err
+		}
+		l.qs = append(l.qs[:k], l.qs[k+1:]...)
+		for i, s := range l.qs {
+			s.index = uint16(i) // no record holds an index: the loop is stopped
+		}
+		l.showQueues()
+		return nil
+	})
+	if err == nil {
+		q.detach()
+	}
+	return err
+}
+
+// Queues lists the queues the loop serves, in the order of Stats.Queues.
+func (l *Loop) Queues() []*Queue {
+	view := l.queuesView.Load()
+	if view == nil {
+		return nil
+	}
+	qs := make([]*Queue, len(*view))
+	for i, s := range *view {
+		qs[i] = s.q
+	}
+	return qs
+}
+
+// changeable says why the set of queues cannot change now, or nil. The
+// caller holds l.mu.
+func (l *Loop) changeable(what string) error {
+	switch {
+	case l.closed:
+		return fmt.Errorf("%w: the loop", ErrClosed)
+	case l.running:
+		return fmt.Errorf("%w: Stop the loop to %s", ErrRunning, what)
+	case l.unfinished():
+		return fmt.Errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them, then %s",
+			ErrStopIncomplete, what)
+	}
+	return nil
+}
+
+// servedIndex is q's place in l.qs, or -1.
+func (l *Loop) servedIndex(q *Queue) int {
+	for i, s := range l.qs {
+		if s.q == q {
+			return i
+		}
+	}
+	return -1
+}
+
+// showQueues publishes the list of served queues to other goroutines
+// (Stats, Queues). Runs on the loop's thread after the list changed.
+func (l *Loop) showQueues() {
+	view := append([]*served(nil), l.qs...)
+	l.queuesView.Store(&view)
+}
+
+// setState stores state into every served queue's header (release): what
+// producers read to learn that the loop serves, or stopped.
+func (l *Loop) setState(state uint32) {
+	for _, s := range l.qs {
+		atomic.StoreUint32(&s.q.hdr.state, state)
+	}
+}
