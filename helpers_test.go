@@ -22,6 +22,8 @@ type harness struct {
 	p    *HostProducer
 	buf  *Buffer
 	dest DestHandle
+
+	more []*Queue // queues added to the loop (addQueue), closed after it
 }
 
 func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harness {
@@ -46,8 +48,10 @@ func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harnes
 		if err := l.Close(); err != nil {
 			t.Errorf("Loop.Close: %v", err)
 		}
-		if err := q.Close(); err != nil {
-			t.Errorf("Queue.Close: %v", err)
+		for _, q := range append([]*Queue{q}, h.more...) {
+			if err := q.Close(); err != nil {
+				t.Errorf("Queue.Close: %v", err)
+			}
 		}
 	})
 	if h.p, err = q.HostProducer(); err != nil {
@@ -63,6 +67,37 @@ func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harnes
 		t.Fatalf("Start: %v", err)
 	}
 	return h
+}
+
+// addQueues stops the loop, adds n new queues and starts it again. It
+// returns the queues and their host producers.
+func (h *harness) addQueues(n int, qcfg QueueConfig) ([]*Queue, []*HostProducer) {
+	h.t.Helper()
+	if err := h.l.Stop(context.Background()); err != nil {
+		h.t.Fatalf("Stop: %v", err)
+	}
+	var qs []*Queue
+	var ps []*HostProducer
+	for range n {
+		q, err := NewQueue(qcfg)
+		if err != nil {
+			h.t.Fatalf("NewQueue: %v", err)
+		}
+		if err := h.l.AddQueue(q); err != nil {
+			q.Close()
+			h.t.Fatalf("AddQueue: %v", err)
+		}
+		h.more = append(h.more, q)
+		p, err := q.HostProducer()
+		if err != nil {
+			h.t.Fatalf("HostProducer: %v", err)
+		}
+		qs, ps = append(qs, q), append(ps, p)
+	}
+	if err := h.l.Start(); err != nil {
+		h.t.Fatalf("Start: %v", err)
+	}
+	return qs, ps
 }
 
 // do submits r and waits for its result, failing the test on a protocol

@@ -127,23 +127,23 @@ type Loop struct {
 	cfg Config
 
 	// Control: any goroutine.
-	mu        sync.Mutex // serialises Start, Stop and Close
-	running   bool
-	runDone   chan struct{} // closed when a run's serve returns
-	cmdMu     sync.RWMutex  // guards closed against exec
-	closed    bool
-	cmds      chan command
-	wk        waker
-	stopReq   atomic.Bool // Stop began
-	cancelReq atomic.Bool // Stop's deadline passed
-	fatal     atomic.Pointer[error]
-	cancelled atomic.Uint64 // requests completed with -ECANCELED at a deadline
-	pub       published
-	info      BackendInfo            // set before NewLoop returns; read-only after
-	fuseNote  atomic.Pointer[string] // set when the FUSE lane starts
-	devNote   atomic.Pointer[string] // set when the device engine starts
-	devErr    atomic.Pointer[error]  // the last device-path error (DeviceErr)
-	cpuClock  int32                  // the loop thread's CPU-time clock
+	mu         sync.Mutex // serialises Start, Stop and Close
+	running    bool
+	runDone    chan struct{} // closed when a run's serve returns
+	cmdMu      sync.RWMutex  // guards closed against exec
+	closed     bool
+	cmds       chan command
+	wk         waker
+	stopReq    atomic.Bool // Stop began
+	cancelReq  atomic.Bool // Stop's deadline passed
+	fatal      atomic.Pointer[error]
+	cancelled  atomic.Uint64 // requests completed with -ECANCELED at a deadline
+	pub        published
+	info       BackendInfo               // set before NewLoop returns; read-only after
+	fuseNote   atomic.Pointer[string]    // set when the FUSE lane starts
+	devNote    atomic.Pointer[string]    // set when the device engine starts
+	devErr     atomic.Pointer[error]     // the last device-path error (DeviceErr)
+	cpuClock   int32                     // the loop thread's CPU-time clock
 	queuesView atomic.Pointer[[]*served] // a copy of qs for Stats and Queues
 
 	// Loop thread only.
@@ -153,11 +153,12 @@ type Loop struct {
 	gpu        *GPU       // set by MapForGPU
 	dev        *devEngine // device destinations (devio.go), from the first device buffer
 	recs       []record
-	free       []uint32      // free record indices
+	free       []uint32     // free record indices
 	pending    fifo[uint32] // records waiting for a slot in the SQE batch
 	nwaiting   int          // claimed requests waiting for a record, all queues
 	nextClaim  int          // the queue the next cycle claims from first
 	nextAdmit  int          // the queue the next freed record goes to, if it waits
+	taken      uint64       // records taken since NewLoop, all queues (fairness: QueueStats.MaxOvertaken)
 	inflight   int          // records in the backends, both lanes
 	st         counters
 	bo         backoff
@@ -469,7 +470,7 @@ func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
 		case req.completion >= uint32(len(q.comps)):
 			l.badCompletionID(s, head)
 		case mustWait:
-			s.waiting.push(claimed{ticket: head, req: req})
+			s.waiting.push(claimed{ticket: head, req: req, others: l.taken - s.taken})
 			l.nwaiting++
 			l.st.waited++
 			s.st.waited++
@@ -508,6 +509,9 @@ func (l *Loop) admitWaiting(now int64) {
 		if s.waiting.len() > 0 {
 			c := s.waiting.pop()
 			l.nwaiting--
+			// Records that went to other queues since this one last got
+			// one or since c began to wait, whichever is later.
+			s.st.maxOvertaken = max(s.st.maxOvertaken, l.taken-s.taken-max(c.others, s.othersAtTake))
 			l.admit(s, c.ticket, &c.req, now)
 		}
 	}
@@ -784,6 +788,9 @@ func (l *Loop) fail(err error) {
 func (l *Loop) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
 	i := l.free[len(l.free)-1]
 	l.free = l.free[:len(l.free)-1]
+	l.taken++
+	s.taken++
+	s.othersAtTake = l.taken - s.taken
 	l.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now}
 	return i
 }
@@ -1086,9 +1093,11 @@ func (f *fifo[T]) push(v T)        { f.buf[f.tail&uint64(len(f.buf)-1)] = v; f.t
 func (f *fifo[T]) pop() (v T)      { v = f.peek(); f.head++; return v }
 func (f *fifo[T]) peek() T         { return f.buf[f.head&uint64(len(f.buf)-1)] }
 
-// claimed is a request the loop copied out of the ring, with its ticket.
+// claimed is a request the loop copied out of the ring, with its ticket,
+// while it waits for a record.
 type claimed struct {
 	ticket uint64
+	others uint64 // records taken for other queues when it began to wait
 	req    requestSlot
 }
 

@@ -39,6 +39,9 @@ type served struct {
 	st      queueCounters
 	pub     publishedQueue
 	gpuAddr uint64 // where the loop's GPU sees the queue (MapForGPU), or 0
+	// Fairness (QueueStats.MaxOvertaken): records taken for this queue's
+	// requests, and for other queues' when this one last took one.
+	taken, othersAtTake uint64
 }
 
 func newServed(q *Queue, index int, maxInflight int) *served {

@@ -35,12 +35,18 @@ type Stats struct {
 // QueueStats are the counters of one queue a loop serves (the loop's own
 // are their sums, plus the requests of queues it no longer serves).
 type QueueStats struct {
-	Claimed   uint64    // requests claimed from the queue's ring
-	Completed uint64    // completions published into its table
-	BadIDs    uint64    // claimed with a completion id outside its table: dropped, not run
-	Waited    uint64    // claimed requests that waited in the loop for a record
-	InFlight  uint64    // claimed and not yet completed (Claimed - Completed - BadIDs)
-	Latency   Histogram // claim to completion
+	Claimed   uint64 // requests claimed from the queue's ring
+	Completed uint64 // completions published into its table
+	BadIDs    uint64 // claimed with a completion id outside its table: dropped, not run
+	Waited    uint64 // claimed requests that waited in the loop for a record
+	InFlight  uint64 // claimed and not yet completed (Claimed - Completed - BadIDs)
+	// MaxOvertaken is the most records that went to other queues in a
+	// row while this queue had a request waiting for one: at most the
+	// number of queues less one, however hard the others flood
+	// (queues.go), unless a FENCE of another queue retired meanwhile and
+	// freed its own.
+	MaxOvertaken uint64
+	Latency      Histogram // claim to completion
 }
 
 // DeviceStats count the requests whose destination is device memory, by
@@ -235,22 +241,22 @@ func (p *published) snapshot() Stats {
 // queueCounters are one served queue's own counters, touched only by the
 // loop's thread.
 type queueCounters struct {
-	claimed, completed, badIDs, waited uint64
-	latency                            [histBuckets]uint64
+	claimed, completed, badIDs, waited, maxOvertaken uint64
+	latency                                          [histBuckets]uint64
 }
 
 // publishedQueue is the copy of a queue's counters other goroutines read,
 // word by word, like published.
 type publishedQueue struct {
-	words [4 + histBuckets]atomic.Uint64
+	words [5 + histBuckets]atomic.Uint64
 }
 
 func (p *publishedQueue) publish(c *queueCounters) {
-	for i, v := range [...]uint64{c.claimed, c.completed, c.badIDs, c.waited} {
+	for i, v := range [...]uint64{c.claimed, c.completed, c.badIDs, c.waited, c.maxOvertaken} {
 		p.words[i].Store(v)
 	}
 	for i, v := range c.latency {
-		if w := &p.words[4+i]; w.Load() != v {
+		if w := &p.words[5+i]; w.Load() != v {
 			w.Store(v)
 		}
 	}
@@ -258,9 +264,9 @@ func (p *publishedQueue) publish(c *queueCounters) {
 
 func (p *publishedQueue) snapshot() QueueStats {
 	s := QueueStats{Claimed: p.words[0].Load(), Completed: p.words[1].Load(), BadIDs: p.words[2].Load(),
-		Waited: p.words[3].Load()}
+		Waited: p.words[3].Load(), MaxOvertaken: p.words[4].Load()}
 	for i := range s.Latency.Buckets {
-		s.Latency.Buckets[i] = p.words[4+i].Load()
+		s.Latency.Buckets[i] = p.words[5+i].Load()
 	}
 	if done := s.Completed + s.BadIDs; s.Claimed > done { // a snapshot may mix two publications
 		s.InFlight = s.Claimed - done
