@@ -19,6 +19,7 @@ import (
 
 type demoConfig struct {
 	requests, producers, depth int
+	queues                     int
 	block, size                int
 	dir                        string
 	direct                     bool
@@ -31,6 +32,7 @@ func runDemo(args []string) error {
 	fs.IntVar(&c.requests, "requests", 200_000, "READs to serve in all")
 	fs.IntVar(&c.producers, "producers", 4, "host producer goroutines (stand-ins for GPU threads)")
 	fs.IntVar(&c.depth, "depth", 8, "requests each producer keeps in flight")
+	fs.IntVar(&c.queues, "queues", 1, "queues served by the one loop (producer p publishes into queue p mod -queues), as one per GPU would be")
 	fs.IntVar(&c.block, "block", 4096, "bytes per READ")
 	fs.IntVar(&c.size, "size", 128<<20, "file size in bytes")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file")
@@ -51,6 +53,9 @@ func runDemo(args []string) error {
 	if c.requests < 1 || c.producers < 1 || c.depth < 1 || c.block < 1 || c.size < c.block {
 		return fmt.Errorf("demo: want positive -requests, -producers, -depth, -block and -size >= -block")
 	}
+	if c.queues < 1 || c.queues > c.producers || c.queues > megaio.MaxQueues {
+		return fmt.Errorf("demo: want -queues from 1 to -producers (%d)", c.producers)
+	}
 	return demo(c)
 }
 
@@ -62,24 +67,43 @@ func defaultDir() string {
 }
 
 func demo(c demoConfig) error {
-	fmt.Printf("megaio demo: %d random %d-byte READs of a %d MiB file in %s, %d producers x depth %d\n",
-		c.requests, c.block, c.size>>20, c.dir, c.producers, c.depth)
+	c.queues = max(c.queues, 1)
+	fmt.Printf("megaio demo: %d random %d-byte READs of a %d MiB file in %s, %d producers x depth %d, %d queue(s) on one loop\n",
+		c.requests, c.block, c.size>>20, c.dir, c.producers, c.depth, c.queues)
 	path, data, err := makeFile(c.dir, c.size)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(path)
 
-	q, err := megaio.NewQueue(megaio.QueueConfig{Capacity: 4096})
-	if err != nil {
-		return err
-	}
-	defer q.Close()
-	l, err := megaio.NewLoop(q, megaio.Config{Backend: c.backend})
+	// One loop serves every queue; the queues are closed after it.
+	var queues []*megaio.Queue
+	defer func() {
+		for _, q := range queues {
+			q.Close()
+		}
+	}()
+	l, err := megaio.NewLoop(nil, megaio.Config{Backend: c.backend})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
+	var prods []*megaio.HostProducer
+	for range c.queues {
+		q, err := megaio.NewQueue(megaio.QueueConfig{Capacity: 4096})
+		if err != nil {
+			return err
+		}
+		queues = append(queues, q)
+		if err := l.AddQueue(q); err != nil {
+			return err
+		}
+		prod, err := q.HostProducer()
+		if err != nil {
+			return err
+		}
+		prods = append(prods, prod)
+	}
 	flags := os.O_RDONLY
 	if c.direct {
 		flags |= unix.O_DIRECT
@@ -101,10 +125,6 @@ func demo(c demoConfig) error {
 	if err != nil {
 		return err
 	}
-	prod, err := q.HostProducer()
-	if err != nil {
-		return err
-	}
 	if err := l.Start(); err != nil {
 		return err
 	}
@@ -115,16 +135,18 @@ func demo(c demoConfig) error {
 	stopProgress := progress(&served, c.requests)
 	start := time.Now()
 	results := make([]producerResult, c.producers)
+	quotas := make([]int, c.queues) // requests published into each queue
 	var wg sync.WaitGroup
 	for p := range c.producers {
 		quota := c.requests / c.producers
 		if p < c.requests%c.producers {
 			quota++
 		}
+		quotas[p%c.queues] += quota
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[p] = produce(prod, fh, dest, buf.Bytes(), data, c, p, quota, &served)
+			results[p] = produce(prods[p%c.queues], fh, dest, buf.Bytes(), data, c, p, quota, &served)
 		}()
 	}
 	wg.Wait()
@@ -150,8 +172,18 @@ func demo(c demoConfig) error {
 		st.Latency.Percentile(50), st.Latency.Percentile(90), st.Latency.Percentile(99), st.Latency.Percentile(99.9))
 	fmt.Printf("loop: %d completed, %d short-IO continuations, %d SQ-full stalls, most in flight %d, %d sleeps\n",
 		st.Completed, st.ShortIO, st.SQFullStalls, st.MaxInflight, st.Sleeps)
-	if total.mismatches > 0 || total.errors > 0 || total.ok != int64(c.requests) {
-		return fmt.Errorf("demo failed: %d of %d requests verified", total.ok, c.requests)
+	wrongQueue := 0
+	if c.queues > 1 {
+		for k, qs := range st.Queues {
+			fmt.Printf("queue %d: %d completed, claim to completion p50 %v p99 %v, %d waited for a record (at most %d records in a row to other queues meanwhile)\n",
+				k, qs.Completed, qs.Latency.Percentile(50), qs.Latency.Percentile(99), qs.Waited, qs.MaxOvertaken)
+			if qs.Completed != uint64(quotas[k]) {
+				wrongQueue++
+			}
+		}
+	}
+	if total.mismatches > 0 || total.errors > 0 || total.ok != int64(c.requests) || wrongQueue > 0 {
+		return fmt.Errorf("demo failed: %d of %d requests verified, %d queue(s) with a wrong count", total.ok, c.requests, wrongQueue)
 	}
 	fmt.Println("PASS: every byte verified")
 	return nil

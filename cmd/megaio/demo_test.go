@@ -16,6 +16,8 @@ func TestDemo(t *testing.T) {
 		{requests: 3000, producers: 3, depth: 4, block: 4096, size: 1 << 20, dir: t.TempDir()},
 		{requests: 1001, producers: 2, depth: 1, block: 1000, size: 100000, dir: defaultDir()},
 		{requests: 3000, producers: 3, depth: 4, block: 4096, size: 1 << 20, dir: defaultDir(), backend: megaio.BackendPool},
+		{requests: 4000, producers: 4, depth: 4, block: 4096, size: 1 << 20, dir: defaultDir(), queues: 2},
+		{requests: 3000, producers: 3, depth: 4, block: 4096, size: 1 << 20, dir: defaultDir(), queues: 3, backend: megaio.BackendPool},
 	} {
 		if err := demo(c); err != nil {
 			t.Errorf("demo(%+v): %v", c, err)
