@@ -154,6 +154,15 @@
  * memory, so the slots are freed anyway, and only when that list is full too
  * do requests wait in the ring, where P1 sees it full.
  *
+ * Several queues: one loop may serve several queues (one per GPU, say). Each
+ * keeps its own ring, producer side, completion table, header and state;
+ * nothing in this protocol involves another queue, and the loop shares its
+ * records out round the queues, so a queue that floods delays another's
+ * requests by at most one record per queue. File and destination handles
+ * are the loop's and mean the same in every queue it serves. A FENCE orders
+ * only its own queue: requests of other queues are neither waited for nor
+ * held back by it.
+ *
  * Short transfers: READ and WRITE are continued after a short transfer
  * until the full length or EOF. A result below length means EOF, or an error
  * after some bytes moved: the count is returned, and the error itself is not
