@@ -67,3 +67,73 @@ func Example() {
 	// 17 bytes: hello from megaio
 	// bad address
 }
+
+// ExampleLoop_AddQueue serves two queues from one loop, as one per GPU
+// would be: each has its own producers and completions; the file and the
+// destination are the loop's, shared by both.
+func ExampleLoop_AddQueue() {
+	f, err := os.CreateTemp("", "megaio-example-*")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	f.WriteString("one loop, two queues")
+
+	l, err := megaio.NewLoop(nil, megaio.Config{}) // no queue yet
+	if err != nil {
+		log.Fatal(err)
+	}
+	var producers []*megaio.HostProducer
+	for range 2 {
+		q, err := megaio.NewQueue(megaio.QueueConfig{Capacity: 64})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer q.Close() // after l.Close (deferred calls run last first)
+		if err := l.AddQueue(q); err != nil {
+			log.Fatal(err)
+		}
+		p, err := q.HostProducer()
+		if err != nil {
+			log.Fatal(err)
+		}
+		producers = append(producers, p)
+	}
+	defer l.Close()
+	fh, err := l.RegisterFile(f)
+	f.Close()
+	if err != nil {
+		log.Fatal(err)
+	}
+	buf, err := l.NewBuffer(4096, megaio.BufferOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	dh, err := l.AddDestination(buf, 0, 4096)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.Start(); err != nil {
+		log.Fatal(err)
+	}
+	for k, r := range []struct{ off, n uint64 }{{0, 8}, {10, 10}} { // "one loop", "two queues"
+		dest := uint64(k) * 1024
+		res, err := producers[k].Do(megaio.Request{Op: megaio.OpRead, File: fh, Dest: dh, FileOffset: r.off,
+			DestOffset: dest, Length: r.n})
+		if err != nil || res.Err() != nil {
+			log.Fatal(err, res.Err())
+		}
+		fmt.Printf("queue %d: %s\n", k, buf.Bytes()[dest:dest+uint64(res)])
+	}
+	if err := l.Stop(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	for k, s := range l.Stats().Queues {
+		fmt.Printf("queue %d completed %d\n", k, s.Completed)
+	}
+	// Output:
+	// queue 0: one loop
+	// queue 1: two queues
+	// queue 0 completed 1
+	// queue 1 completed 1
+}
