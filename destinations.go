@@ -53,10 +53,6 @@ type fileEntry struct {
 	fd    int // the loop's own dup of the caller's descriptor; -1 when free
 	valid bool
 	lane  uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
-	// For device destinations (device.go):
-	direct bool     // opened with O_DIRECT
-	devf   *devFile // the device paths' hold on the file, once the loop has them
-	gdsWhy string   // why GDS does or does not serve the file
 }
 
 // destination is one entry of the loop's destination table.
@@ -159,8 +155,9 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 			if err := be.setFile(uint32(i), fd); err != nil {
 				return err
 			}
-			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, direct: isDirect(fd)}
-			if err := l.devRegisterFile(i); err != nil {
+			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane}
+			if err := l.dev.registerFile(i, fd); err != nil {
+				l.dev.unregisterFile(i)
 				l.tab.files[i] = fileEntry{fd: -1}
 				be.setFile(uint32(i), -1)
 				return err
@@ -203,7 +200,7 @@ func (l *Loop) UnregisterFile(h FileHandle) error {
 		}
 		e := &l.tab.files[h]
 		e.valid = false
-		l.devUnregisterFile(int(h))
+		l.dev.unregisterFile(int(h))
 		err := l.lanes[e.lane].be.setFile(uint32(h), -1)
 		unix.Close(e.fd)
 		e.fd = -1

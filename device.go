@@ -295,6 +295,7 @@ func (p *chunkPool) inUse() int   { return p.n - len(p.free) }
 type devFile struct {
 	fd     int
 	fh     unsafe.Pointer // CUfileHandle_t, or nil: GDS does not serve the file
+	direct bool           // opened with O_DIRECT
 	refs   int
 	closed bool
 }
@@ -416,59 +417,88 @@ func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
 		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
 			return fmt.Errorf("%w: file handle %d", ErrNotRegistered, h)
 		}
-		f := &l.tab.files[h]
-		p, why = DevicePathBounce, f.gdsWhy
-		if f.devf != nil && f.devf.fh != nil {
-			p = DevicePathGDS
-		}
-		if why == "" {
-			why = "no device buffer yet"
-		}
+		p, why = l.dev.filePath(int(h))
 		return nil
 	})
 	return p, why, err
 }
 
-// devRegisterFile gives file slot i its devFile once the loop has device
-// paths, registering it with cuFile when GDS is on. Runs on the loop's
-// thread; an error leaves the file usable for host destinations only.
-func (l *Loop) devRegisterFile(i int) error {
-	f := &l.tab.files[i]
-	if l.dev == nil {
-		return nil
-	}
-	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("megaio: duplicating the descriptor for the device paths: %w", err)
-	}
-	f.devf = &devFile{fd: fd}
-	switch {
-	case l.dev.gdsErr != nil:
-		f.gdsWhy = "GDS is off for this loop: " + l.dev.gdsErr.Error()
-	case !f.direct:
-		f.gdsWhy = "not opened with O_DIRECT, which GDS needs"
-	default:
-		if f.devf.fh, err = cufileHandle(fd); err != nil {
-			f.gdsWhy = err.Error()
-		} else {
-			f.gdsWhy = "cuFile registered the file (cuFileHandleRegister)"
-		}
+// DeviceErr returns the last CUDA or cuFile error a device request met (its
+// slot got -EIO), or nil.
+func (l *Loop) DeviceErr() error {
+	if p := l.devErr.Load(); p != nil {
+		return *p
 	}
 	return nil
 }
 
-// devUnregisterFile lets go of slot i's devFile, at once or when the last
-// device request holding it completes.
-func (l *Loop) devUnregisterFile(i int) {
-	f := &l.tab.files[i]
-	if f.devf != nil {
-		f.devf.closed = true
-		if f.devf.refs == 0 {
-			f.devf.release()
+// devSetup makes the device engine on g: the staging pool (registered with
+// the backend and pinned for CUDA), the copy stream, and, unless
+// Device.Path is bounce, cuFile's driver and batch handles. Runs on the
+// loop's thread.
+func (l *Loop) devSetup(g *GPU) error {
+	if l.dev != nil {
+		if l.dev.gpu != g {
+			return fmt.Errorf("%w: the loop's device buffers are on another GPU (one GPU per loop)", ErrInUse)
 		}
-		f.devf = nil
+		return nil
 	}
-	f.gdsWhy = ""
+	if l.gpu != nil && l.gpu != g {
+		return fmt.Errorf("%w: the loop is mapped for another GPU (one GPU per loop)", ErrInUse)
+	}
+	cfg := l.cfg.Device
+	if err := g.makeCurrent(); err != nil {
+		return err
+	}
+	e := &devEngine{host: l, cfg: cfg, gpu: g, epoch: l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
+	mem, err := mapAnonymous(cfg.StagingChunks*cfg.ChunkSize, false)
+	if err != nil {
+		return fmt.Errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
+	}
+	e.staging = &Buffer{mem: mem, internal: true}
+	if err := l.installBuffer(e.staging); err != nil {
+		unix.Munmap(mem)
+		return fmt.Errorf("megaio: registering the staging pool: %w", err)
+	}
+	if _, err := g.RegisterHost(mem); err != nil {
+		l.uninstallBuffer(e.staging)
+		return fmt.Errorf("megaio: pinning the staging pool for CUDA: %w", err)
+	}
+	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
+		g.UnregisterHost(mem)
+		l.uninstallBuffer(e.staging)
+		return err
+	}
+	e.chunks = newChunkPool(cfg.StagingChunks)
+	e.bounce = make([]bouncePiece, cfg.StagingChunks)
+	e.copying = newFIFO[uint32](cfg.StagingChunks)
+	e.waiting = newFIFO[uint32](len(l.recs))
+	e.recs = make([]devRec, len(l.recs))
+	e.files = make([]devFileState, len(l.tab.files))
+	e.gdsErr = fmt.Errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
+	if cfg.Path != DevicePathBounce {
+		e.gdsErr = e.setupGDS()
+		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
+			e.close()
+			l.uninstallBuffer(e.staging)
+			return fmt.Errorf("megaio: Device.Path is gds: %w", e.gdsErr)
+		}
+	}
+	l.reserveIOs(cfg.StagingChunks) // one staged IO per chunk joins the lanes' batches
+	l.dev = e
+	desc := fmt.Sprintf("device: bounce (%d x %d KiB staging chunks)", cfg.StagingChunks, cfg.ChunkSize>>10)
+	if e.gdsErr == nil {
+		desc += fmt.Sprintf(" + GDS (cuFile, %d batches x %d IOs)", len(e.batches), e.entries)
+	} else {
+		desc += "; GDS off: " + e.gdsErr.Error()
+	}
+	l.devNote.Store(&desc)
+	for i, f := range l.tab.files {
+		if f.valid {
+			e.registerFile(i, f.fd) // an error leaves the file's device requests failing with -EBADF (gdsWhy says why)
+		}
+	}
+	return nil
 }
 
 // isDirect reports whether fd was opened with O_DIRECT.

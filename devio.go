@@ -9,25 +9,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The device engine: how the cycle serves READs and WRITEs whose
-// destination is device memory (device.go has the paths and the planning).
-// Everything here runs on the loop's thread, inside the cycle:
+// The device engine: how READs and WRITEs whose destination is device
+// memory are served (device.go has the paths and the planning). It is a
+// guest of the cycle: the loop calls it at a few points (nil-safe methods:
+// the engine exists from the first device buffer), and it asks the loop for
+// only what engineHost offers. Everything runs on the loop's thread:
 //
-//	claim  -> admitDevice: plan the request, queue its record
-//	dispatch -> devIssue: cut queued records into pieces while staging
-//	           chunks and GDS batch entries are free; bounce READs become
-//	           SQEs in the lanes' batches, GDS pieces fill a cuFile batch
-//	flush  -> the SQEs go to the kernel as usual
-//	drain  -> devIODone: a staged READ landed: queue its copy to the
-//	           device; a staged WRITE left: the piece is done
-//	devPoll -> copies whose event completed, and GDS IOs that reported:
-//	           pieces done; a record whose pieces are all done completes
+//	claim    -> plan, admit: plan the request, queue its record
+//	issue       cut queued records into pieces while staging chunks and
+//	            GDS batch entries are free; bounce IOs go to the lanes'
+//	            batches (engineHost.queueIO), GDS pieces fill a cuFile batch
+//	flush       the staged IOs go to the kernel as usual
+//	drain    -> reaped: a staged READ landed: queue its copy to the
+//	            device; a staged WRITE left: the piece has ended
+//	poll        copies whose event completed, and GDS IOs that reported:
+//	            pieces end; a record whose pieces have all ended finishes
+//	            (engineHost.finishRecord)
 //
-// Nothing blocks: copies are queued on the loop's own stream and their
+// Nothing blocks: copies are queued on the engine's own stream and their
 // events queried, GDS batches are polled with a zero timeout.
 
-// devTag marks the user_data of a staged IO: devTag | chunk index.
+// devTag marks the user_data of an IO the engine queued: devTag | chunk
+// index. Without it, user_data is a record index (Loop.engineIO routes).
 const devTag = uint64(1) << 62
+
+// engineHost is all the device engine asks of the loop.
+type engineHost interface {
+	// queueIO adds s to lane's batch for the next flush; its completion
+	// comes back through reaped.
+	queueIO(lane uint8, s sqe)
+	// finishRecord completes record i with result and releases it.
+	finishRecord(i uint32, result int64)
+	// deviceFault keeps err as the loop's last device error (DeviceErr).
+	deviceFault(err error)
+}
 
 // GDS piece states. (A bounce piece's stage needs no word of its own: its
 // chunk is either in the copying FIFO or has an IO in a lane.)
@@ -65,7 +80,8 @@ type gdsBatchState struct {
 	cancelAt int64 // when Stop's deadline cancelled it (ns, loop epoch), 0 otherwise
 }
 
-// devRec is a record's state when its destination is device memory.
+// devRec is the engine's state of a record whose destination is device
+// memory (the engine's recs are indexed like the loop's records).
 type devRec struct {
 	buf       *DeviceBuffer
 	base      uint64 // device address where the request's first byte goes
@@ -75,17 +91,28 @@ type devRec struct {
 	err       int64  // the error at stopAt, if one put it there
 	out       int32  // pieces in flight
 	plan      planParams
-	f         *devFile // the file, held until the request completes
-	queued    bool     // in the waiting FIFO
-	issuing   bool     // devIssue is cutting it into pieces
-	waited    bool     // has waited for a chunk or batch entry (counted once)
+	f         *devFile // the file, held until the request finishes; nil: not a device record
+	write     bool
+	lane      uint8 // the lane its file's IOs go to
+	queued    bool  // in the waiting FIFO
+	issuing   bool  // issue is cutting it into pieces
+	waited    bool  // has waited for a chunk or batch entry (counted once)
 	cancelled bool
+}
+
+// devFileState is the engine's state of a registered file (indexed like
+// the loop's file table).
+type devFileState struct {
+	f      *devFile // the device paths' hold on the file; nil: none
+	gdsWhy string   // why GDS does or does not serve the file
 }
 
 // devEngine is a loop's device state, made by the first device buffer.
 type devEngine struct {
+	host    engineHost
 	cfg     DeviceConfig
 	gpu     *GPU
+	epoch   time.Time // the loop's, so times compare with its
 	staging *Buffer
 	chunk   uint64
 	cs      *copyStream
@@ -93,6 +120,8 @@ type devEngine struct {
 	bounce  []bouncePiece
 	copying fifo[uint32] // chunks with a copy queued, in stream order
 	waiting fifo[uint32] // records with pieces left to issue
+	recs    []devRec
+	files   []devFileState
 
 	gdsErr  error // why GDS is off; nil when on
 	batches []gdsBatchState
@@ -102,99 +131,19 @@ type devEngine struct {
 	gdsOut  int // GDS IOs submitted, all batches
 
 	bufs []*DeviceBuffer
+
+	cancelling bool // Stop's deadline passed: no new pieces, IOs are cancelled
+	failed     bool // the loop's backend failed
+	st         devCounters
 }
 
-// devFault counts a CUDA or cuFile error a piece met and keeps it for
-// DeviceErr.
-func (l *Loop) devFault(err error) {
-	l.st.devErrors++
-	l.devErr.Store(&err)
-}
+func (e *devEngine) now() int64 { return int64(time.Since(e.epoch)) }
 
-// DeviceErr returns the last CUDA or cuFile error a device request met (its
-// slot got -EIO), or nil.
-func (l *Loop) DeviceErr() error {
-	if p := l.devErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// devSetup makes the device engine on g: the staging pool (registered with
-// the backend and pinned for CUDA), the copy stream, and, unless
-// Device.Path is bounce, cuFile's driver and batch handles. Runs on the
-// loop's thread.
-func (l *Loop) devSetup(g *GPU) error {
-	if l.dev != nil {
-		if l.dev.gpu != g {
-			return fmt.Errorf("%w: the loop's device buffers are on another GPU (one GPU per loop)", ErrInUse)
-		}
-		return nil
-	}
-	if l.gpu != nil && l.gpu != g {
-		return fmt.Errorf("%w: the loop is mapped for another GPU (one GPU per loop)", ErrInUse)
-	}
-	cfg := l.cfg.Device
-	if err := g.makeCurrent(); err != nil {
-		return err
-	}
-	e := &devEngine{cfg: cfg, gpu: g, chunk: uint64(cfg.ChunkSize), open: -1}
-	mem, err := mapAnonymous(cfg.StagingChunks*cfg.ChunkSize, false)
-	if err != nil {
-		return fmt.Errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
-	}
-	e.staging = &Buffer{mem: mem, internal: true}
-	if err := l.installBuffer(e.staging); err != nil {
-		unix.Munmap(mem)
-		return fmt.Errorf("megaio: registering the staging pool: %w", err)
-	}
-	if _, err := g.RegisterHost(mem); err != nil {
-		l.uninstallBuffer(e.staging)
-		return fmt.Errorf("megaio: pinning the staging pool for CUDA: %w", err)
-	}
-	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
-		g.UnregisterHost(mem)
-		l.uninstallBuffer(e.staging)
-		return err
-	}
-	e.chunks = newChunkPool(cfg.StagingChunks)
-	e.bounce = make([]bouncePiece, cfg.StagingChunks)
-	e.copying = newFIFO[uint32](cfg.StagingChunks)
-	e.waiting = newFIFO[uint32](len(l.recs))
-	e.gdsErr = fmt.Errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
-	if cfg.Path != DevicePathBounce {
-		e.gdsErr = e.setupGDS()
-		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
-			e.close()
-			l.uninstallBuffer(e.staging)
-			return fmt.Errorf("megaio: Device.Path is gds: %w", e.gdsErr)
-		}
-	}
-	// Staged IOs join the lanes' batches: make room once, not per cycle.
-	for k := range l.lanes {
-		ln := &l.lanes[k]
-		if cap(ln.sqes) < len(l.recs)+cfg.StagingChunks {
-			s := make([]sqe, len(ln.sqes), len(l.recs)+cfg.StagingChunks)
-			copy(s, ln.sqes)
-			ln.sqes = s
-		}
-	}
-	l.dev = e
-	desc := fmt.Sprintf("device: bounce (%d x %d KiB staging chunks)", cfg.StagingChunks, cfg.ChunkSize>>10)
-	if e.gdsErr == nil {
-		desc += fmt.Sprintf(" + GDS (cuFile, %d batches x %d IOs)", len(e.batches), e.entries)
-	} else {
-		desc += "; GDS off: " + e.gdsErr.Error()
-	}
-	l.devNote.Store(&desc)
-	for i := range l.tab.files {
-		if l.tab.files[i].valid {
-			if err := l.devRegisterFile(i); err != nil {
-				l.tab.files[i].gdsWhy = err.Error() // its device requests fail with -EBADF
-			}
-		}
-	}
-	return nil
+// fault counts a CUDA or cuFile error a piece met and hands it to the loop
+// for DeviceErr.
+func (e *devEngine) fault(err error) {
+	e.st.errors++
+	e.host.deviceFault(err)
 }
 
 // setupGDS opens cuFile and makes the batch handles.
@@ -221,104 +170,98 @@ func (e *devEngine) setupGDS() error {
 	return nil
 }
 
-// admitDevice takes a READ or WRITE of queue s whose destination d is
-// device memory.
-func (l *Loop) admitDevice(s *served, t uint64, req *requestSlot, d *destination, now int64) {
-	e := l.dev
-	fe := &l.tab.files[req.file]
-	if fe.devf == nil {
-		l.complete(s, t, req.completion, -int64(unix.EBADF), 0) // the device paths hold no descriptor for it (see gdsWhy)
-		return
+// plan checks a READ or WRITE whose destination d is device memory and
+// plans its pieces; a nonzero errno is its result instead.
+func (e *devEngine) plan(req *requestSlot, d *destination) (planParams, int64) {
+	fs := &e.files[req.file]
+	if fs.f == nil {
+		return planParams{}, -int64(unix.EBADF) // the device paths hold no descriptor for it (see gdsWhy)
 	}
-	write := req.op == OpWrite
-	p, errno := requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fe.devf.fh != nil, fe.direct, write,
+	return requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fs.f.fh != nil, fs.f.direct, req.op == OpWrite,
 		req.fileOffset, req.length, e.cfg)
-	if errno != 0 {
-		l.complete(s, t, req.completion, errno, 0)
-		return
-	}
-	i := l.take(s, t, req.completion, req.op, now)
-	r := &l.recs[i]
-	r.file, r.lane = req.file, fe.lane
-	end := req.fileOffset + req.length
-	r.dev = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
-		stopAt: end, plan: p, f: fe.devf}
-	fe.devf.refs++ // released when the request completes (devFinish)
-	if p.gds && alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign) {
-		l.st.devGDSReqs++
-		if req.fileOffset%gdsAlign != 0 || end%gdsAlign != 0 {
-			l.st.devSplitReqs++ // an unaligned head or tail goes through the bounce path
-		}
-	} else {
-		l.st.devBounceReqs++ // bounce only, or too small and unaligned for any GDS body
-	}
-	s.fence.add(r)
-	e.waiting.push(i)
-	r.dev.queued = true
 }
 
-// devIssue cuts queued records into pieces while resources last. A record
+// admit takes planned request req as record i; its file's IOs go to lane.
+func (e *devEngine) admit(i uint32, req *requestSlot, d *destination, p planParams, lane uint8) {
+	f := e.files[req.file].f
+	end := req.fileOffset + req.length
+	e.recs[i] = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
+		stopAt: end, plan: p, f: f, write: req.op == OpWrite, lane: lane, queued: true}
+	f.refs++ // released when the request finishes
+	if p.gds && alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign) {
+		e.st.gdsReqs++
+		if req.fileOffset%gdsAlign != 0 || end%gdsAlign != 0 {
+			e.st.splitReqs++ // an unaligned head or tail goes through the bounce path
+		}
+	} else {
+		e.st.bounceReqs++ // bounce only, or too small and unaligned for any GDS body
+	}
+	e.waiting.push(i)
+}
+
+// issue cuts queued records into pieces while resources last. A record
 // that cannot get a chunk or a batch entry goes to the back of the queue,
 // so others still get theirs; each record is looked at once per cycle.
-func (l *Loop) devIssue() {
-	e := l.dev
+func (e *devEngine) issue() {
+	if e == nil || e.cancelling || e.failed {
+		return
+	}
 	for tries := e.waiting.len(); tries > 0; tries-- {
 		i := e.waiting.pop()
-		r := &l.recs[i]
-		r.dev.queued = false
+		r := &e.recs[i]
+		r.queued = false
 		blocked := false
 		// A piece can end at once (a copy refused, a batch refused):
-		// issuing keeps pieceDone from completing the record under us.
-		r.dev.issuing = true
-		for r.dev.next < r.dev.stopAt && int(r.dev.out) < e.cfg.MaxPiecesPerRequest {
-			sp := nextPiece(r.dev.off, r.dev.end, r.dev.next, r.dev.plan)
-			r.dev.next, r.dev.out = sp.start+sp.n, r.dev.out+1 // before the piece can end
+		// issuing keeps pieceEnded from finishing the record under us.
+		r.issuing = true
+		for r.next < r.stopAt && int(r.out) < e.cfg.MaxPiecesPerRequest {
+			sp := nextPiece(r.off, r.end, r.next, r.plan)
+			r.next, r.out = sp.start+sp.n, r.out+1 // before the piece can end
 			var ok bool
 			if sp.gds {
-				ok = l.gdsAdd(i, r, sp)
+				ok = e.gdsAdd(i, r, sp)
 			} else {
-				ok = l.bounceStart(i, r, sp)
+				ok = e.bounceStart(i, r, sp)
 			}
 			if !ok {
-				r.dev.next, r.dev.out = sp.start, r.dev.out-1
-				if !r.dev.waited {
-					r.dev.waited = true
-					l.st.devStagingWaits++
+				r.next, r.out = sp.start, r.out-1
+				if !r.waited {
+					r.waited = true
+					e.st.stagingWaits++
 				}
 				blocked = true
 				break
 			}
 		}
-		r.dev.issuing = false
+		r.issuing = false
 		switch {
 		case blocked:
 			e.waiting.push(i)
-			r.dev.queued = true
-		case r.dev.out == 0:
-			l.devFinish(i) // every piece has ended (some perhaps while it was queued)
+			r.queued = true
+		case r.out == 0:
+			e.finish(i) // every piece has ended (some perhaps while it was queued)
 		}
 	}
-	l.gdsSubmit()
+	e.gdsSubmit()
 }
 
 // bounceStart takes a chunk for sp and starts it: a READ's file IO, or a
 // WRITE's copy from the device. false: no chunk is free.
-func (l *Loop) bounceStart(i uint32, r *record, sp span) bool {
-	e := l.dev
+func (e *devEngine) bounceStart(i uint32, r *devRec, sp span) bool {
 	c, ok := e.chunks.get()
 	if !ok {
 		return false
 	}
 	p := &e.bounce[c]
-	*p = bouncePiece{rec: i, write: r.op == OpWrite, start: sp.start, n: sp.n, ioOff: sp.ioOff, ioLen: sp.ioLen,
-		dev: r.dev.base + (sp.start - r.dev.off)}
+	*p = bouncePiece{rec: i, write: r.write, start: sp.start, n: sp.n, ioOff: sp.ioOff, ioLen: sp.ioLen,
+		dev: r.base + (sp.start - r.off)}
 	if !p.write {
-		l.stagedIO(c, p, r)
+		e.stagedIO(c, p, r)
 		return true
 	}
 	if err := e.cs.copy(false, e.stagingAddr(c), p.dev, p.n, int(c)); err != nil {
-		l.devFault(err)
-		l.bounceDone(c, 0, -int64(unix.EIO))
+		e.fault(err)
+		e.bounceEnded(c, 0, -int64(unix.EIO))
 		return true
 	}
 	e.copying.push(c)
@@ -330,67 +273,67 @@ func (e *devEngine) stagingAddr(c uint32) uintptr {
 }
 
 // stagedIO queues the rest of piece c's file IO in its record's lane.
-func (l *Loop) stagedIO(c uint32, p *bouncePiece, r *record) {
-	s := sqe{userData: devTag | uint64(c), off: p.ioOff + p.ioDone, addr: uint64(l.dev.stagingAddr(c)) + p.ioDone,
-		len: uint32(p.ioLen - p.ioDone), bufIndex: l.dev.staging.index, file: int32(r.dev.f.fd), flags: sqeRawFD,
+func (e *devEngine) stagedIO(c uint32, p *bouncePiece, r *devRec) {
+	s := sqe{userData: devTag | uint64(c), off: p.ioOff + p.ioDone, addr: uint64(e.stagingAddr(c)) + p.ioDone,
+		len: uint32(p.ioLen - p.ioDone), bufIndex: e.staging.index, file: int32(r.f.fd), flags: sqeRawFD,
 		op: sqeRead}
 	if p.write {
 		s.op = sqeWrite
 	}
-	ln := &l.lanes[r.lane]
-	ln.sqes = append(ln.sqes, s)
+	e.host.queueIO(r.lane, s)
 }
 
-// devIODone handles the completion of staged IO c.
-func (l *Loop) devIODone(c uint32, res int64) {
-	e := l.dev
+// reaped handles the completion of staged IO c.
+func (e *devEngine) reaped(c uint32, res int64) {
 	p := &e.bounce[c]
-	r := &l.recs[p.rec]
+	r := &e.recs[p.rec]
 	if res < 0 {
 		if p.write {
-			l.bounceDone(c, p.ioDone, res)
+			e.bounceEnded(c, p.ioDone, res)
 		} else {
-			l.bounceDone(c, 0, res)
+			e.bounceEnded(c, 0, res)
 		}
 		return
 	}
 	p.ioDone += uint64(res)
-	more := res > 0 && p.ioDone < p.ioLen && !l.cancelling
+	more := res > 0 && p.ioDone < p.ioLen && !e.cancelling
 	if p.write {
 		if more {
-			l.st.shortIO++
-			l.stagedIO(c, p, r)
+			e.st.shortIO++
+			e.stagedIO(c, p, r)
 			return
 		}
-		l.bounceDone(c, p.ioDone, 0)
+		e.bounceEnded(c, p.ioDone, 0)
 		return
 	}
 	// A short O_DIRECT read is EOF (another read would start unaligned);
 	// a short buffered read goes on where it stopped.
-	if more && r.dev.plan.align == 1 {
-		l.st.shortIO++
-		l.stagedIO(c, p, r)
+	if more && r.plan.align == 1 {
+		e.st.shortIO++
+		e.stagedIO(c, p, r)
 		return
 	}
 	skew := p.start - p.ioOff
 	if p.ioDone <= skew {
-		l.bounceDone(c, 0, 0) // EOF before this piece's first byte
+		e.bounceEnded(c, 0, 0) // EOF before this piece's first byte
 		return
 	}
 	p.got = min(p.ioDone-skew, p.n)
 	if err := e.cs.copy(true, e.stagingAddr(c)+uintptr(skew), p.dev, p.got, int(c)); err != nil {
-		l.devFault(err)
-		l.bounceDone(c, 0, -int64(unix.EIO))
+		e.fault(err)
+		e.bounceEnded(c, 0, -int64(unix.EIO))
 		return
 	}
 	e.copying.push(c)
 }
 
-// devPoll finishes copies whose events completed (in stream order, so the
-// first one not done ends the scan) and collects GDS IOs that reported. It
-// returns how many pieces it advanced.
-func (l *Loop) devPoll() int {
-	e := l.dev
+// poll ends pieces whose copies completed (in stream order, so the first
+// one not done ends the scan) and GDS IOs that reported. It returns how
+// many pieces it advanced.
+func (e *devEngine) poll() int {
+	if e == nil {
+		return 0
+	}
 	n := 0
 	for e.copying.len() > 0 {
 		c := e.copying.peek()
@@ -403,56 +346,54 @@ func (l *Loop) devPoll() int {
 		p := &e.bounce[c]
 		switch {
 		case err != nil:
-			l.devFault(err)
-			l.bounceDone(c, 0, -int64(unix.EIO))
+			e.fault(err)
+			e.bounceEnded(c, 0, -int64(unix.EIO))
 		case !p.write:
-			l.bounceDone(c, p.got, 0)
-		case l.cancelling:
-			l.bounceDone(c, 0, -int64(unix.ECANCELED))
+			e.bounceEnded(c, p.got, 0)
+		case e.cancelling:
+			e.bounceEnded(c, 0, -int64(unix.ECANCELED))
 		default:
-			l.stagedIO(c, p, &l.recs[p.rec])
+			e.stagedIO(c, p, &e.recs[p.rec])
 		}
 	}
 	if e.gdsOut > 0 {
-		n += l.gdsPoll()
+		n += e.gdsPoll()
 	}
 	return n
 }
 
-// bounceDone ends piece c: got bytes delivered from its start, or err.
-func (l *Loop) bounceDone(c uint32, got uint64, err int64) {
-	e := l.dev
+// bounceEnded ends piece c: got bytes delivered from its start, or err.
+func (e *devEngine) bounceEnded(c uint32, got uint64, err int64) {
 	p := &e.bounce[c]
 	i, start, n := p.rec, p.start, p.n
 	e.chunks.put(c)
-	l.st.devBounceBytes += got
-	l.pieceDone(i, start, n, got, err)
+	e.st.bounceBytes += got
+	e.pieceEnded(i, start, n, got, err)
 }
 
-// pieceDone accounts one finished piece of record i and completes the
-// record when its last piece is in. The result is the bytes delivered
-// without a gap from the request's start; an error counts only when it
-// comes before any byte.
-func (l *Loop) pieceDone(i uint32, start, n, got uint64, err int64) {
-	r := &l.recs[i]
-	d := &r.dev
+// pieceEnded accounts one ended piece of record i and finishes the record
+// when its last piece is in. The result is the bytes delivered without a
+// gap from the request's start; an error counts only when it comes before
+// any byte.
+func (e *devEngine) pieceEnded(i uint32, start, n, got uint64, err int64) {
+	d := &e.recs[i]
 	d.out--
-	l.st.bytes += got
+	e.st.bytes += got
 	if err < 0 && start < d.stopAt {
 		d.stopAt, d.err = start+min(got, n), err
 	} else if got < n && start+got < d.stopAt {
 		d.stopAt, d.err = start+got, 0 // EOF or a short transfer: nothing after it counts
 	}
-	if l.cancelling && !d.cancelled {
+	if e.cancelling && !d.cancelled {
 		d.cancelled = true
 		d.stopAt = min(d.stopAt, d.next)
 	}
 	if d.issuing {
-		return // devIssue decides what comes next
+		return // issue decides what comes next
 	}
-	if d.out > 0 || (d.next < d.stopAt && !d.cancelled && !l.failed) {
+	if d.out > 0 || (d.next < d.stopAt && !d.cancelled && !e.failed) {
 		if !d.queued && d.next < d.stopAt && !d.cancelled {
-			l.dev.waiting.push(i)
+			e.waiting.push(i)
 			d.queued = true
 		}
 		return
@@ -460,14 +401,16 @@ func (l *Loop) pieceDone(i uint32, start, n, got uint64, err int64) {
 	if d.queued {
 		return // finished when it leaves the queue (cancel and fail sweep it)
 	}
-	l.devFinish(i)
+	e.finish(i)
 }
 
-// devFinish completes device record i and drops its hold on the file.
-func (l *Loop) devFinish(i uint32) {
-	r := &l.recs[i]
-	f := r.dev.f
-	l.finish(i, r.dev.result(), l.now())
+// finish hands device record i's result to the loop and drops its hold on
+// the file.
+func (e *devEngine) finish(i uint32) {
+	d := &e.recs[i]
+	f, res := d.f, d.result()
+	*d = devRec{}
+	e.host.finishRecord(i, res)
 	f.unref()
 }
 
@@ -486,8 +429,7 @@ func (d *devRec) result() int64 {
 }
 
 // gdsAdd puts sp into the batch being filled. false: every batch is busy.
-func (l *Loop) gdsAdd(i uint32, r *record, sp span) bool {
-	e := l.dev
+func (e *devEngine) gdsAdd(i uint32, r *devRec, sp span) bool {
 	if e.open < 0 {
 		for b := range e.batches {
 			if e.batches[b].staged == 0 && e.batches[b].out == 0 && e.batches[b].cancelAt == 0 {
@@ -503,11 +445,11 @@ func (l *Loop) gdsAdd(i uint32, r *record, sp span) bool {
 	k := bs.staged
 	id := e.open*e.entries + k
 	e.gds[id] = gdsPiece{rec: i, state: pieceStaged, start: sp.start, n: sp.n}
-	buf := r.dev.buf
-	bs.b.set(k, r.op == OpWrite, r.dev.f.fh, buf.ptr, r.dev.base-buf.ptr+(sp.start-r.dev.off), sp.start, sp.n, uint64(id))
+	buf := r.buf
+	bs.b.set(k, r.write, r.f.fh, buf.ptr, r.base-buf.ptr+(sp.start-r.off), sp.start, sp.n, uint64(id))
 	bs.staged++
 	if bs.staged == e.entries {
-		l.gdsSubmit()
+		e.gdsSubmit()
 	}
 	return true
 }
@@ -516,8 +458,7 @@ func (l *Loop) gdsAdd(i uint32, r *record, sp span) bool {
 // "retry later" answers leave it filled for the next cycle, up to
 // Device.GDSRetryLimit answers in a row; past that, and on other errors,
 // its pieces end with -EIO.
-func (l *Loop) gdsSubmit() {
-	e := l.dev
+func (e *devEngine) gdsSubmit() {
 	if e.open < 0 {
 		return
 	}
@@ -528,16 +469,16 @@ func (l *Loop) gdsSubmit() {
 	}
 	if err := bs.b.submit(bs.staged); err != nil {
 		if cf, ok := err.(*CuFileError); ok && cf.retryable() {
-			l.st.devGDSRetries++
+			e.st.gdsRetries++
 			if bs.retries++; bs.retries < e.cfg.GDSRetryLimit {
 				return
 			}
-			l.st.devGDSGiveUps++
+			e.st.gdsGiveUps++
 			err = fmt.Errorf("%w (%d answers in a row; Device.GDSRetryLimit)", err, bs.retries)
 		}
 		bs.retries = 0
-		l.devFault(err)
-		l.gdsDropStaged(-int64(unix.EIO))
+		e.fault(err)
+		e.gdsDropStaged(-int64(unix.EIO))
 		return
 	}
 	bs.retries = 0
@@ -549,8 +490,7 @@ func (l *Loop) gdsSubmit() {
 }
 
 // gdsDropStaged ends the open batch's IOs, never submitted, with err.
-func (l *Loop) gdsDropStaged(err int64) {
-	e := l.dev
+func (e *devEngine) gdsDropStaged(err int64) {
 	if e.open < 0 {
 		return
 	}
@@ -558,13 +498,12 @@ func (l *Loop) gdsDropStaged(err int64) {
 	base, n := e.open*e.entries, bs.staged
 	bs.staged, e.open = 0, -1
 	for k := 0; k < n; k++ {
-		l.gdsDone(base+k, 0, err)
+		e.gdsEnded(base+k, 0, err)
 	}
 }
 
 // gdsPoll collects reported IOs from every batch with IOs out.
-func (l *Loop) gdsPoll() int {
-	e := l.dev
+func (e *devEngine) gdsPoll() int {
 	n := 0
 	for b := range e.batches {
 		bs := &e.batches[b]
@@ -573,7 +512,7 @@ func (l *Loop) gdsPoll() int {
 		}
 		got, err := bs.b.poll()
 		if err != nil {
-			l.devFault(err)
+			e.fault(err)
 		}
 		for _, ev := range bs.b.got[:got] {
 			id := int(ev.cookie)
@@ -586,15 +525,15 @@ func (l *Loop) gdsPoll() int {
 			p := &e.gds[id]
 			switch {
 			case ev.status == gdsComplete && ev.ret >= 0:
-				l.gdsDone(id, uint64(min(ev.ret, int64(p.n))), 0)
+				e.gdsEnded(id, uint64(min(ev.ret, int64(p.n))), 0)
 			case ev.status == gdsCanceled:
-				l.gdsDone(id, 0, -int64(unix.ECANCELED))
+				e.gdsEnded(id, 0, -int64(unix.ECANCELED))
 			default:
-				l.gdsDone(id, 0, gdsErrno(ev.ret))
+				e.gdsEnded(id, 0, gdsErrno(ev.ret))
 			}
 		}
-		if bs.cancelAt != 0 && bs.out > 0 && l.now()-bs.cancelAt > int64(gdsCancelGrace) {
-			l.gdsAbandon(b)
+		if bs.cancelAt != 0 && bs.out > 0 && e.now()-bs.cancelAt > int64(gdsCancelGrace) {
+			e.gdsAbandon(b)
 		}
 		if bs.out == 0 {
 			bs.cancelAt = 0
@@ -603,9 +542,13 @@ func (l *Loop) gdsPoll() int {
 	return n
 }
 
+// maxErrnoValue is the largest errno the kernel returns as -errno (its
+// MAX_ERRNO): a cuFile ret below -maxErrnoValue is no errno.
+const maxErrnoValue = 4095
+
 // gdsErrno turns a failed IO's ret into a negative errno.
 func gdsErrno(ret int64) int64 {
-	if ret < 0 && ret > -4096 {
+	if ret < 0 && ret >= -maxErrnoValue {
 		return ret
 	}
 	return -int64(unix.EIO)
@@ -615,84 +558,99 @@ func gdsErrno(ret int64) int64 {
 // its unreported IOs are taken as cancelled and the handle is replaced.
 const gdsCancelGrace = 2 * time.Second
 
-// gdsDone ends GDS piece id.
-func (l *Loop) gdsDone(id int, got uint64, err int64) {
-	e := l.dev
+// gdsEnded ends GDS piece id.
+func (e *devEngine) gdsEnded(id int, got uint64, err int64) {
 	p := &e.gds[id]
 	i, start, n := p.rec, p.start, p.n
 	p.state = pieceFree
-	l.st.devGDSBytes += got
-	l.pieceDone(i, start, n, got, err)
+	e.st.gdsBytes += got
+	e.pieceEnded(i, start, n, got, err)
 }
 
 // gdsAbandon gives up on a cancelled batch that stopped reporting: its
-// IOs complete as cancelled, and a fresh handle replaces it so a late
-// report cannot reach a reused piece.
-func (l *Loop) gdsAbandon(b int) {
-	e := l.dev
+// IOs end as cancelled, and a fresh handle replaces it so a late report
+// cannot reach a reused piece.
+func (e *devEngine) gdsAbandon(b int) {
 	bs := &e.batches[b]
 	for id := b * e.entries; id < (b+1)*e.entries; id++ {
 		if e.gds[id].state == pieceInflight {
 			bs.out--
 			e.gdsOut--
-			l.gdsDone(id, 0, -int64(unix.ECANCELED))
+			e.gdsEnded(id, 0, -int64(unix.ECANCELED))
 		}
 	}
 	bs.b.destroy()
 	nb, err := newGDSBatch(e.entries)
 	if err != nil {
-		l.devFault(err)
+		e.fault(err)
 		bs.b, bs.cancelAt = nil, -1 // never used again
 		return
 	}
 	bs.b, bs.cancelAt = nb, 0
 }
 
-// devCancel runs when Stop's deadline passes: queued records stop taking
-// pieces, staged GDS IOs end unsubmitted, and submitted batches are
-// cancelled. Pieces in flight complete as they report.
-func (l *Loop) devCancel() {
-	e := l.dev
-	for e.waiting.len() > 0 {
-		i := e.waiting.pop()
-		r := &l.recs[i]
-		r.dev.queued, r.dev.cancelled = false, true
-		r.dev.stopAt = min(r.dev.stopAt, r.dev.next)
-		if r.dev.out == 0 {
-			if r.dev.next == r.dev.off {
-				l.cancelled.Add(1) // never reached the kernel, as Stop's error counts
-			}
-			l.devFinish(i)
-		}
-	}
-	l.gdsDropStaged(-int64(unix.ECANCELED))
-	for b := range e.batches {
-		if bs := &e.batches[b]; bs.out > 0 && bs.cancelAt == 0 {
-			if err := bs.b.cancel(); err != nil {
-				l.devFault(err)
-			}
-			bs.cancelAt = max(l.now(), 1)
-		}
+// begin readies the engine for a run (Start).
+func (e *devEngine) begin() {
+	if e != nil {
+		e.cancelling = false
 	}
 }
 
-// devDropIO ends staged IO c that was never submitted (Stop's deadline).
-func (l *Loop) devDropIO(c uint32) {
-	p := &l.dev.bounce[c]
+// cancel runs when Stop's deadline passes: queued records stop taking
+// pieces, staged GDS IOs end unsubmitted, and submitted batches are
+// cancelled. Pieces in flight end as they report. It returns how many
+// requests finished without reaching the kernel.
+func (e *devEngine) cancel() uint64 {
+	if e == nil {
+		return 0
+	}
+	e.cancelling = true
+	var never uint64
+	for e.waiting.len() > 0 {
+		i := e.waiting.pop()
+		r := &e.recs[i]
+		r.queued, r.cancelled = false, true
+		r.stopAt = min(r.stopAt, r.next)
+		if r.out == 0 {
+			if r.next == r.off {
+				never++
+			}
+			e.finish(i)
+		}
+	}
+	e.gdsDropStaged(-int64(unix.ECANCELED))
+	for b := range e.batches {
+		if bs := &e.batches[b]; bs.out > 0 && bs.cancelAt == 0 {
+			if err := bs.b.cancel(); err != nil {
+				e.fault(err)
+			}
+			bs.cancelAt = max(e.now(), 1)
+		}
+	}
+	return never
+}
+
+// dropIO ends staged IO c that was never submitted (Stop's deadline).
+func (e *devEngine) dropIO(c uint32) {
+	p := &e.bounce[c]
 	got := uint64(0)
 	if p.write {
 		got = p.ioDone
 	}
-	l.bounceDone(c, got, -int64(unix.ECANCELED))
+	e.bounceEnded(c, got, -int64(unix.ECANCELED))
 }
 
-// devFail runs when the backend failed: the loop completes every record
-// with -EIO, so first make sure nothing still writes into device memory
-// or staging: wait for the stream, cancel the batches, forget every piece.
-func (l *Loop) devFail() {
-	e := l.dev
+// fail runs when the loop's backend failed, before the loop completes
+// every record with -EIO: make sure nothing still writes into device
+// memory or staging (wait for the stream, cancel the batches), forget every
+// piece, and drop the records' holds on their files.
+func (e *devEngine) fail() {
+	if e == nil {
+		return
+	}
+	e.failed = true
 	if err := e.cs.sync(); err != nil {
-		l.devFault(err)
+		e.fault(err)
 	}
 	for b := range e.batches {
 		bs := &e.batches[b]
@@ -707,20 +665,94 @@ func (l *Loop) devFail() {
 	e.open, e.gdsOut = -1, 0
 	e.chunks = newChunkPool(e.cfg.StagingChunks)
 	e.copying = newFIFO[uint32](e.cfg.StagingChunks)
-	e.waiting = newFIFO[uint32](len(l.recs))
+	e.waiting = newFIFO[uint32](len(e.recs))
+	for i := range e.recs {
+		if f := e.recs[i].f; f != nil {
+			e.recs[i] = devRec{}
+			f.unref()
+		}
+	}
 }
 
-// devBusy: copies are queued (they finish in microseconds: keep polling).
-func (l *Loop) devBusy() bool { return l.dev != nil && l.dev.copying.len() > 0 }
+// busy: copies are queued (they finish in microseconds: keep polling).
+func (e *devEngine) busy() bool { return e != nil && e.copying.len() > 0 }
 
-// devWaiting: GDS IOs are out (they take as long as disk IO: poll with the
+// ioOut: GDS IOs are out (they take as long as disk IO: poll with the
 // in-flight backoff).
-func (l *Loop) devWaiting() bool { return l.dev != nil && l.dev.gdsOut > 0 }
+func (e *devEngine) ioOut() bool { return e != nil && e.gdsOut > 0 }
+
+// counters are the engine's counters, zero before it exists.
+func (e *devEngine) counters() devCounters {
+	if e == nil {
+		return devCounters{}
+	}
+	return e.st
+}
+
+// registerFile gives file slot i (descriptor fd) its devFile, registering
+// it with cuFile when GDS is on. An error leaves the file usable for host
+// destinations only.
+func (e *devEngine) registerFile(i, fd int) error {
+	if e == nil {
+		return nil
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		e.files[i].gdsWhy = "duplicating the descriptor for the device paths: " + err.Error()
+		return fmt.Errorf("megaio: duplicating the descriptor for the device paths: %w", err)
+	}
+	f := &devFile{fd: dup, direct: isDirect(dup)}
+	fs := &e.files[i]
+	*fs = devFileState{f: f}
+	switch {
+	case e.gdsErr != nil:
+		fs.gdsWhy = "GDS is off for this loop: " + e.gdsErr.Error()
+	case !f.direct:
+		fs.gdsWhy = "not opened with O_DIRECT, which GDS needs"
+	default:
+		if f.fh, err = cufileHandle(dup); err != nil {
+			fs.gdsWhy = err.Error()
+		} else {
+			fs.gdsWhy = "cuFile registered the file (cuFileHandleRegister)"
+		}
+	}
+	return nil
+}
+
+// unregisterFile lets go of slot i's devFile, at once or when the last
+// device request holding it finishes.
+func (e *devEngine) unregisterFile(i int) {
+	if e == nil {
+		return
+	}
+	fs := &e.files[i]
+	if fs.f != nil {
+		fs.f.closed = true
+		if fs.f.refs == 0 {
+			fs.f.release()
+		}
+	}
+	*fs = devFileState{}
+}
+
+// filePath says how file slot i meets device destinations, and why.
+func (e *devEngine) filePath(i int) (DevicePath, string) {
+	if e == nil || e.files[i].gdsWhy == "" {
+		return DevicePathBounce, "no device buffer yet"
+	}
+	if f := e.files[i].f; f != nil && f.fh != nil {
+		return DevicePathGDS, e.files[i].gdsWhy
+	}
+	return DevicePathBounce, e.files[i].gdsWhy
+}
 
 // close releases the engine's CUDA and cuFile resources. Runs on the
 // loop's thread after the loop stopped, before the backend closes (the
 // staging buffer is unmapped with the other buffers).
 func (e *devEngine) close() error {
+	if e == nil {
+		return nil
+	}
 	var errs []error
 	if e.cs != nil {
 		if err := e.cs.sync(); err != nil {

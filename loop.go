@@ -138,7 +138,7 @@ type Loop struct {
 	cancelReq  atomic.Bool // Stop's deadline passed
 	fatal      atomic.Pointer[error]
 	cancelled  atomic.Uint64 // requests completed with -ECANCELED at a deadline
-	pub        published
+	pub        publishedCounters[counters]
 	info       BackendInfo               // set before NewLoop returns; read-only after
 	fuseNote   atomic.Pointer[string]    // set when the FUSE lane starts
 	devNote    atomic.Pointer[string]    // set when the device engine starts
@@ -202,7 +202,6 @@ type record struct {
 	queue     uint16 // index in l.qs
 	op        Op
 	lane      uint8
-	dev       devRec // when the destination is device memory
 }
 
 type command struct {
@@ -255,7 +254,8 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 }
 
 func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
-	l := &Loop{cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
+	l := &Loop{cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers),
+		pub: newPublished[counters]()}
 	if q != nil {
 		if err := q.attach(l); err != nil {
 			return nil, err
@@ -312,11 +312,7 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 		case cmdClose:
 			// The order keeps every pin valid: the loop has stopped;
 			// CUDA lets go, then io_uring, then the memory is unmapped.
-			var devErr error
-			if l.dev != nil {
-				devErr = l.dev.close()
-			}
-			gpuErr := errors.Join(devErr, l.unmapGPU())
+			gpuErr := errors.Join(l.dev.close(), l.unmapGPU())
 			for _, ln := range l.lanes {
 				if ln.be != nil {
 					ln.be.close()
@@ -334,21 +330,16 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 // backoff.go and the backend.
 func (l *Loop) serve() {
 	for {
-		drained := l.drain() // completions reaped by the last flush -> their slots
-		claimed := l.claim() // newly published requests; bad ones complete at once
-		l.dispatch()         // claimed requests -> SQE batch
-		advanced := 0
-		if l.dev != nil { // device destinations (devio.go)
-			advanced = l.devPoll() // finished copies and GDS IOs
-			if !l.cancelling && !l.failed {
-				l.devIssue() // queued device requests -> staged IOs, copies, GDS batches
-			}
-		}
+		drained := l.drain()     // completions reaped by the last flush -> their slots
+		claimed := l.claim()     // newly published requests; bad ones complete at once
+		l.dispatch()             // claimed requests -> SQE batch
+		advanced := l.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
+		l.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
 		if l.stopReq.Load() && l.stopStep() {
 			return
 		}
 		busy := drained > 0 || claimed > 0 || advanced > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0 ||
-			l.devBusy()
+			l.dev.busy()
 		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
 		if l.cycles++; l.cycles&255 == 0 {
 			l.publish()
@@ -362,6 +353,7 @@ func (l *Loop) serve() {
 func (l *Loop) beginRun() {
 	l.stopping, l.cancelling, l.cancelSent = false, false, false
 	l.bo.reset()
+	l.dev.begin()
 	l.setState(stateOpen)
 }
 
@@ -376,15 +368,14 @@ func (l *Loop) drain() int {
 	for k := range l.lanes {
 		ln := &l.lanes[k]
 		for _, c := range ln.cqes[:ln.nreaped] {
-			switch {
-			case c.userData == cancelUserData:
-			case c.userData&devTag != 0: // a staged IO of a device request
-				ln.inflight--
-				l.inflight--
-				l.devIODone(uint32(c.userData&^devTag), int64(c.res))
-			default:
-				ln.inflight--
-				l.inflight--
+			if c.userData == cancelUserData {
+				continue
+			}
+			ln.inflight--
+			l.inflight--
+			if io, ok := engineIO(c.userData); ok {
+				l.dev.reaped(io, int64(c.res))
+			} else {
 				l.reaped(uint32(c.userData), int64(c.res), now)
 			}
 		}
@@ -557,8 +548,15 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 			res = e
 			break
 		}
-		if d.dev != nil {
-			l.admitDevice(s, t, req, d, now)
+		if d.dev != nil { // device memory: the device engine's (devio.go)
+			p, e := l.dev.plan(req, d)
+			if e != 0 {
+				res = e
+				break
+			}
+			i := l.take(s, t, req.completion, req.op, now)
+			s.fence.add(&l.recs[i])
+			l.dev.admit(i, req, d, p, l.tab.files[req.file].lane)
 			return
 		}
 		i := l.take(s, t, req.completion, req.op, now)
@@ -617,7 +615,7 @@ func (l *Loop) dispatch() {
 func (l *Loop) wait(busy bool) time.Duration {
 	if busy {
 		l.bo.reset()
-	} else if d := l.bo.next(l.inflight > 0 || l.devWaiting()); d > 0 {
+	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d > 0 {
 		l.st.sleeps++
 		l.publish()
 		if l.inflight > 0 {
@@ -678,9 +676,7 @@ func (l *Loop) stopStep() bool {
 	if l.cancelReq.Load() && !l.cancelSent {
 		l.cancelling = true
 		l.abandonUnsubmitted()
-		if l.dev != nil {
-			l.devCancel()
-		}
+		l.cancelled.Add(l.dev.cancel())
 		l.cancelSent = true
 		for _, ln := range l.lanes {
 			if ln.be != nil && ln.inflight > 0 && ln.be.cancelAll() != nil {
@@ -725,11 +721,11 @@ func (l *Loop) abandonUnsubmitted() {
 	now := l.now()
 	for k := range l.lanes {
 		for _, s := range l.lanes[k].sqes {
-			if s.userData&devTag != 0 {
-				l.devDropIO(uint32(s.userData &^ devTag))
-				continue
+			if io, ok := engineIO(s.userData); ok {
+				l.dev.dropIO(io)
+			} else {
+				l.abandon(uint32(s.userData), now)
 			}
-			l.abandon(uint32(s.userData), now)
 		}
 		l.lanes[k].sqes = l.lanes[k].sqes[:0]
 	}
@@ -754,9 +750,7 @@ func (l *Loop) fail(err error) {
 	err = fmt.Errorf("%w: %w", ErrRingFailed, err)
 	l.fatal.Store(&err)
 	l.failed = true
-	if l.dev != nil {
-		l.devFail() // nothing may still write into device memory or staging
-	}
+	l.dev.fail() // nothing may still write into device memory or staging
 	now := l.now()
 	l.inflight = 0
 	for k := range l.lanes {
@@ -772,9 +766,6 @@ func (l *Loop) fail(err error) {
 	for i := range l.recs {
 		if !isFree[i] {
 			r := &l.recs[i]
-			if r.dev.f != nil { // a device request's hold on its file
-				r.dev.f.unref()
-			}
 			l.complete(l.qs[r.queue], r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
 			l.free = append(l.free, uint32(i))
 		}
@@ -837,9 +828,40 @@ func (l *Loop) retireFences(s *served, now int64) {
 
 func (l *Loop) now() int64 { return int64(time.Since(l.epoch)) }
 
+// engineIO routes a completion: the device engine's staged IO (devTag),
+// with its index, or else a record's.
+func engineIO(userData uint64) (uint32, bool) {
+	return uint32(userData &^ devTag), userData&devTag != 0
+}
+
+// The loop's side of the device engine's seam (engineHost, devio.go).
+
+func (l *Loop) queueIO(lane uint8, s sqe) {
+	ln := &l.lanes[lane]
+	ln.sqes = append(ln.sqes, s) // room: reserveIOs
+}
+
+func (l *Loop) finishRecord(i uint32, result int64) { l.finish(i, result, l.now()) }
+
+func (l *Loop) deviceFault(err error) { l.devErr.Store(&err) }
+
+// reserveIOs makes room in the lanes' batches for n more IOs than the
+// records' own (a guest engine's staged IOs), once rather than per cycle.
+func (l *Loop) reserveIOs(n int) {
+	for k := range l.lanes {
+		ln := &l.lanes[k]
+		if want := len(l.recs) + n; cap(ln.sqes) < want {
+			s := make([]sqe, len(ln.sqes), want)
+			copy(s, ln.sqes)
+			ln.sqes = s
+		}
+	}
+}
+
 // publish copies the counters, the loop's and each queue's, where other
 // goroutines read them (Stats).
 func (l *Loop) publish() {
+	l.st.dev = l.dev.counters()
 	l.pub.publish(&l.st)
 	for _, s := range l.qs {
 		s.pub.publish(&s.st)
@@ -1015,9 +1037,11 @@ func (l *Loop) Err() error {
 
 // Stats returns the loop's latest published counters.
 func (l *Loop) Stats() Stats {
-	s := l.pub.snapshot()
+	c := l.pub.load()
+	s := c.stats()
 	for _, sq := range *l.queuesView.Load() {
-		s.Queues = append(s.Queues, sq.pub.snapshot())
+		qc := sq.pub.load()
+		s.Queues = append(s.Queues, qc.stats())
 	}
 	info := l.Backend()
 	s.Backend, s.BackendReason = info.Description, info.Reason

@@ -37,7 +37,7 @@ type served struct {
 	waiting fifo[claimed] // claimed requests waiting for a record, in claim order
 	fence   fences
 	st      queueCounters
-	pub     publishedQueue
+	pub     publishedCounters[queueCounters]
 	gpuAddr uint64 // where the loop's GPU sees the queue (MapForGPU), or 0
 	// Fairness (QueueStats.MaxOvertaken): records taken for this queue's
 	// requests, and for other queues' when this one last took one.
@@ -45,7 +45,8 @@ type served struct {
 }
 
 func newServed(q *Queue, index int, maxInflight int) *served {
-	return &served{q: q, index: uint16(index), waiting: newFIFO[claimed](maxInflight), fence: newFences(maxInflight)}
+	return &served{q: q, index: uint16(index), waiting: newFIFO[claimed](maxInflight), fence: newFences(maxInflight),
+		pub: newPublished[queueCounters]()}
 }
 
 // claimBudget is the most requests claimed from one queue in one cycle: the

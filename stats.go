@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -120,7 +121,15 @@ func (h *Histogram) Percentile(p float64) time.Duration {
 	return time.Duration(histLower(histBuckets - 1))
 }
 
-// counters are the loop's own copy, touched only by its thread.
+// The counters. Each is described once, as a field of a counters struct
+// (counters, devCounters, queueCounters), and the struct's stats method
+// says where it shows in Stats. A counters struct holds only uint64 words
+// (fields and arrays of them; TestCounterLayout checks), so the loop
+// publishes it word by word without naming a field (publishedCounters):
+// adding a counter is a field and its place in stats, and
+// TestCounterLayout fails when a word does not reach Stats exactly once.
+
+// counters are the loop's own, touched only by its thread.
 type counters struct {
 	requests     [numOps]uint64
 	badOps       uint64
@@ -136,9 +145,24 @@ type counters struct {
 	sleeps       uint64
 	retries      uint64
 	latency      [histBuckets]uint64
+	dev          devCounters // the device engine's, copied in before each publication
+}
 
-	devGDSReqs, devSplitReqs, devBounceReqs, devGDSBytes, devBounceBytes uint64
-	devStagingWaits, devGDSRetries, devGDSGiveUps, devErrors             uint64
+// devCounters are the device engine's (devio.go), touched only by the
+// loop's thread.
+type devCounters struct {
+	gdsReqs, splitReqs, bounceReqs uint64
+	gdsBytes, bounceBytes          uint64
+	stagingWaits                   uint64
+	gdsRetries, gdsGiveUps         uint64
+	errors                         uint64
+	bytes, shortIO                 uint64 // shown in the loop's Bytes and ShortIO
+}
+
+// queueCounters are one served queue's, touched only by the loop's thread.
+type queueCounters struct {
+	claimed, completed, badIDs, waited, maxOvertaken uint64
+	latency                                          [histBuckets]uint64
 }
 
 const maxErrno = 133
@@ -152,126 +176,71 @@ func (c *counters) complete(result int64, latency int64) {
 	} else {
 		c.errnos[0]++
 	}
-	if latency < 0 {
-		latency = 0
-	}
-	c.latency[histIndex(uint64(latency))]++
+	c.latency[histIndex(uint64(max(latency, 0)))]++
 }
 
-// published is the copy other goroutines read: each word is stored and
-// loaded atomically. A snapshot may mix two publications; the loop
-// publishes once more when it stops, so a stopped loop's Stats are exact.
-type published struct {
-	words [unsafeCountersWords]atomic.Uint64
-}
-
-const unsafeCountersWords = numOps + 3 + 2 + maxErrno + 1 + 6 + histBuckets + 9 // the last: the device counters
-
-// publish copies c into p.
-func (p *published) publish(c *counters) {
-	i := 0
-	put := func(v uint64) {
-		if p.words[i].Load() != v {
-			p.words[i].Store(v)
-		}
-		i++
-	}
-	for _, v := range c.requests {
-		put(v)
-	}
-	put(c.badOps)
-	put(c.badIDs)
-	put(c.waited)
-	put(c.completed)
-	put(c.ok)
-	for _, v := range c.errnos {
-		put(v)
-	}
-	put(c.bytes)
-	put(c.shortIO)
-	put(c.sqFullStalls)
-	put(c.maxInflight)
-	put(c.sleeps)
-	put(c.retries)
-	for _, v := range c.latency {
-		put(v)
-	}
-	for _, v := range [...]uint64{c.devGDSReqs, c.devSplitReqs, c.devBounceReqs, c.devGDSBytes, c.devBounceBytes,
-		c.devStagingWaits, c.devGDSRetries, c.devGDSGiveUps, c.devErrors} {
-		put(v)
-	}
-}
-
-// snapshot reads p into a Stats.
-func (p *published) snapshot() Stats {
-	var s Stats
-	i := 0
-	get := func() uint64 { v := p.words[i].Load(); i++; return v }
-	for k := range s.Requests {
-		s.Requests[k] = get()
-	}
-	s.BadOps = get()
-	s.BadIDs = get()
-	s.Waited = get()
-	s.Completed = get()
-	s.OK = get()
-	s.Errors = map[unix.Errno]uint64{}
-	for e := 0; e <= maxErrno; e++ {
-		if v := get(); v != 0 {
+// stats says where each counter shows in Stats.
+func (c *counters) stats() Stats {
+	s := Stats{Requests: c.requests, BadOps: c.badOps, BadIDs: c.badIDs, Waited: c.waited, Completed: c.completed,
+		OK: c.ok, Errors: map[unix.Errno]uint64{}, Bytes: c.bytes + c.dev.bytes, ShortIO: c.shortIO + c.dev.shortIO,
+		SQFullStalls: c.sqFullStalls, MaxInflight: c.maxInflight, Sleeps: c.sleeps, Retries: c.retries,
+		Latency: Histogram{Buckets: c.latency}}
+	for e, v := range c.errnos {
+		if v != 0 {
 			s.Errors[unix.Errno(e)] = v // errno 0: beyond maxErrno
 		}
 	}
-	s.Bytes = get()
-	s.ShortIO = get()
-	s.SQFullStalls = get()
-	s.MaxInflight = get()
-	s.Sleeps = get()
-	s.Retries = get()
-	for k := range s.Latency.Buckets {
-		s.Latency.Buckets[k] = get()
-	}
-	d := &s.Device
-	for _, f := range [...]*uint64{&d.GDSRequests, &d.SplitRequests, &d.BounceRequests, &d.GDSBytes, &d.BounceBytes,
-		&d.StagingWaits, &d.GDSRetries, &d.GDSGiveUps, &d.Errors} {
-		*f = get()
+	d := &c.dev
+	s.Device = DeviceStats{GDSRequests: d.gdsReqs, SplitRequests: d.splitReqs, BounceRequests: d.bounceReqs,
+		GDSBytes: d.gdsBytes, BounceBytes: d.bounceBytes, StagingWaits: d.stagingWaits, GDSRetries: d.gdsRetries,
+		GDSGiveUps: d.gdsGiveUps, Errors: d.errors}
+	return s
+}
+
+// stats says where each counter shows in QueueStats.
+func (c *queueCounters) stats() QueueStats {
+	s := QueueStats{Claimed: c.claimed, Completed: c.completed, BadIDs: c.badIDs, Waited: c.waited,
+		MaxOvertaken: c.maxOvertaken, Latency: Histogram{Buckets: c.latency}}
+	if done := c.completed + c.badIDs; c.claimed > done { // a snapshot may mix two publications
+		s.InFlight = c.claimed - done
 	}
 	return s
 }
 
-// queueCounters are one served queue's own counters, touched only by the
-// loop's thread.
-type queueCounters struct {
-	claimed, completed, badIDs, waited, maxOvertaken uint64
-	latency                                          [histBuckets]uint64
+// counterWords views a counters struct as its words.
+func counterWords[T counters | queueCounters](c *T) []uint64 {
+	return unsafe.Slice((*uint64)(unsafe.Pointer(c)), unsafe.Sizeof(*c)/8)
 }
 
-// publishedQueue is the copy of a queue's counters other goroutines read,
-// word by word, like published.
-type publishedQueue struct {
-	words [5 + histBuckets]atomic.Uint64
+// publishedCounters is the copy other goroutines read: each word is stored
+// and loaded atomically. A snapshot may mix two publications; the loop
+// publishes once more when it stops, so a stopped loop's Stats are exact.
+type publishedCounters[T counters | queueCounters] struct {
+	words []atomic.Uint64
 }
 
-func (p *publishedQueue) publish(c *queueCounters) {
-	for i, v := range [...]uint64{c.claimed, c.completed, c.badIDs, c.waited, c.maxOvertaken} {
-		p.words[i].Store(v)
-	}
-	for i, v := range c.latency {
-		if w := &p.words[5+i]; w.Load() != v {
+func newPublished[T counters | queueCounters]() publishedCounters[T] {
+	var c T
+	return publishedCounters[T]{words: make([]atomic.Uint64, len(counterWords(&c)))}
+}
+
+// publish copies c into p. A word that did not change is not stored, so
+// readers' cache lines stay shared.
+func (p *publishedCounters[T]) publish(c *T) {
+	for i, v := range counterWords(c) {
+		if w := &p.words[i]; w.Load() != v {
 			w.Store(v)
 		}
 	}
 }
 
-func (p *publishedQueue) snapshot() QueueStats {
-	s := QueueStats{Claimed: p.words[0].Load(), Completed: p.words[1].Load(), BadIDs: p.words[2].Load(),
-		Waited: p.words[3].Load(), MaxOvertaken: p.words[4].Load()}
-	for i := range s.Latency.Buckets {
-		s.Latency.Buckets[i] = p.words[5+i].Load()
+// load reads p.
+func (p *publishedCounters[T]) load() (c T) {
+	words := counterWords(&c)
+	for i := range words {
+		words[i] = p.words[i].Load()
 	}
-	if done := s.Completed + s.BadIDs; s.Claimed > done { // a snapshot may mix two publications
-		s.InFlight = s.Claimed - done
-	}
-	return s
+	return c
 }
 
 // Record adds one sample of d.
