@@ -23,7 +23,11 @@
  * CU_FILE_BATCH_SUBMIT_FAILED; FAKE_CUFILE_RETRY_SUBMITS=N answers the
  * first N submissions CU_FILE_INTERNAL_BATCH_SUBMIT_ERROR ("retry later");
  * FAKE_CUFILE_SILENT_CANCEL=1 makes the IOs
- * that cuFileBatchIOCancel stops never report at all.
+ * that cuFileBatchIOCancel stops never report at all;
+ * FAKE_CUFILE_HOLD_UNTIL_CANCEL=1 makes every IO that starts while it is
+ * set wait, without completing, until cuFileBatchIOCancel stops it: IOs
+ * that are certainly in flight when Stop's deadline passes, whatever the
+ * machine's speed (a test sets it to 0 to run IOs again).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,6 +64,12 @@ static CUfileError_t E(int e) { CUfileError_t r = {e, 0}; return r; }
 
 static long delay_us = 100, submits;
 static int opened;
+
+static int holding(void)
+{
+	const char *s = getenv("FAKE_CUFILE_HOLD_UNTIL_CANCEL");
+	return s && atoi(s);
+}
 
 #define MAXBUF 256
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -147,6 +157,7 @@ static size_t buf_len(uintptr_t p)
 struct entry {
 	CUfileIOParams_t p;
 	int status, reported, cancel;
+	int held; /* waiting for the first cancel (FAKE_CUFILE_HOLD_UNTIL_CANCEL) */
 	long ret;
 };
 struct batch {
@@ -216,6 +227,16 @@ static void *batch_main(void *arg)
 			continue;
 		}
 		e->status = PENDING;
+		if (holding()) {
+			e->held = 1;
+			while (!e->cancel)
+				pthread_cond_wait(&b->cv, &b->mu);
+			e->held = 0;
+			const char *silent = getenv("FAKE_CUFILE_SILENT_CANCEL");
+			e->status = silent && atoi(silent) ? PENDING : CANCELED;
+			pthread_cond_broadcast(&b->cv);
+			continue;
+		}
 		pthread_mutex_unlock(&b->mu);
 		if (delay_us > 0)
 			usleep(delay_us);
@@ -300,6 +321,10 @@ CUfileError_t cuFileBatchIOCancel(void *h)
 	pthread_mutex_lock(&b->mu);
 	for (unsigned i = b->next; i < b->n; i++)
 		b->e[i].cancel = 1;
+	if (b->next > 0 && b->e[b->next - 1].held) {
+		b->e[b->next - 1].cancel = 1; /* a held IO stops; one that runs runs to its end */
+		pthread_cond_broadcast(&b->cv);
+	}
 	/* Returns when nothing of the batch runs any more. */
 	while (b->next < b->n || (b->n && b->e[b->next - 1].status == PENDING && !b->e[b->next - 1].cancel)) {
 		pthread_cond_broadcast(&b->cv);
