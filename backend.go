@@ -8,12 +8,9 @@ import "time"
 type backend interface {
 	// enter hands sqes to the backend (it may take a prefix: the rest is
 	// backpressure and is offered again), then reaps up to len(cqes)
-	// completions. wait < 0: do not wait, and skip the call into the
-	// kernel when there is nothing to submit; wait == 0: collect
-	// completions without waiting; wait > 0: wait up to wait for the first
-	// completion when none is ready. A returned error is retryable when
-	// isRetryable says so; any other error is fatal for the backend.
-	enter(sqes []sqe, cqes []cqe, wait time.Duration) (taken, reaped int, err error)
+	// completions, waiting as wait says. A returned error is retryable
+	// when isRetryable says so; any other error is fatal for the backend.
+	enter(sqes []sqe, cqes []cqe, wait waitFor) (taken, reaped int, err error)
 	// cancelAll asks every request in flight to end early; each still
 	// completes through enter (with -ECANCELED or its real result).
 	cancelAll() error
@@ -26,6 +23,19 @@ type backend interface {
 	// close releases the backend; nothing is in flight.
 	close()
 }
+
+// waitFor is how enter waits for completions: skipKernel, reapNow, or a
+// positive duration: up to that long for the first completion when none is
+// ready. The shims take it as nanoseconds, skipKernel as -1.
+type waitFor time.Duration
+
+const (
+	// skipKernel: do not wait, and do not call into the kernel when there
+	// is nothing to submit; reap what has already arrived.
+	skipKernel waitFor = -1
+	// reapNow: call into the kernel to submit and reap, without waiting.
+	reapNow waitFor = 0
+)
 
 // interrupter is a backend whose requests may sit in a blocking system call
 // that cancelAll alone does not end (the pool's workers). While cancelling,

@@ -30,5 +30,39 @@
 //
 // The cycle (loop.go) is: drain completions, claim new requests, dispatch
 // them, flush the batch to the kernel in one cgo call, and wait - a bounded
-// wait while IO is in flight, a spin-then-sleep backoff when idle.
+// wait while IO is in flight, a spin-then-sleep backoff when idle. A loop
+// may serve several queues (queues.go); the device engine (devio.go)
+// serves destinations in GPU memory as a guest of the cycle.
+//
+// # Vocabulary
+//
+// One word per meaning, in the code and its comments:
+//
+//   - ticket: a request's place in its queue's order; it picks the slot
+//     (ticket mod capacity).
+//   - slot: a request's 64 bytes in the ring.
+//   - publish: a producer's last store into a slot (seq = ticket+1), which
+//     hands the request to the loop.
+//   - claim: the loop copies a published request out of its slot, which
+//     frees the slot (claim_head says how far it got).
+//   - completion, completion id: where a request's result goes; its issuer
+//     names the id and reads it back.
+//   - record: the loop's state of a claimed request that needs IO, from
+//     claim (admit) to finish. A request that waits for a free record waits
+//     in its queue's list (waiting).
+//   - admit: check a claimed request; bad ones complete at once, the rest
+//     take a record.
+//   - dispatch: turn records into SQEs, the backend's requests.
+//   - lane: one backend and its batch of SQEs (the FUSE lane is a second).
+//   - flush: one call into the backend: submit the batch, reap completions.
+//   - reap: take completions from the backend; reaped: handle one.
+//   - complete: write a result into its completion (result, then done).
+//   - finish: complete a record's request and free the record.
+//   - piece: a part of a device request's transfer (a staging chunk's IO
+//     and copy, or one GDS IO); a piece ends, then its record finishes.
+//   - stop: Stop began: requests claimed from now on complete with
+//     -ECANCELED. deadline: Stop's ctx ended. cancel: end the requests in
+//     flight early, at the deadline (cancelling, cancelIssued). abandon:
+//     complete a request that never reached the kernel, at the deadline.
+//   - fail: the backend failed; every request completes with -EIO.
 package megaio

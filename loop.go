@@ -127,47 +127,47 @@ type Loop struct {
 	cfg Config
 
 	// Control: any goroutine.
-	mu         sync.Mutex // serialises Start, Stop and Close
-	running    bool
-	runDone    chan struct{} // closed when a run's serve returns
-	cmdMu      sync.RWMutex  // guards closed against exec
-	closed     bool
-	cmds       chan command
-	wk         waker
-	stopReq    atomic.Bool // Stop began
-	cancelReq  atomic.Bool // Stop's deadline passed
-	fatal      atomic.Pointer[error]
-	cancelled  atomic.Uint64 // requests completed with -ECANCELED at a deadline
-	pub        publishedCounters[counters]
-	info       BackendInfo               // set before NewLoop returns; read-only after
-	fuseNote   atomic.Pointer[string]    // set when the FUSE lane starts
-	devNote    atomic.Pointer[string]    // set when the device engine starts
-	devErr     atomic.Pointer[error]     // the last device-path error (DeviceErr)
-	cpuClock   int32                     // the loop thread's CPU-time clock
-	queuesView atomic.Pointer[[]*served] // a copy of qs for Stats and Queues
+	mu           sync.Mutex // serialises Start, Stop and Close
+	running      bool
+	runDone      chan struct{} // closed when a run's serve returns
+	cmdMu        sync.RWMutex  // guards closed against exec
+	closed       bool
+	cmds         chan command
+	wk           waker
+	stopReq      atomic.Bool // Stop began
+	pastDeadline atomic.Bool // Stop's deadline passed
+	fatal        atomic.Pointer[error]
+	abandoned    atomic.Uint64 // requests completed at a deadline before reaching the kernel (abandon)
+	pub          publishedCounters[counters]
+	info         BackendInfo               // set before NewLoop returns; read-only after
+	fuseNote     atomic.Pointer[string]    // set when the FUSE lane starts
+	devNote      atomic.Pointer[string]    // set when the device engine starts
+	devErr       atomic.Pointer[error]     // the last device-path error (DeviceErr)
+	cpuClock     int32                     // the loop thread's CPU-time clock
+	queuesView   atomic.Pointer[[]*served] // a copy of qs for Stats and Queues
 
 	// Loop thread only.
-	qs         []*served // the queues served, in claim order (queues.go)
-	lanes      [2]lane   // the backend, and the pool for FUSE files on io_uring (see fuseLane)
-	tab        tables
-	gpu        *GPU       // set by MapForGPU
-	dev        *devEngine // device destinations (devio.go), from the first device buffer
-	recs       []record
-	free       []uint32     // free record indices
-	pending    fifo[uint32] // records waiting for a slot in the SQE batch
-	nwaiting   int          // claimed requests waiting for a record, all queues
-	nextClaim  int          // the queue the next cycle claims from first
-	nextAdmit  int          // the queue the next freed record goes to, if it waits
-	taken      uint64       // records taken since NewLoop, all queues (fairness: QueueStats.MaxOvertaken)
-	inflight   int          // records in the backends, both lanes
-	st         counters
-	bo         backoff
-	epoch      time.Time
-	cycles     uint64
-	stopping   bool // claims complete with -ECANCELED
-	cancelling bool // pending requests complete, in-flight ones are cancelled
-	cancelSent bool
-	failed     bool // the backend failed; claims complete with -EIO
+	qs           []*served // the queues served, in claim order (queues.go)
+	lanes        [2]lane   // the backend, and the pool for FUSE files on io_uring (see fuseLane)
+	tab          tables
+	gpu          *GPU       // set by MapForGPU
+	dev          *devEngine // device destinations (devio.go), from the first device buffer
+	recs         []record
+	free         []uint32     // free record indices
+	pending      fifo[uint32] // records waiting for a slot in the SQE batch
+	nwaiting     int          // claimed requests waiting for a record, all queues
+	nextClaim    int          // the queue the next cycle claims from first
+	nextAdmit    int          // the queue the next freed record goes to, if it waits
+	taken        uint64       // records taken since NewLoop, all queues (fairness: QueueStats.MaxOvertaken)
+	inflight     int          // records in the backends, both lanes
+	st           counters
+	bo           backoff
+	epoch        time.Time
+	cycles       uint64
+	stopping     bool // claims complete with -ECANCELED
+	cancelling   bool // pending requests complete, in-flight ones are cancelled
+	cancelIssued bool // the backends were asked to cancel what they hold
+	failed       bool // the backend failed; claims complete with -EIO
 }
 
 // lane is one backend with its batch: what the loop submits to it and
@@ -351,7 +351,7 @@ func (l *Loop) serve() {
 }
 
 func (l *Loop) beginRun() {
-	l.stopping, l.cancelling, l.cancelSent = false, false, false
+	l.stopping, l.cancelling, l.cancelIssued = false, false, false
 	l.bo.reset()
 	l.dev.begin()
 	l.setState(stateOpen)
@@ -610,36 +610,36 @@ func (l *Loop) dispatch() {
 // IO is in flight, a bounded wait in the kernel, which ends at the first
 // completion (spinning there would cost a syscall a poll and take the CPU
 // the kernel's workers need); and when nothing is in flight, Backoff.Spins
-// polls of the queue's head, then futex sleeps. It returns the flush's
-// wait argument.
-func (l *Loop) wait(busy bool) time.Duration {
+// polls of the queues' heads, then futex sleeps. It returns how the flush
+// waits.
+func (l *Loop) wait(busy bool) waitFor {
 	if busy {
 		l.bo.reset()
 	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d > 0 {
 		l.st.sleeps++
 		l.publish()
 		if l.inflight > 0 {
-			return d // the kernel ends this wait early at the first completion
+			return waitFor(d) // the kernel ends this wait early at the first completion
 		}
 		l.wk.sleep(d)
 	}
 	if l.inflight > 0 {
-		return 0
+		return reapNow
 	}
-	return -1
+	return skipKernel
 }
 
 // flush hands the batch to the backend and reaps completions (one cgo
 // crossing for io_uring). SQEs that did not fit stay at the batch's front.
 // The FUSE lane, when there is one, is served first and never waited on:
 // the main lane's wait is bounded, and skipped when the FUSE lane reaped.
-func (l *Loop) flush(wait time.Duration) {
+func (l *Loop) flush(wait waitFor) {
 	if l.failed {
 		return
 	}
 	if aux := &l.lanes[fuseLane]; aux.be != nil && (len(aux.sqes) > 0 || aux.inflight > 0) {
-		if l.enterLane(aux, -1) && wait > 0 {
-			wait = 0
+		if l.enterLane(aux, skipKernel) && wait > 0 {
+			wait = reapNow
 		}
 	}
 	if main := &l.lanes[0]; len(main.sqes) > 0 || main.inflight > 0 || l.cancelling || wait > 0 {
@@ -649,7 +649,7 @@ func (l *Loop) flush(wait time.Duration) {
 }
 
 // enterLane runs one backend's enter and reports whether it reaped any.
-func (l *Loop) enterLane(ln *lane, wait time.Duration) bool {
+func (l *Loop) enterLane(ln *lane, wait waitFor) bool {
 	taken, reaped, err := ln.be.enter(ln.sqes, ln.cqes, wait)
 	ln.inflight += taken
 	l.inflight += taken
@@ -673,18 +673,18 @@ func (l *Loop) enterLane(ln *lane, wait time.Duration) bool {
 // over: every claimed request has completed and the final sweep is done.
 func (l *Loop) stopStep() bool {
 	l.stopping = true
-	if l.cancelReq.Load() && !l.cancelSent {
+	if l.pastDeadline.Load() && !l.cancelIssued {
 		l.cancelling = true
 		l.abandonUnsubmitted()
-		l.cancelled.Add(l.dev.cancel())
-		l.cancelSent = true
+		l.abandoned.Add(l.dev.cancel())
+		l.cancelIssued = true
 		for _, ln := range l.lanes {
 			if ln.be != nil && ln.inflight > 0 && ln.be.cancelAll() != nil {
-				l.cancelSent = false // the SQ is full: again next cycle
+				l.cancelIssued = false // the SQ is full: again next cycle
 			}
 		}
 	}
-	if l.cancelSent {
+	if l.cancelIssued {
 		for _, ln := range l.lanes {
 			if in, ok := ln.be.(interrupter); ok && ln.inflight > 0 {
 				in.interrupt() // again each cycle: a signal can land just before a worker's system call
@@ -739,7 +739,7 @@ func (l *Loop) abandon(i uint32, now int64) {
 	if d := l.recs[i].done; d > 0 {
 		res = int64(d)
 	}
-	l.cancelled.Add(1)
+	l.abandoned.Add(1)
 	l.finish(i, res, now)
 }
 
@@ -911,7 +911,7 @@ func (l *Loop) Start() error {
 		return fmt.Errorf("%w: the loop serves no queue (AddQueue)", ErrConfig)
 	}
 	l.stopReq.Store(false)
-	l.cancelReq.Store(false)
+	l.pastDeadline.Store(false)
 	l.runDone = make(chan struct{})
 	done := make(chan error, 1)
 	l.cmds <- command{kind: cmdServe, done: done}
@@ -945,7 +945,7 @@ func (l *Loop) stop(ctx context.Context) error {
 	case <-l.runDone:
 	case <-ctx.Done():
 		ctxErr = ctx.Err()
-		l.cancelReq.Store(true)
+		l.pastDeadline.Store(true)
 		l.wk.wake()
 		grace := time.NewTimer(stopGrace)
 		defer grace.Stop()
@@ -959,7 +959,7 @@ func (l *Loop) stop(ctx context.Context) error {
 	l.running = false
 	if ctxErr != nil {
 		ctxErr = fmt.Errorf("megaio: Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
-			"the rest were asked to cancel and waited for: %w", l.cancelled.Load(), ctxErr)
+			"the rest were asked to cancel and waited for: %w", l.abandoned.Load(), ctxErr)
 	}
 	return errors.Join(ctxErr, l.Err())
 }

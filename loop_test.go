@@ -564,7 +564,7 @@ type failingBackend struct {
 	fail atomic.Bool
 }
 
-func (f *failingBackend) enter(s []sqe, c []cqe, wait time.Duration) (int, int, error) {
+func (f *failingBackend) enter(s []sqe, c []cqe, wait waitFor) (int, int, error) {
 	if f.fail.Load() {
 		return 0, 0, unix.EBADFD
 	}
@@ -789,7 +789,7 @@ type flakyBackend struct {
 	errno unix.Errno
 }
 
-func (f *flakyBackend) enter(s []sqe, c []cqe, wait time.Duration) (int, int, error) {
+func (f *flakyBackend) enter(s []sqe, c []cqe, wait waitFor) (int, int, error) {
 	if f.left > 0 && len(s) > 0 {
 		f.left--
 		return 0, 0, f.errno

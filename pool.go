@@ -9,7 +9,6 @@ import "C"
 
 import (
 	"fmt"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -35,7 +34,7 @@ func openPool(workers int, sqEntries uint32, maxInflight int, nfiles int) (*pool
 	return p, nil
 }
 
-func (p *poolBackend) enter(sqes []sqe, cqes []cqe, wait time.Duration) (int, int, error) {
+func (p *poolBackend) enter(sqes []sqe, cqes []cqe, wait waitFor) (int, int, error) {
 	var sp *C.struct_megaio_sqe
 	if len(sqes) > 0 {
 		sp = (*C.struct_megaio_sqe)(unsafe.Pointer(&sqes[0]))

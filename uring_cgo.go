@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -59,17 +58,13 @@ func uringSetupError(step int, errno unix.Errno) error {
 	return e
 }
 
-func (b *uringBackend) enter(sqes []sqe, cqes []cqe, wait time.Duration) (int, int, error) {
+func (b *uringBackend) enter(sqes []sqe, cqes []cqe, wait waitFor) (int, int, error) {
 	var sp *C.struct_megaio_sqe
 	if len(sqes) > 0 {
 		sp = (*C.struct_megaio_sqe)(unsafe.Pointer(&sqes[0]))
 	}
-	ns := C.int64_t(-1)
-	if wait >= 0 {
-		ns = C.int64_t(wait)
-	}
 	ret := C.megaio_ring_enter(b.ring, sp, C.uint(len(sqes)), &b.taken,
-		(*C.struct_megaio_cqe)(unsafe.Pointer(&cqes[0])), C.uint(len(cqes)), &b.reaped, ns)
+		(*C.struct_megaio_cqe)(unsafe.Pointer(&cqes[0])), C.uint(len(cqes)), &b.reaped, C.int64_t(wait))
 	if ret < 0 {
 		return int(b.taken), int(b.reaped), unix.Errno(-ret)
 	}
