@@ -72,16 +72,11 @@ var (
 // CUresult is a CUDA driver API result code.
 type CUresult int
 
-// Known result codes, for messages when the driver cannot name them.
-var cuNames = map[CUresult]string{
-	1: "CUDA_ERROR_INVALID_VALUE", 2: "CUDA_ERROR_OUT_OF_MEMORY", 3: "CUDA_ERROR_NOT_INITIALIZED",
-	100: "CUDA_ERROR_NO_DEVICE", 101: "CUDA_ERROR_INVALID_DEVICE", 200: "CUDA_ERROR_INVALID_IMAGE", 600: "CUDA_ERROR_NOT_READY",
-	209: "CUDA_ERROR_NO_BINARY_FOR_GPU", 500: "CUDA_ERROR_NOT_FOUND", 712: "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED",
-	713: "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", 719: "CUDA_ERROR_LAUNCH_FAILED", 801: "CUDA_ERROR_NOT_SUPPORTED",
-}
-
 func (r CUresult) Error() string {
-	name, msg := cuNames[r], ""
+	name, msg := "", "" // the driver's words, else csrc/cuda_shim.h's table
+	if s := C.megaio_cuda_code_name(C.int(r)); s != nil {
+		name = C.GoString(s)
+	}
 	if driver.loaded {
 		if s := C.err_name(&driver.c, C.megaio_CUresult(r)); s != nil {
 			name = C.GoString(s)
@@ -103,11 +98,11 @@ func (r CUresult) Error() string {
 func (r CUresult) Is(target error) bool {
 	switch target {
 	case ErrNoDevice:
-		return r == 100 || r == 101
+		return r == C.MEGAIO_CUDA_ERROR_NO_DEVICE || r == C.MEGAIO_CUDA_ERROR_INVALID_DEVICE
 	case ErrAlreadyRegistered:
-		return r == 712
+		return r == C.MEGAIO_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED
 	case ErrNotRegisteredCUDA:
-		return r == 713
+		return r == C.MEGAIO_CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED
 	}
 	return false
 }
@@ -116,7 +111,7 @@ func cuErr(what string, r C.megaio_CUresult) error {
 	if r == 0 {
 		return nil
 	}
-	return fmt.Errorf("megaio: %s: %w", what, CUresult(r))
+	return errorf("megaio: %s: %w", what, CUresult(r))
 }
 
 // cudaLibrary is the driver library's name. Only the package's tests change
@@ -141,9 +136,9 @@ func loadDriver(libname string) (C.struct_megaio_cuda, error) {
 	var msg [256]C.char
 	switch C.megaio_cuda_load(&c, name, &msg[0], C.size_t(len(msg))) {
 	case -1:
-		return c, fmt.Errorf("%w (%s)", ErrNoDriver, C.GoString(&msg[0]))
+		return c, errorf("%w (%s)", ErrNoDriver, C.GoString(&msg[0]))
 	case -2:
-		return c, fmt.Errorf("%w: it lacks %s; update the NVIDIA driver", ErrNoDriver, C.GoString(&msg[0]))
+		return c, errorf("%w: it lacks %s; update the NVIDIA driver", ErrNoDriver, C.GoString(&msg[0]))
 	}
 	return c, nil
 }
@@ -191,7 +186,7 @@ func OpenGPU(ordinal int) (*GPU, error) {
 		return nil, err
 	}
 	if ordinal < 0 || ordinal >= int(n) {
-		return nil, fmt.Errorf("%w: device %d of %d", ErrNoDevice, ordinal, int(n))
+		return nil, errorf("%w: device %d of %d", ErrNoDevice, ordinal, int(n))
 	}
 	g := &GPU{ordinal: ordinal, mapped: map[uintptr]int{}}
 	if err := cuErr("cuDeviceGet", C.call_device(&driver.c, &g.dev, C.int(ordinal))); err != nil {
@@ -228,7 +223,7 @@ func (g *GPU) RegisterHost(mem []byte) (uint64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return 0, fmt.Errorf("%w: the GPU", ErrClosed)
+		return 0, errorf("%w: the GPU", ErrClosed)
 	}
 	p := unsafe.Pointer(&mem[0])
 	var dptr C.megaio_CUdeviceptr
@@ -256,7 +251,7 @@ func (g *GPU) UnregisterHost(mem []byte) error {
 	defer g.mu.Unlock()
 	p := unsafe.Pointer(&mem[0])
 	if _, ok := g.mapped[uintptr(p)]; !ok {
-		return fmt.Errorf("%w: %p", ErrNotRegisteredCUDA, p)
+		return errorf("%w: %p", ErrNotRegisteredCUDA, p)
 	}
 	delete(g.mapped, uintptr(p))
 	return g.do(func() error { return cuErr("cuMemHostUnregister", C.call_hostunreg(&driver.c, p)) })
@@ -386,7 +381,7 @@ func (g *GPU) Stream() (*Stream, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
-		return nil, fmt.Errorf("%w: the GPU", ErrClosed)
+		return nil, errorf("%w: the GPU", ErrClosed)
 	}
 	if g.stream == nil {
 		s, err := g.NewStream()
@@ -422,7 +417,7 @@ func (g *GPU) Close() error {
 		return nil
 	}
 	if len(g.mapped) > 0 {
-		return fmt.Errorf("%w: %d host regions are still registered with CUDA; close the loop first", ErrInUse, len(g.mapped))
+		return errorf("%w: %d host regions are still registered with CUDA; close the loop first", ErrInUse, len(g.mapped))
 	}
 	g.closed = true
 	var errs []error
@@ -458,7 +453,7 @@ func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
 	m := GPUMapping{Buffers: map[uint16]uint64{}}
 	err := l.exec(func() error {
 		if l.gpu != nil {
-			return fmt.Errorf("%w: the loop is already mapped for a GPU", ErrInUse)
+			return errorf("%w: the loop is already mapped for a GPU", ErrInUse)
 		}
 		l.gpu = g
 		if err := l.mapAll(&m); err != nil {

@@ -47,7 +47,7 @@ var cufileLibrary = "libcufile.so.0"
 type CuFileError struct {
 	Op     string // the entry point, e.g. "cuFileHandleRegister"
 	Code   int    // CUfileOpError (5000 + n)
-	CUCode int    // CUresult when Code is 5011
+	CUCode int    // CUresult when Code is CU_FILE_CUDA_DRIVER_ERROR
 }
 
 func (e *CuFileError) Error() string {
@@ -56,7 +56,7 @@ func (e *CuFileError) Error() string {
 		name = C.GoString(n)
 	}
 	msg := fmt.Sprintf("megaio: %s: cuFile error %d (%s)", e.Op, e.Code, name)
-	if e.Code == 5011 {
+	if e.Code == C.MEGAIO_CU_FILE_CUDA_DRIVER_ERROR {
 		msg += ": " + CUresult(e.CUCode).Error()
 	}
 	return msg
@@ -100,15 +100,15 @@ func openCuFile() error {
 		var msg [256]C.char
 		switch C.megaio_cufile_load(&cufile.c, name, &msg[0], C.size_t(len(msg))) {
 		case -1:
-			cufile.err = fmt.Errorf("%w: %s", ErrGDSUnavailable, C.GoString(&msg[0]))
+			cufile.err = errorf("%w: %s", ErrGDSUnavailable, C.GoString(&msg[0]))
 			return
 		case -2:
-			cufile.err = fmt.Errorf("%w: %s lacks %s (cuFile 1.7 or newer has the batch API)", ErrGDSUnavailable,
+			cufile.err = errorf("%w: %s lacks %s (cuFile 1.7 or newer has the batch API)", ErrGDSUnavailable,
 				cufileLibrary, C.GoString(&msg[0]))
 			return
 		}
 		if err := cufileErr("cuFileDriverOpen", C.gds_driver_open(&cufile.c)); err != nil {
-			cufile.err = fmt.Errorf("%w: %w", ErrGDSUnavailable, err)
+			cufile.err = errorf("%w: %w", ErrGDSUnavailable, err)
 			return
 		}
 		var p C.megaio_CUfileDrvProps

@@ -1,7 +1,6 @@
 package megaio
 
 import (
-	"fmt"
 	"os"
 	"unsafe"
 
@@ -135,7 +134,7 @@ func (t *tables) checkFile(file uint32) int64 {
 func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("megaio: duplicating %s: %w", f.Name(), err)
+		return 0, errorf("megaio: duplicating %s: %w", f.Name(), err)
 	}
 	var h FileHandle
 	lane := uint8(0)
@@ -165,7 +164,7 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 			h = FileHandle(i)
 			return nil
 		}
-		return fmt.Errorf("%w: all %d file slots are taken; raise Config.MaxFiles", ErrTableFull, len(l.tab.files))
+		return errorf("%w: all %d file slots are taken; raise Config.MaxFiles", ErrTableFull, len(l.tab.files))
 	})
 	if err != nil {
 		unix.Close(fd)
@@ -196,7 +195,7 @@ func (l *Loop) laneBackend(lane uint8) (backend, error) {
 func (l *Loop) UnregisterFile(h FileHandle) error {
 	return l.exec(func() error {
 		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
-			return fmt.Errorf("%w: file handle %d", ErrNotRegistered, h)
+			return errorf("%w: file handle %d", ErrNotRegistered, h)
 		}
 		e := &l.tab.files[h]
 		e.valid = false
@@ -221,9 +220,9 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 	mem, err := mapAnonymous(size, opts.Hugepages)
 	if err != nil {
 		if opts.Hugepages {
-			return nil, fmt.Errorf("megaio: mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)
+			return nil, errorf("megaio: mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)
 		}
-		return nil, fmt.Errorf("megaio: mapping a %d-byte buffer: %w", size, err)
+		return nil, errorf("megaio: mapping a %d-byte buffer: %w", size, err)
 	}
 	b := &Buffer{mem: mem, hugepages: opts.Hugepages}
 	err = l.exec(func() error { return l.installBuffer(b) })
@@ -257,7 +256,7 @@ func (l *Loop) installBuffer(b *Buffer) error {
 		l.tab.bufs[i] = b
 		return nil
 	}
-	return fmt.Errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
+	return errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
 }
 
 // uninstallBuffer undoes installBuffer for a buffer no request can have
@@ -279,10 +278,10 @@ func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error
 	var h DestHandle
 	err := l.exec(func() error {
 		if int(b.index) >= len(l.tab.bufs) || l.tab.bufs[b.index] != b {
-			return fmt.Errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
+			return errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
 		}
 		if b.internal {
-			return fmt.Errorf("%w: the buffer is the loop's own", ErrInUse)
+			return errorf("%w: the buffer is the loop's own", ErrInUse)
 		}
 		h = l.tab.addDest(destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true})
 		return nil
@@ -295,7 +294,7 @@ func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error
 func (l *Loop) RemoveDestination(h DestHandle) error {
 	return l.exec(func() error {
 		if uint32(h) >= uint32(len(l.tab.dests)) || !l.tab.dests[h].valid {
-			return fmt.Errorf("%w: destination handle %d", ErrNotRegistered, h)
+			return errorf("%w: destination handle %d", ErrNotRegistered, h)
 		}
 		l.tab.dests[h].valid = false
 		return nil

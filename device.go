@@ -186,7 +186,7 @@ func chooseBufferPath(mode DevicePath, gdsErr error) (DevicePath, *PathWarning, 
 	case gdsErr == nil:
 		return DevicePathGDS, nil, nil
 	case mode == DevicePathGDS:
-		return 0, nil, fmt.Errorf("megaio: Device.Path is gds: %w", gdsErr)
+		return 0, nil, errorf("megaio: Device.Path is gds: %w", gdsErr)
 	}
 	return DevicePathBounce, &PathWarning{Cause: gdsErr}, nil
 }
@@ -345,7 +345,7 @@ func (l *Loop) RegisterDeviceMemory(g *GPU, ptr, size uint64) (*DeviceBuffer, *P
 	}
 	base, n, err := g.DeviceRange(ptr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("megaio: %#x is not device memory of this GPU: %w", ptr, err)
+		return nil, nil, errorf("megaio: %#x is not device memory of this GPU: %w", ptr, err)
 	}
 	if ptr-base > n || size > n-(ptr-base) {
 		return nil, nil, configError("device memory [%#x, +%d) overruns its allocation [%#x, +%d)", ptr, size, base, n)
@@ -398,7 +398,7 @@ func (l *Loop) AddDeviceDestination(b *DeviceBuffer, base, length uint64) (DestH
 	var h DestHandle
 	err := l.exec(func() error {
 		if l.dev == nil || b.index >= len(l.dev.bufs) || l.dev.bufs[b.index] != b {
-			return fmt.Errorf("%w: the device buffer belongs to no loop or another loop", ErrNotRegistered)
+			return errorf("%w: the device buffer belongs to no loop or another loop", ErrNotRegistered)
 		}
 		h = l.tab.addDest(destination{addr: b.ptr + base, length: length, valid: true, dev: b})
 		return nil
@@ -415,7 +415,7 @@ func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
 	var why string
 	err := l.exec(func() error {
 		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
-			return fmt.Errorf("%w: file handle %d", ErrNotRegistered, h)
+			return errorf("%w: file handle %d", ErrNotRegistered, h)
 		}
 		p, why = l.dev.filePath(int(h))
 		return nil
@@ -439,12 +439,12 @@ func (l *Loop) DeviceErr() error {
 func (l *Loop) devSetup(g *GPU) error {
 	if l.dev != nil {
 		if l.dev.gpu != g {
-			return fmt.Errorf("%w: the loop's device buffers are on another GPU (one GPU per loop)", ErrInUse)
+			return errorf("%w: the loop's device buffers are on another GPU (one GPU per loop)", ErrInUse)
 		}
 		return nil
 	}
 	if l.gpu != nil && l.gpu != g {
-		return fmt.Errorf("%w: the loop is mapped for another GPU (one GPU per loop)", ErrInUse)
+		return errorf("%w: the loop is mapped for another GPU (one GPU per loop)", ErrInUse)
 	}
 	cfg := l.cfg.Device
 	if err := g.makeCurrent(); err != nil {
@@ -453,16 +453,16 @@ func (l *Loop) devSetup(g *GPU) error {
 	e := &devEngine{host: l, cfg: cfg, gpu: g, epoch: l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
 	mem, err := mapAnonymous(cfg.StagingChunks*cfg.ChunkSize, false)
 	if err != nil {
-		return fmt.Errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
+		return errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
 	}
 	e.staging = &Buffer{mem: mem, internal: true}
 	if err := l.installBuffer(e.staging); err != nil {
 		unix.Munmap(mem)
-		return fmt.Errorf("megaio: registering the staging pool: %w", err)
+		return errorf("megaio: registering the staging pool: %w", err)
 	}
 	if _, err := g.RegisterHost(mem); err != nil {
 		l.uninstallBuffer(e.staging)
-		return fmt.Errorf("megaio: pinning the staging pool for CUDA: %w", err)
+		return errorf("megaio: pinning the staging pool for CUDA: %w", err)
 	}
 	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
 		g.UnregisterHost(mem)
@@ -475,13 +475,13 @@ func (l *Loop) devSetup(g *GPU) error {
 	e.waiting = newFIFO[uint32](len(l.recs))
 	e.recs = make([]devRec, len(l.recs))
 	e.files = make([]devFileState, len(l.tab.files))
-	e.gdsErr = fmt.Errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
+	e.gdsErr = errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
 	if cfg.Path != DevicePathBounce {
 		e.gdsErr = e.setupGDS()
 		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
 			e.close()
 			l.uninstallBuffer(e.staging)
-			return fmt.Errorf("megaio: Device.Path is gds: %w", e.gdsErr)
+			return errorf("megaio: Device.Path is gds: %w", e.gdsErr)
 		}
 	}
 	l.reserveIOs(cfg.StagingChunks) // one staged IO per chunk joins the lanes' batches

@@ -2,7 +2,6 @@ package megaio
 
 import (
 	"errors"
-	"fmt"
 	"time"
 	"unsafe"
 
@@ -162,7 +161,7 @@ func (e *devEngine) setupGDS() error {
 				s.b.destroy()
 			}
 			e.batches = nil
-			return fmt.Errorf("%w: %w", ErrGDSUnavailable, err)
+			return errorf("%w: %w", ErrGDSUnavailable, err)
 		}
 		e.batches = append(e.batches, gdsBatchState{b: b})
 	}
@@ -474,7 +473,7 @@ func (e *devEngine) gdsSubmit() {
 				return
 			}
 			e.st.gdsGiveUps++
-			err = fmt.Errorf("%w (%d answers in a row; Device.GDSRetryLimit)", err, bs.retries)
+			err = errorf("%w (%d answers in a row; Device.GDSRetryLimit)", err, bs.retries)
 		}
 		bs.retries = 0
 		e.fault(err)
@@ -699,7 +698,7 @@ func (e *devEngine) registerFile(i, fd int) error {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		e.files[i].gdsWhy = "duplicating the descriptor for the device paths: " + err.Error()
-		return fmt.Errorf("megaio: duplicating the descriptor for the device paths: %w", err)
+		return errorf("megaio: duplicating the descriptor for the device paths: %w", err)
 	}
 	f := &devFile{fd: dup, direct: isDirect(dup)}
 	fs := &e.files[i]

@@ -3,6 +3,7 @@ package megaio
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,8 +73,33 @@ func (e *SetupError) Error() string {
 func (e *SetupError) Is(target error) bool { return target == e.Kind }
 func (e *SetupError) Unwrap() error        { return e.Errno }
 
+// errPrefix starts every error message of the package, once.
+const errPrefix = "megaio: "
+
+// errorf is fmt.Errorf for the package's errors: the message says
+// "megaio:" once, at its start, however many of the package's errors it
+// wraps (their own prefixes are dropped from the text; errors.Is and
+// errors.As still see them).
+func errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	msg := err.Error()
+	if strings.Index(msg, errPrefix) == 0 && strings.Count(msg, errPrefix) == 1 {
+		return err
+	}
+	return &prefixed{msg: errPrefix + strings.ReplaceAll(msg, errPrefix, ""), err: err}
+}
+
+// prefixed is an error whose message errorf rewrote.
+type prefixed struct {
+	msg string
+	err error
+}
+
+func (e *prefixed) Error() string { return e.msg }
+func (e *prefixed) Unwrap() error { return e.err }
+
 func configError(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	return errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
 }
 
 // memlockHint names the limit and how to raise it.

@@ -747,7 +747,7 @@ func (l *Loop) abandon(i uint32, now int64) {
 // completes with -EIO so no producer waits forever, and from now on every
 // claim does too, until Stop.
 func (l *Loop) fail(err error) {
-	err = fmt.Errorf("%w: %w", ErrRingFailed, err)
+	err = errorf("%w: %w", ErrRingFailed, err)
 	l.fatal.Store(&err)
 	l.failed = true
 	l.dev.fail() // nothing may still write into device memory or staging
@@ -884,7 +884,7 @@ func (l *Loop) exec(fn func() error) error {
 	l.cmdMu.RLock()
 	if l.closed {
 		l.cmdMu.RUnlock()
-		return fmt.Errorf("%w: the loop", ErrClosed)
+		return errorf("%w: the loop", ErrClosed)
 	}
 	done := make(chan error, 1)
 	l.cmds <- command{fn: fn, kind: cmdFunc, done: done}
@@ -900,15 +900,15 @@ func (l *Loop) Start() error {
 	defer l.mu.Unlock()
 	switch {
 	case l.closed:
-		return fmt.Errorf("%w: the loop", ErrClosed)
+		return errorf("%w: the loop", ErrClosed)
 	case l.running:
-		return fmt.Errorf("%w: Start called twice", ErrRunning)
+		return errorf("%w: Start called twice", ErrRunning)
 	case l.fatal.Load() != nil:
-		return fmt.Errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
+		return errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
 	case l.unfinished():
-		return fmt.Errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them", ErrStopIncomplete)
+		return errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them", ErrStopIncomplete)
 	case len(*l.queuesView.Load()) == 0:
-		return fmt.Errorf("%w: the loop serves no queue (AddQueue)", ErrConfig)
+		return errorf("%w: the loop serves no queue (AddQueue)", ErrConfig)
 	}
 	l.stopReq.Store(false)
 	l.pastDeadline.Store(false)
@@ -958,7 +958,7 @@ func (l *Loop) stop(ctx context.Context) error {
 	}
 	l.running = false
 	if ctxErr != nil {
-		ctxErr = fmt.Errorf("megaio: Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
+		ctxErr = errorf("megaio: Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
 			"the rest were asked to cancel and waited for: %w", l.abandoned.Load(), ctxErr)
 	}
 	return errors.Join(ctxErr, l.Err())
@@ -1004,7 +1004,7 @@ func (l *Loop) awaitUnfinished(ctx context.Context) error {
 func (l *Loop) incomplete(cause error) error {
 	var tickets []uint64
 	l.exec(func() error { tickets = l.inKernel(); return nil })
-	return fmt.Errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v), in a wait the "+
+	return errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v), in a wait the "+
 		"kernel does not interrupt; their buffers stay mapped, and Start and Close refuse until they are out "+
 		"(Stop again to wait for them): %w", ErrStopIncomplete, len(tickets), stopGrace, tickets, cause)
 }
@@ -1086,7 +1086,7 @@ func (l *Loop) Close() error {
 		return nil
 	}
 	if l.unfinished() {
-		return fmt.Errorf("%w: the loop keeps its buffers mapped until the requests in the kernel are out; "+
+		return errorf("%w: the loop keeps its buffers mapped until the requests in the kernel are out; "+
 			"Stop to wait for them, then Close", ErrStopIncomplete)
 	}
 	err := l.stop(context.Background())

@@ -29,7 +29,7 @@ type poolBackend struct {
 func openPool(workers int, sqEntries uint32, maxInflight int, nfiles int) (*poolBackend, error) {
 	p := &poolBackend{workers: uint32(workers), sq: sqEntries}
 	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sqEntries), C.uint(maxInflight+1), C.uint(nfiles)); ret < 0 {
-		return nil, fmt.Errorf("megaio: starting %d pool workers: %w", workers, unix.Errno(-ret))
+		return nil, errorf("megaio: starting %d pool workers: %w", workers, unix.Errno(-ret))
 	}
 	return p, nil
 }
@@ -61,7 +61,7 @@ func (p *poolBackend) interrupt() int { return int(C.megaio_pool_interrupt(p.poo
 
 func (p *poolBackend) setFile(index uint32, fd int) error {
 	if ret := C.megaio_pool_set_file(p.pool, C.uint(index), C.int(fd)); ret < 0 {
-		return fmt.Errorf("megaio: registering file slot %d with the worker pool: %w", index, unix.Errno(-ret))
+		return errorf("megaio: registering file slot %d with the worker pool: %w", index, unix.Errno(-ret))
 	}
 	return nil
 }

@@ -211,7 +211,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 	size := queueSize(c, cfg.Completions)
 	mem, err := mapAnonymous(size, false)
 	if err != nil {
-		return nil, fmt.Errorf("megaio: mapping a %d-byte queue: %w", size, err)
+		return nil, errorf("megaio: mapping a %d-byte queue: %w", size, err)
 	}
 	h := (*queueHeader)(unsafe.Pointer(&mem[0]))
 	*h = queueHeader{
@@ -241,28 +241,28 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 // sizes or capacity do not match.
 func AttachQueue(mem []byte) (*Queue, error) {
 	if len(mem) < headerSize || uintptr(unsafe.Pointer(&mem[0]))%64 != 0 {
-		return nil, fmt.Errorf("%w: %d bytes, or not 64-byte aligned", ErrBadQueue, len(mem))
+		return nil, errorf("%w: %d bytes, or not 64-byte aligned", ErrBadQueue, len(mem))
 	}
 	h := (*queueHeader)(unsafe.Pointer(&mem[0]))
 	c, nc := h.capacity, h.completions
 	switch {
 	case h.magic == abiMagic-1<<56 && h.abiVersion == 1: // "MEGIOEQ1"
-		return nil, fmt.Errorf("%w: an ABI version 1 queue; this library speaks version %d (rebuild the producers with this include/megaio.h)",
+		return nil, errorf("%w: an ABI version 1 queue; this library speaks version %d (rebuild the producers with this include/megaio.h)",
 			ErrBadQueue, abiVersion)
 	case h.magic != abiMagic:
-		return nil, fmt.Errorf("%w: magic %#x, want %#x", ErrBadQueue, h.magic, uint64(abiMagic))
+		return nil, errorf("%w: magic %#x, want %#x", ErrBadQueue, h.magic, uint64(abiMagic))
 	case h.abiVersion != abiVersion:
-		return nil, fmt.Errorf("%w: ABI version %d, this library speaks %d", ErrBadQueue, h.abiVersion, abiVersion)
+		return nil, errorf("%w: ABI version %d, this library speaks %d", ErrBadQueue, h.abiVersion, abiVersion)
 	case h.headerSize != headerSize || h.slotSize != slotSize || h.completionSize != completionSize:
-		return nil, fmt.Errorf("%w: sizes header %d slot %d completion %d, want %d %d %d", ErrBadQueue,
+		return nil, errorf("%w: sizes header %d slot %d completion %d, want %d %d %d", ErrBadQueue,
 			h.headerSize, h.slotSize, h.completionSize, headerSize, slotSize, completionSize)
 	case c < minCapacity || c > maxCapacity || c&(c-1) != 0:
-		return nil, fmt.Errorf("%w: capacity %d is not a power of two in [%d, %d]", ErrBadQueue, c, minCapacity, maxCapacity)
+		return nil, errorf("%w: capacity %d is not a power of two in [%d, %d]", ErrBadQueue, c, minCapacity, maxCapacity)
 	case nc < 1 || nc > maxCompletions:
-		return nil, fmt.Errorf("%w: %d completions, want 1 to %d", ErrBadQueue, nc, maxCompletions)
+		return nil, errorf("%w: %d completions, want 1 to %d", ErrBadQueue, nc, maxCompletions)
 	case uint64(len(mem)) < uint64(queueSize(c, nc)) || h.slotsOffset != headerSize ||
 		h.completionsOffset != headerSize+uint64(c)*slotSize:
-		return nil, fmt.Errorf("%w: %d bytes or offsets do not fit capacity %d and %d completions", ErrBadQueue,
+		return nil, errorf("%w: %d bytes or offsets do not fit capacity %d and %d completions", ErrBadQueue,
 			len(mem), c, nc)
 	}
 	head := atomic.LoadUint64(&h.claimHead)
@@ -309,7 +309,7 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	if q.loop != nil {
-		return fmt.Errorf("%w: close the queue's loop first", ErrInUse)
+		return errorf("%w: close the queue's loop first", ErrInUse)
 	}
 	q.closed = true
 	var err error
@@ -329,9 +329,9 @@ func (q *Queue) attach(l *Loop) error {
 	defer q.mu.Unlock()
 	switch {
 	case q.closed:
-		return fmt.Errorf("%w: the queue", ErrClosed)
+		return errorf("%w: the queue", ErrClosed)
 	case q.loop != nil:
-		return fmt.Errorf("%w: the queue already has a loop; close it first", ErrInUse)
+		return errorf("%w: the queue already has a loop; close it first", ErrInUse)
 	}
 	q.loop = l
 	return nil
@@ -370,14 +370,14 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return nil, fmt.Errorf("%w: the queue", ErrClosed)
+		return nil, errorf("%w: the queue", ErrClosed)
 	}
 	if q.host != nil {
 		return q.host, nil
 	}
 	mem, err := mapAnonymous(int(unsafe.Sizeof(producerSide{})), false)
 	if err != nil {
-		return nil, fmt.Errorf("megaio: mapping the host producer side: %w", err)
+		return nil, errorf("megaio: mapping the host producer side: %w", err)
 	}
 	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps))}
 	q.host = p
@@ -420,7 +420,7 @@ func (p *HostProducer) ReserveCompletions(n int) ([]uint32, error) {
 		id, ok := p.ids.get()
 		if !ok {
 			p.ReleaseCompletions(ids)
-			return nil, fmt.Errorf("%w: %d completion ids asked for, fewer are free", ErrBusy, n)
+			return nil, errorf("%w: %d completion ids asked for, fewer are free", ErrBusy, n)
 		}
 		ids = append(ids, id)
 	}
@@ -480,7 +480,7 @@ func (p *HostProducer) takeID() (uint32, error) {
 	if id, ok := p.ids.get(); ok {
 		return id, nil
 	}
-	return 0, fmt.Errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy, len(p.q.comps))
+	return 0, errorf("%w: all %d completion ids are held by requests not yet collected", ErrBusy, len(p.q.comps))
 }
 
 // submitWith takes a ticket and publishes r with completion id id. On error
@@ -521,7 +521,7 @@ func (p *HostProducer) takeTicket() (uint64, error) {
 			if ringFull(n, head, capacity) {
 				again := atomic.LoadUint64(&side.nextTicket)
 				if again == n {
-					return 0, fmt.Errorf("%w: %d requests published and not yet claimed", ErrFull, capacity)
+					return 0, errorf("%w: %d requests published and not yet claimed", ErrFull, capacity)
 				}
 				n = again // another goroutine took n: try the next
 				continue
@@ -542,7 +542,7 @@ func (p *HostProducer) takeTicket() (uint64, error) {
 func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 	q := p.q
 	if int(t.id) >= len(q.comps) || atomic.LoadUint64(&p.ids.owner[t.id]) != t.n+1 {
-		return 0, false, fmt.Errorf("%w: ticket %d (completion id %d)", ErrUnknownTicket, t.n, t.id)
+		return 0, false, errorf("%w: ticket %d (completion id %d)", ErrUnknownTicket, t.n, t.id)
 	}
 	c := &q.comps[t.id]
 	if atomic.LoadUint64(&c.done) != t.n+1 {
@@ -559,7 +559,7 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 	}
 	res = Result(atomic.LoadInt64(&c.result))
 	if !atomic.CompareAndSwapUint64(&p.ids.owner[t.id], t.n+1, 0) {
-		return 0, false, fmt.Errorf("%w: ticket %d was collected by another caller", ErrUnknownTicket, t.n)
+		return 0, false, errorf("%w: ticket %d was collected by another caller", ErrUnknownTicket, t.n)
 	}
 	p.ids.put(t.id)
 	return res, true, nil

@@ -1,7 +1,6 @@
 package megaio
 
 import (
-	"fmt"
 	"sync/atomic"
 )
 
@@ -71,7 +70,7 @@ func (l *Loop) AddQueue(q *Queue) error {
 	}
 	err := l.exec(func() error {
 		if len(l.qs) >= MaxQueues {
-			return fmt.Errorf("%w: the loop already serves %d queues (MaxQueues)", ErrConfig, MaxQueues)
+			return errorf("%w: the loop already serves %d queues (MaxQueues)", ErrConfig, MaxQueues)
 		}
 		s := newServed(q, len(l.qs), l.cfg.MaxInflight)
 		if err := l.mapQueue(s); err != nil {
@@ -102,7 +101,7 @@ func (l *Loop) DetachQueue(q *Queue) error {
 	err := l.exec(func() error {
 		k := l.servedIndex(q)
 		if k < 0 {
-			return fmt.Errorf("%w: the queue is not served by this loop", ErrNotRegistered)
+			return errorf("%w: the queue is not served by this loop", ErrNotRegistered)
 		}
 		if err := l.unmapQueue(l.qs[k]); err != nil {
 			return err
@@ -138,11 +137,11 @@ func (l *Loop) Queues() []*Queue {
 func (l *Loop) changeable(what string) error {
 	switch {
 	case l.closed:
-		return fmt.Errorf("%w: the loop", ErrClosed)
+		return errorf("%w: the loop", ErrClosed)
 	case l.running:
-		return fmt.Errorf("%w: Stop the loop to %s", ErrRunning, what)
+		return errorf("%w: Stop the loop to %s", ErrRunning, what)
 	case l.unfinished():
-		return fmt.Errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them, then %s",
+		return errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them, then %s",
 			ErrStopIncomplete, what)
 	}
 	return nil

@@ -90,3 +90,15 @@ megaio_CUresult megaio_cuda_launch(struct megaio_cuda *c, megaio_CUfunction f, c
 	return c->cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0], block[1], block[2], shmem, stream, params,
 				 NULL);
 }
+
+const char *megaio_cuda_code_name(int code)
+{
+	switch (code) {
+#define MEGAIO_NAME(c, name) \
+	case c:              \
+		return #name;
+		MEGAIO_CUDA_CODES(MEGAIO_NAME)
+#undef MEGAIO_NAME
+	}
+	return NULL;
+}

@@ -26,9 +26,31 @@ typedef unsigned long long megaio_CUdeviceptr; /* CUdeviceptr_v2 */
 
 #define MEGAIO_CUDA_SUCCESS 0
 #define MEGAIO_CUDA_ERROR_NO_DEVICE 100
+#define MEGAIO_CUDA_ERROR_INVALID_DEVICE 101
 #define MEGAIO_CUDA_ERROR_NOT_READY 600
 #define MEGAIO_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED 712
 #define MEGAIO_CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED 713
+
+/* The CUresult codes megaio names when the driver cannot (it is not loaded,
+ * or too old to name one): X(code, name). csrc/cuda_check.c checks each
+ * against cuda.h. */
+#define MEGAIO_CUDA_CODES(X)                         \
+	X(1, CUDA_ERROR_INVALID_VALUE)                   \
+	X(2, CUDA_ERROR_OUT_OF_MEMORY)                   \
+	X(3, CUDA_ERROR_NOT_INITIALIZED)                 \
+	X(100, CUDA_ERROR_NO_DEVICE)                     \
+	X(101, CUDA_ERROR_INVALID_DEVICE)                \
+	X(200, CUDA_ERROR_INVALID_IMAGE)                 \
+	X(209, CUDA_ERROR_NO_BINARY_FOR_GPU)             \
+	X(500, CUDA_ERROR_NOT_FOUND)                     \
+	X(600, CUDA_ERROR_NOT_READY)                     \
+	X(712, CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED) \
+	X(713, CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)    \
+	X(719, CUDA_ERROR_LAUNCH_FAILED)                 \
+	X(801, CUDA_ERROR_NOT_SUPPORTED)
+
+/* The name of a code in the table above, or NULL. */
+const char *megaio_cuda_code_name(int code);
 #define MEGAIO_CU_MEMHOSTREGISTER_PORTABLE 0x01
 #define MEGAIO_CU_MEMHOSTREGISTER_DEVICEMAP 0x02
 #define MEGAIO_CU_STREAM_NON_BLOCKING 0x1

@@ -27,6 +27,7 @@ typedef struct {
 #define MEGAIO_CU_FILE_PLATFORM_NOT_SUPPORTED 5007
 #define MEGAIO_CU_FILE_IO_NOT_SUPPORTED 5008
 #define MEGAIO_CU_FILE_DIO_NOT_SET 5020
+#define MEGAIO_CU_FILE_CUDA_DRIVER_ERROR 5011
 
 /* The CUfileOpError codes megaio tells apart: X(code, name, kind), where
  * kind says what megaio does with it:
