@@ -46,8 +46,8 @@ type interrupter interface {
 	interrupt() int
 }
 
-// sqe is one request to the backend. Its layout mirrors struct megaio_sqe
-// in csrc/uring_shim.h (checked by a test).
+// sqe is one request to the backend. Its layout, and the constants below,
+// mirror csrc/backend.h (TestLayout pins them, through internal/clayout).
 type sqe struct {
 	userData uint64 // record index
 	off      uint64 // file offset
@@ -64,7 +64,7 @@ type sqe struct {
 type cqe struct {
 	userData uint64
 	res      int32
-	flags    uint32
+	_        uint32 // flags: the loop reads none
 }
 
 const (

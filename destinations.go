@@ -21,11 +21,10 @@ const maxBufferSize = 1 << 30
 // backend (io_uring registered buffer index Index). READs land in it and
 // WRITEs come from it. It stays mapped until the loop is closed.
 type Buffer struct {
-	mem       []byte
-	index     uint16
-	hugepages bool
-	devPtr    uint64 // device address, once the loop is mapped for a GPU
-	internal  bool   // the loop's own staging memory (devio.go): never a destination
+	mem      []byte
+	index    uint16
+	devPtr   uint64 // device address, once the loop is mapped for a GPU
+	internal bool   // the loop's own staging memory (devio.go): never a destination
 }
 
 // DevicePointer is the buffer's address on the GPU the loop is mapped for
@@ -178,7 +177,7 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 func (l *Loop) laneBackend(lane uint8) (backend, error) {
 	ln := &l.lanes[lane]
 	if ln.be == nil {
-		p, err := openPool(min(l.cfg.PoolWorkers, 4), l.cfg.RingEntries, l.cfg.MaxInflight, l.cfg.MaxFiles)
+		p, err := openPool(min(l.cfg.PoolWorkers, fuseLaneWorkers), l.cfg.RingEntries, l.cfg.MaxInflight, l.cfg.MaxFiles)
 		if err != nil {
 			return nil, err
 		}
@@ -224,7 +223,7 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 		}
 		return nil, errorf("megaio: mapping a %d-byte buffer: %w", size, err)
 	}
-	b := &Buffer{mem: mem, hugepages: opts.Hugepages}
+	b := &Buffer{mem: mem}
 	err = l.exec(func() error { return l.installBuffer(b) })
 	if err != nil {
 		unix.Munmap(mem)

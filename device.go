@@ -39,26 +39,13 @@ const (
 	DevicePathBounce
 )
 
-func (p DevicePath) String() string {
-	switch p {
-	case DevicePathAuto:
-		return "auto"
-	case DevicePathGDS:
-		return "gds"
-	case DevicePathBounce:
-		return "bounce"
-	}
-	return fmt.Sprintf("DevicePath(%d)", int(p))
-}
+var devicePathNames = []string{DevicePathAuto: "auto", DevicePathGDS: "gds", DevicePathBounce: "bounce"}
+
+func (p DevicePath) String() string { return enumName(p, devicePathNames, "DevicePath") }
 
 // ParseDevicePath parses "auto", "gds" or "bounce".
 func ParseDevicePath(s string) (DevicePath, error) {
-	for _, p := range []DevicePath{DevicePathAuto, DevicePathGDS, DevicePathBounce} {
-		if s == p.String() {
-			return p, nil
-		}
-	}
-	return 0, configError("device path %q: want auto, gds or bounce", s)
+	return parseEnum[DevicePath](s, devicePathNames, "device path")
 }
 
 // DeviceConfig tunes device destinations (Config.Device). Zero fields take

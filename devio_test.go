@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -788,43 +787,6 @@ func BenchmarkDevice(b *testing.B) {
 			b.ReportMetric(float64((h.l.CPUTime()-cpu0).Microseconds())/float64(b.N), "loop-cpu-µs/op")
 		})
 	}
-}
-
-// checkIdle checks a stopped loop's accounting: every record free exactly
-// once, and with device paths, every chunk free, nothing queued, copying or
-// out with cuFile. Runs on the loop's thread (exec).
-func (l *Loop) checkIdle() error {
-	seen := make([]bool, len(l.recs))
-	for _, i := range l.free {
-		if seen[i] {
-			return fmt.Errorf("record %d is free twice", i)
-		}
-		seen[i] = true
-	}
-	if len(l.free) != len(l.recs) {
-		return fmt.Errorf("%d of %d records free", len(l.free), len(l.recs))
-	}
-	waiting := 0
-	for k, s := range l.qs {
-		waiting += s.waiting.len()
-		if h := atomic.LoadUint64(&s.q.hdr.claimHead); h != s.q.head {
-			return fmt.Errorf("queue %d: claim_head %d, but the loop claimed up to %d", k, h, s.q.head)
-		}
-		if st := atomic.LoadUint32(&s.q.hdr.state); st != stateStopped {
-			return fmt.Errorf("queue %d: state %d, want stopped", k, st)
-		}
-		if int(s.index) != k {
-			return fmt.Errorf("queue %d has index %d", k, s.index)
-		}
-	}
-	if waiting != 0 || l.nwaiting != 0 {
-		return fmt.Errorf("%d claimed requests still wait for a record (counted %d)", waiting, l.nwaiting)
-	}
-	if e := l.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
-		return fmt.Errorf("%d chunks in use, %d GDS IOs out, %d queued, %d copying", e.chunks.inUse(), e.gdsOut,
-			e.waiting.len(), e.copying.len())
-	}
-	return nil
 }
 
 // TestDeviceGDSSilentCancel: Stop's deadline cancels GDS batches whose

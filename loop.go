@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,26 +50,31 @@ const (
 	BackendPool
 )
 
-func (k BackendKind) String() string {
-	switch k {
-	case BackendAuto:
-		return "auto"
-	case BackendIOUring:
-		return "io_uring"
-	case BackendPool:
-		return "pool"
-	}
-	return fmt.Sprintf("BackendKind(%d)", int(k))
-}
+var backendNames = []string{BackendAuto: "auto", BackendIOUring: "io_uring", BackendPool: "pool"}
+
+func (k BackendKind) String() string { return enumName(k, backendNames, "BackendKind") }
 
 // ParseBackend parses "auto", "io_uring" or "pool".
 func ParseBackend(s string) (BackendKind, error) {
-	for _, k := range []BackendKind{BackendAuto, BackendIOUring, BackendPool} {
-		if s == k.String() {
-			return k, nil
+	return parseEnum[BackendKind](s, backendNames, "backend")
+}
+
+// enumName is the name of v in names (indexed by value), or type(v).
+func enumName[T ~int](v T, names []string, typ string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", typ, int(v))
+}
+
+// parseEnum finds s in names (indexed by value).
+func parseEnum[T ~int](s string, names []string, what string) (T, error) {
+	for v, name := range names {
+		if s == name {
+			return T(v), nil
 		}
 	}
-	return 0, configError("backend %q: want auto, io_uring or pool", s)
+	return 0, configError("%s %q: want %s", what, s, strings.Join(names, ", "))
 }
 
 // BackendInfo says which backend serves a loop and why.
@@ -119,6 +125,22 @@ func (c Config) withDefaults() (Config, error) {
 // claimBatch bounds the requests claimed in one cycle, so completions are
 // reaped and submissions flushed between long runs of claims.
 const claimBatch = 256
+
+// minClaimBudget is the least a queue may claim in one cycle however many
+// queues share claimBatch (queues.go), so a busy queue does not pay a
+// cycle for each handful.
+const minClaimBudget = 16
+
+// publishEvery is how many cycles a busy loop runs between publications of
+// its counters (an idle one publishes before each sleep).
+const publishEvery = 256
+
+// commandQueue is how many commands (exec, Start, Close) may wait for the
+// loop's thread before senders block.
+const commandQueue = 16
+
+// fuseLaneWorkers is the most workers of the FUSE lane's pool (fuseLane).
+const fuseLaneWorkers = 4
 
 // Loop serves one or more queues (AddQueue, queues.go): one goroutine
 // locked to its OS thread owns the io_uring, the registered files and
@@ -254,7 +276,7 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 }
 
 func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
-	l := &Loop{cfg: cfg, cmds: make(chan command, 16), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers),
+	l := &Loop{cfg: cfg, cmds: make(chan command, commandQueue), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers),
 		pub: newPublished[counters]()}
 	if q != nil {
 		if err := q.attach(l); err != nil {
@@ -341,7 +363,7 @@ func (l *Loop) serve() {
 		busy := drained > 0 || claimed > 0 || advanced > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0 ||
 			l.dev.busy()
 		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
-		if l.cycles++; l.cycles&255 == 0 {
+		if l.cycles++; l.cycles%publishEvery == 0 {
 			l.publish()
 		}
 		if len(l.cmds) > 0 {

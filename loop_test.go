@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,7 +33,7 @@ func testEveryOp(t *testing.T, be BackendKind) {
 		t.Errorf("READ: destination bytes differ from the file")
 	}
 
-	out := filepathJoin(tmpfsDir(t), "written")
+	out := filepath.Join(tmpfsDir(t), "written")
 	wfh := h.register(out, os.O_RDWR|os.O_CREATE)
 	copy(buf[1<<19:], data[:5000])
 	if got := h.do(Request{Op: OpWrite, File: wfh, Dest: h.dest, FileOffset: 10, DestOffset: 1 << 19, Length: 5000}); got != 5000 {
@@ -68,8 +69,6 @@ func testEveryOp(t *testing.T, be BackendKind) {
 		t.Errorf("Stats.Backend is empty")
 	}
 }
-
-func filepathJoin(dir, name string) string { return dir + string(os.PathSeparator) + name }
 
 // TestReads reads random ranges from tmpfs and from disk and checks every byte.
 func TestReads(t *testing.T) { forBackends(t, testReads) }

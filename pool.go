@@ -1,7 +1,7 @@
 package megaio
 
 /*
-#cgo CFLAGS: -O2 -Wall -I${SRCDIR}/csrc
+#cgo CFLAGS: -O2 -Wall -I${SRCDIR}/include -I${SRCDIR}/csrc
 #cgo LDFLAGS: -lpthread
 #include "pool_shim.c"
 */
@@ -28,7 +28,8 @@ type poolBackend struct {
 
 func openPool(workers int, sqEntries uint32, maxInflight int, nfiles int) (*poolBackend, error) {
 	p := &poolBackend{workers: uint32(workers), sq: sqEntries}
-	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sqEntries), C.uint(maxInflight+1), C.uint(nfiles)); ret < 0 {
+	sq, cq := max(ceilPow2(sqEntries), 2), max(ceilPow2(uint32(maxInflight)+1), 2) // the shim's queues want powers of two
+	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sq), C.uint(cq), C.uint(nfiles)); ret < 0 {
 		return nil, errorf("megaio: starting %d pool workers: %w", workers, unix.Errno(-ret))
 	}
 	return p, nil

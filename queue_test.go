@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/megaio/megaio/internal/clayout"
 	"github.com/megaio/megaio/internal/cproducer"
 )
 
@@ -51,10 +52,16 @@ func TestLayout(t *testing.T) {
 	}
 	var s sqe
 	var q cqe
-	shim := map[string]uintptr{"sqe": unsafe.Sizeof(s), "sqe.op": unsafe.Offsetof(s.op), "sqe.file": unsafe.Offsetof(s.file),
-		"sqe.bufIndex": unsafe.Offsetof(s.bufIndex), "cqe": unsafe.Sizeof(q), "cqe.res": unsafe.Offsetof(q.res)}
-	if diff := cmp.Diff(cLayout, shim); diff != "" {
-		t.Errorf("Go sqe/cqe differ from csrc/uring_shim.h (-C +Go):\n%s", diff)
+	shim := map[string]uint64{"sqe": uint64(unsafe.Sizeof(s)), "sqe.user_data": uint64(unsafe.Offsetof(s.userData)),
+		"sqe.off": uint64(unsafe.Offsetof(s.off)), "sqe.addr": uint64(unsafe.Offsetof(s.addr)),
+		"sqe.len": uint64(unsafe.Offsetof(s.len)), "sqe.buf_index": uint64(unsafe.Offsetof(s.bufIndex)),
+		"sqe.op": uint64(unsafe.Offsetof(s.op)), "sqe.flags": uint64(unsafe.Offsetof(s.flags)),
+		"sqe.file": uint64(unsafe.Offsetof(s.file)),
+		"cqe":      uint64(unsafe.Sizeof(q)), "cqe.user_data": uint64(unsafe.Offsetof(q.userData)), "cqe.res": uint64(unsafe.Offsetof(q.res)),
+		"SQE_READ": sqeRead, "SQE_WRITE": sqeWrite, "SQE_FSYNC": sqeFsync, "SQE_RAW_FD": sqeRawFD,
+		"CANCEL_USER_DATA": cancelUserData}
+	if diff := cmp.Diff(clayout.Layout(), shim); diff != "" {
+		t.Errorf("Go sqe, cqe and their constants differ from csrc/backend.h (-C +Go):\n%s", diff)
 	}
 	if unsafe.Sizeof(cproducer.Request{}) != slotSize {
 		t.Errorf("cproducer.Request is %d bytes", unsafe.Sizeof(cproducer.Request{}))

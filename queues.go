@@ -49,9 +49,8 @@ func newServed(q *Queue, index int, maxInflight int) *served {
 }
 
 // claimBudget is the most requests claimed from one queue in one cycle: the
-// cycle's claimBatch shared out, and never so few that a busy queue pays a
-// cycle for each handful.
-func (l *Loop) claimBudget() int { return max(claimBatch/max(len(l.qs), 1), 16) }
+// cycle's claimBatch shared out, but at least minClaimBudget.
+func (l *Loop) claimBudget() int { return max(claimBatch/max(len(l.qs), 1), minClaimBudget) }
 
 // AddQueue makes the loop serve q as well, from the next Start: its ring,
 // producer side and completions stay q's own; files, buffers and

@@ -125,13 +125,3 @@ func (b *uringBackend) close() { C.megaio_ring_close(b.ring) }
 func isRetryable(err error) bool {
 	return errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)
 }
-
-// layout of the C structures, for the test that pins the Go mirrors.
-var cLayout = map[string]uintptr{
-	"sqe":          unsafe.Sizeof(C.struct_megaio_sqe{}),
-	"sqe.op":       unsafe.Offsetof(C.struct_megaio_sqe{}.op),
-	"sqe.file":     unsafe.Offsetof(C.struct_megaio_sqe{}.file),
-	"sqe.bufIndex": unsafe.Offsetof(C.struct_megaio_sqe{}.buf_index),
-	"cqe":          unsafe.Sizeof(C.struct_megaio_cqe{}),
-	"cqe.res":      unsafe.Offsetof(C.struct_megaio_cqe{}.res),
-}

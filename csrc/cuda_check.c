@@ -49,7 +49,6 @@ megaio_cuMemAlloc_t check_cuMemAlloc = cuMemAlloc;
 megaio_cuMemFree_t check_cuMemFree = cuMemFree;
 megaio_cuMemcpyHtoD_t check_cuMemcpyHtoD = cuMemcpyHtoD;
 megaio_cuMemcpyDtoH_t check_cuMemcpyDtoH = cuMemcpyDtoH;
-megaio_cuMemsetD8_t check_cuMemsetD8 = cuMemsetD8;
 megaio_cuModuleLoadData_t check_cuModuleLoadData = cuModuleLoadData;
 megaio_cuModuleUnload_t check_cuModuleUnload = cuModuleUnload;
 megaio_cuModuleGetFunction_t check_cuModuleGetFunction = cuModuleGetFunction;

@@ -35,7 +35,6 @@ static const struct entry entries[] = {
 	E(cuMemFree, "cuMemFree_v2"),
 	E(cuMemcpyHtoD, "cuMemcpyHtoD_v2"),
 	E(cuMemcpyDtoH, "cuMemcpyDtoH_v2"),
-	E(cuMemsetD8, "cuMemsetD8_v2"),
 	E(cuModuleLoadData, "cuModuleLoadData"),
 	E(cuModuleUnload, "cuModuleUnload"),
 	E(cuModuleGetFunction, "cuModuleGetFunction"),

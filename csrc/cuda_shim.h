@@ -73,7 +73,6 @@ typedef megaio_CUresult (*megaio_cuMemAlloc_t)(megaio_CUdeviceptr *dptr, size_t 
 typedef megaio_CUresult (*megaio_cuMemFree_t)(megaio_CUdeviceptr dptr);
 typedef megaio_CUresult (*megaio_cuMemcpyHtoD_t)(megaio_CUdeviceptr dst, const void *src, size_t bytes);
 typedef megaio_CUresult (*megaio_cuMemcpyDtoH_t)(void *dst, megaio_CUdeviceptr src, size_t bytes);
-typedef megaio_CUresult (*megaio_cuMemsetD8_t)(megaio_CUdeviceptr dst, unsigned char v, size_t n);
 typedef megaio_CUresult (*megaio_cuModuleLoadData_t)(megaio_CUmodule *mod, const void *image);
 typedef megaio_CUresult (*megaio_cuModuleUnload_t)(megaio_CUmodule mod);
 typedef megaio_CUresult (*megaio_cuModuleGetFunction_t)(megaio_CUfunction *fn, megaio_CUmodule mod, const char *name);
@@ -100,7 +99,6 @@ typedef megaio_CUresult (*megaio_cuGetProcAddress_t)(const char *symbol, void **
 
 struct megaio_cuda {
 	void *lib;
-	int driver_version;
 	megaio_cuInit_t cuInit;
 	megaio_cuDriverGetVersion_t cuDriverGetVersion;
 	megaio_cuDeviceGetCount_t cuDeviceGetCount;
@@ -117,7 +115,6 @@ struct megaio_cuda {
 	megaio_cuMemFree_t cuMemFree;
 	megaio_cuMemcpyHtoD_t cuMemcpyHtoD;
 	megaio_cuMemcpyDtoH_t cuMemcpyDtoH;
-	megaio_cuMemsetD8_t cuMemsetD8;
 	megaio_cuModuleLoadData_t cuModuleLoadData;
 	megaio_cuModuleUnload_t cuModuleUnload;
 	megaio_cuModuleGetFunction_t cuModuleGetFunction;

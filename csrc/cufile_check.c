@@ -74,7 +74,6 @@ _Static_assert(CUFILE_WAITING == MEGAIO_CUFILE_WAITING && CUFILE_PENDING == MEGA
 
 /* Prototypes: each real entry point must convert to our pointer type. */
 megaio_cuFileDriverOpen_t check_open = cuFileDriverOpen;
-megaio_cuFileDriverClose_t check_close = cuFileDriverClose;
 megaio_cuFileDriverGetProperties_t check_props = cuFileDriverGetProperties;
 megaio_cuFileHandleRegister_t check_hreg = cuFileHandleRegister;
 megaio_cuFileHandleDeregister_t check_hdereg = cuFileHandleDeregister;

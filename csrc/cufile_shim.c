@@ -14,8 +14,6 @@ struct cufile_entry {
 #define F(field, ...) {{__VA_ARGS__}, offsetof(struct megaio_cufile, field)}
 static const struct cufile_entry cufile_entries[] = {
 	F(cuFileDriverOpen, "cuFileDriverOpen"),
-	/* cufile.h maps cuFileDriverClose to cuFileDriverClose_v2 since 1.7. */
-	F(cuFileDriverClose, "cuFileDriverClose_v2", "cuFileDriverClose"),
 	F(cuFileDriverGetProperties, "cuFileDriverGetProperties"),
 	F(cuFileHandleRegister, "cuFileHandleRegister"),
 	F(cuFileHandleDeregister, "cuFileHandleDeregister"),

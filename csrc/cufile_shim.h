@@ -150,7 +150,6 @@ typedef struct {
 #define MEGAIO_CUFILE_EVENTS_T megaio_CUfileIOEvents
 #endif
 typedef MEGAIO_CUFILE_ERROR_T (*megaio_cuFileDriverOpen_t)(void);
-typedef MEGAIO_CUFILE_ERROR_T (*megaio_cuFileDriverClose_t)(void);
 typedef MEGAIO_CUFILE_ERROR_T (*megaio_cuFileDriverGetProperties_t)(MEGAIO_CUFILE_PROPS_T *props);
 typedef MEGAIO_CUFILE_ERROR_T (*megaio_cuFileHandleRegister_t)(void **fh, MEGAIO_CUFILE_DESCR_T *descr);
 typedef void (*megaio_cuFileHandleDeregister_t)(void *fh);
@@ -167,7 +166,6 @@ typedef void (*megaio_cuFileBatchIODestroy_t)(void *batch);
 struct megaio_cufile {
 	void *lib;
 	megaio_cuFileDriverOpen_t cuFileDriverOpen;
-	megaio_cuFileDriverClose_t cuFileDriverClose;
 	megaio_cuFileDriverGetProperties_t cuFileDriverGetProperties;
 	megaio_cuFileHandleRegister_t cuFileHandleRegister;
 	megaio_cuFileHandleDeregister_t cuFileHandleDeregister;

@@ -1,5 +1,5 @@
 /* pool_shim.c - see pool_shim.h. Compiled into the Go package through
- * pool_cgo.go's preamble. */
+ * pool.go's preamble. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "megaio.h" /* MEGAIO_CPU_RELAX */
 #include "pool_shim.h"
 
 /* How often an idle worker polls before it sleeps: short, because on small
@@ -71,17 +72,11 @@ struct megaio_pool {
 	_Atomic int stopping;
 };
 
-static unsigned pow2(unsigned n)
-{
-	unsigned p = 2;
-	while (p < n)
-		p <<= 1;
-	return p;
-}
-
+/* size: a power of two, at least 2 (pool.go rounds it). */
 static int mpmc_init(struct mpmc *q, unsigned size)
 {
-	size = pow2(size);
+	if (size < 2 || (size & (size - 1)))
+		return -EINVAL;
 	q->cells = calloc(size, sizeof(*q->cells));
 	if (!q->cells)
 		return -ENOMEM;
@@ -151,14 +146,6 @@ static void futex_wake(_Atomic uint32_t *addr, int n)
 	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 /* ------------------------------------------------------------------------
  * Interrupting a worker blocked in a system call (Stop's deadline).
@@ -292,7 +279,7 @@ static void *worker(void *arg)
 			if (atomic_load(&p->stopping))
 				return NULL;
 			if (++idle < WORKER_SPINS) {
-				cpu_relax();
+				MEGAIO_CPU_RELAX();
 				continue;
 			}
 			/* Announce the sleep, then re-check: the loop bumps

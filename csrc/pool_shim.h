@@ -22,7 +22,8 @@ struct megaio_pool;
 
 /* Starts workers threads. The submission queue holds sq_entries jobs (more
  * is backpressure), the completion queue cq_entries (at least the most jobs
- * ever in flight). Returns 0 or -errno. */
+ * ever in flight); both powers of two, at least 2 (-EINVAL otherwise).
+ * Returns 0 or -errno. */
 int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_entries, unsigned cq_entries,
 		     unsigned nfiles);
 

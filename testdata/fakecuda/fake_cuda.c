@@ -170,13 +170,6 @@ CUresult cuMemcpyDtoH_v2(void *d, CUdeviceptr s, size_t n)
 	memcpy(d, (void *)(uintptr_t)s, n);
 	return OK;
 }
-CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n)
-{
-	if (check_dev(d, n))
-		return INVALID_VALUE;
-	memset((void *)(uintptr_t)d, v, n);
-	return OK;
-}
 CUresult cuCtxSynchronize(void) { return OK; }
 static int module_token, function_token;
 CUresult cuModuleLoadData(void **m, const void *img)

@@ -83,7 +83,6 @@ CUfileError_t cuFileDriverOpen(void)
 	opened = 1;
 	return E(0);
 }
-CUfileError_t cuFileDriverClose_v2(void) { opened = 0; return E(0); }
 CUfileError_t cuFileDriverGetProperties(CUfileDrvProps_t *p)
 {
 	memset(p, 0, sizeof(*p));

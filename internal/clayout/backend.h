@@ -1,0 +1,1 @@
+../../csrc/backend.h
