@@ -1,5 +1,63 @@
 /* pool_shim.c - see pool_shim.h. Compiled into the Go package through
- * pool.go's preamble. */
+ * pool.go's preamble.
+ *
+ * ------------------------------------------------------------------------
+ * The ordering argument
+ * ------------------------------------------------------------------------
+ * Two kinds of thread share this pool: the loop's thread (megaio_pool_enter,
+ * _cancel_all, _interrupt, _set_file, _close: one thread, never two at once)
+ * and the workers. Every shared word, who writes it, and what pairs with
+ * what (all atomics are seq_cst unless named otherwise):
+ *
+ *   sq (cells, enq, deq)  the loop pushes jobs, workers pop them. A cell's
+ *                         seq is stored with release after the job is
+ *                         copied in, and loaded with acquire before it is
+ *                         copied out (Vyukov's queue, below): a worker sees
+ *                         the whole job.
+ *   cq                    workers push finished jobs, the loop pops them,
+ *                         the same way round: the loop sees the result, and
+ *                         everything the worker's system call wrote before
+ *                         it (the push's release follows the call).
+ *   work_seq, sleepers    W1 sleepers++, W2 read work_seq, W3 sq empty? ->
+ *                         futex_wait(work_seq, value read in W2). The loop:
+ *                         L1 push, L2 work_seq++, L3 read sleepers -> wake.
+ *                         Both sides are seq_cst, so either L3 sees W1 (and
+ *                         wakes; if the wake comes before the wait, W2's
+ *                         value is stale and futex_wait returns at once) or
+ *                         W3 sees L1. A worker never sleeps on queued work.
+ *   comp_seq, loop_waits  the same handshake the other way: the loop sets
+ *                         loop_waits, reads comp_seq, checks cq, waits
+ *                         (bounded); a worker pushes, bumps comp_seq, reads
+ *                         loop_waits and wakes. The wait is bounded anyway,
+ *                         so a lost wake would cost at most that bound.
+ *   cancel_gen            written by the loop only (cancel_all). Jobs carry
+ *                         the generation they were queued in.
+ *   ws[i].call_gen        written by worker i only: its job's generation + 1
+ *                         before it checks cancel_gen and makes a system
+ *                         call, 0 after. R1 store call_gen, R2 load
+ *                         cancel_gen. The loop: C1 cancel_gen++, C2 (each
+ *                         cycle while cancelling) read every call_gen and
+ *                         signal the workers announcing an older
+ *                         generation. Either R2 sees C1 (the job ends with
+ *                         -ECANCELED and no call) or C2 sees R1 (the worker
+ *                         is signalled). A signal that lands between R2 and
+ *                         the call is lost; C2 runs again next cycle.
+ *   stopping              written by close; workers read it when idle.
+ *   fds, stream           the loop's alone (set_file writes, enter reads):
+ *                         a job carries its descriptor, resolved when
+ *                         queued, as io_uring resolves fixed files.
+ *   inflight, graveyard   the loop's alone.
+ *
+ * Why a cancelled job cannot write after Stop returns: a job's only writes
+ * into a registered buffer are its system call's, and the call is over
+ * before the job is pushed to cq. Stop returns when the loop has reaped
+ * every job (or, for a worker in a wait no signal ends, with
+ * ErrStopIncomplete, keeping every buffer mapped until that job is
+ * reaped). A cancelled job either never makes its call (R2 saw the new
+ * generation), or its call was interrupted or ran to its end, and it is
+ * reaped like any other. And a job never uses a closed descriptor's
+ * number: set_file moves a cleared descriptor to the graveyard, closed only
+ * when nothing is in flight. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
