@@ -11,14 +11,10 @@
  * (e.g. cuMemHostRegister_v2, cuMemAlloc_v2). */
 #define MEGAIO_CUDA_ABI 12000
 
-struct entry {
-	const char *name;      /* base name, for cuGetProcAddress */
-	const char *versioned; /* exported symbol, for dlsym */
-	size_t offset;
-};
-
+/* Each entry point by its base name, for cuGetProcAddress, and its
+ * exported (versioned) symbol, for dlsym. */
 #define E(base, versioned) {#base, versioned, offsetof(struct megaio_cuda, base)}
-static const struct entry entries[] = {
+static const struct megaio_symbol entries[] = {
 	E(cuInit, "cuInit"),
 	E(cuDriverGetVersion, "cuDriverGetVersion"),
 	E(cuDeviceGetCount, "cuDeviceGetCount"),
@@ -53,26 +49,24 @@ static const struct entry entries[] = {
 	E(cuGetErrorString, "cuGetErrorString"),
 };
 
+/* The driver's own resolver (CUDA 11.3+): the variant of each entry point
+ * that matches MEGAIO_CUDA_ABI. */
+static void *resolve(void *lib, const char *name)
+{
+	megaio_cuGetProcAddress_t gpa = (megaio_cuGetProcAddress_t)dlsym(lib, "cuGetProcAddress");
+	void *fn = NULL;
+	if (gpa && gpa(name, &fn, MEGAIO_CUDA_ABI, 0) != MEGAIO_CUDA_SUCCESS)
+		fn = NULL;
+	return fn;
+}
+
 int megaio_cuda_load(struct megaio_cuda *c, const char *libname, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
 	if (!(c->lib = megaio_dlopen(libname, err, errlen)))
 		return -1;
-	megaio_cuGetProcAddress_t gpa = (megaio_cuGetProcAddress_t)dlsym(c->lib, "cuGetProcAddress");
-	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
-		void *fn = NULL;
-		if (gpa)
-			gpa(entries[i].name, &fn, MEGAIO_CUDA_ABI, 0);
-		if (!fn)
-			fn = dlsym(c->lib, entries[i].versioned);
-		if (!fn) {
-			snprintf(err, errlen, "%s", entries[i].versioned);
-			dlclose(c->lib);
-			c->lib = NULL;
-			return -2;
-		}
-		memcpy((char *)c + entries[i].offset, &fn, sizeof(fn));
-	}
+	if (megaio_load_symbols(&c->lib, c, entries, sizeof(entries) / sizeof(entries[0]), resolve, err, errlen))
+		return -2;
 	return 0;
 }
 

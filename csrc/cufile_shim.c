@@ -6,13 +6,8 @@
 #include "cufile_shim.h"
 #include "dl.h"
 
-struct cufile_entry {
-	const char *names[2]; /* tried in order */
-	size_t offset;
-};
-
-#define F(field, ...) {{__VA_ARGS__}, offsetof(struct megaio_cufile, field)}
-static const struct cufile_entry cufile_entries[] = {
+#define F(field, symbol) {NULL, symbol, offsetof(struct megaio_cufile, field)}
+static const struct megaio_symbol cufile_entries[] = {
 	F(cuFileDriverOpen, "cuFileDriverOpen"),
 	F(cuFileDriverGetProperties, "cuFileDriverGetProperties"),
 	F(cuFileHandleRegister, "cuFileHandleRegister"),
@@ -31,18 +26,9 @@ int megaio_cufile_load(struct megaio_cufile *c, const char *libname, char *err, 
 	memset(c, 0, sizeof(*c));
 	if (!(c->lib = megaio_dlopen(libname, err, errlen)))
 		return -1;
-	for (size_t i = 0; i < sizeof(cufile_entries) / sizeof(cufile_entries[0]); i++) {
-		void *fn = NULL;
-		for (int k = 0; k < 2 && !fn && cufile_entries[i].names[k]; k++)
-			fn = dlsym(c->lib, cufile_entries[i].names[k]);
-		if (!fn) {
-			snprintf(err, errlen, "%s", cufile_entries[i].names[0]);
-			dlclose(c->lib);
-			c->lib = NULL;
-			return -2;
-		}
-		memcpy((char *)c + cufile_entries[i].offset, &fn, sizeof(fn));
-	}
+	if (megaio_load_symbols(&c->lib, c, cufile_entries, sizeof(cufile_entries) / sizeof(cufile_entries[0]), NULL,
+				err, errlen))
+		return -2;
 	return 0;
 }
 
