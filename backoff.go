@@ -12,7 +12,17 @@ import (
 // sleeping, then sleeps that grow exponentially from MinSleep to MaxSleep.
 // While requests are in flight there is no spinning: the sleep is a bounded
 // wait for a completion (it ends early when one arrives), so new requests
-// are claimed at most MaxSleep late. Stop and the loop's commands wake a sleeping loop at once.
+// are claimed at most MaxSleep late. Stop and the loop's commands wake a
+// sleeping loop at once.
+//
+// After IdleAfter with nothing claimed and nothing in flight, the loop goes
+// into deep idle: its sleeps go on doubling past MaxSleep, up to IdleSleep.
+// A host producer's Submit wakes it at once. A request published by a GPU
+// thread is claimed at most one sleep (plus the scheduler's delay) after it
+// is published: never more than IdleSleep, and never more than the quiet
+// time before it. Deep idle is what keeps a loop that waits all day for a
+// GPU's first request below 1% of a core instead of 15-28%
+// (docs/BENCHMARKS.md).
 //
 // The default spin is long (4096 polls of the queue's head, some 40-100µs)
 // because a futex sleep and wake-up cost tens of microseconds on the
@@ -21,9 +31,11 @@ import (
 // (docs/BENCHMARKS.md). The loop thread is dedicated to serving, so
 // spinning costs no one else's work; lower Spins to trade latency for CPU.
 type Backoff struct {
-	Spins    int           // default 4096
-	MinSleep time.Duration // default 10µs
-	MaxSleep time.Duration // default 100µs
+	Spins     int           // default 4096
+	MinSleep  time.Duration // default 10µs
+	MaxSleep  time.Duration // default 100µs
+	IdleAfter time.Duration // quiet time before deep idle (default 10ms; negative: never)
+	IdleSleep time.Duration // the longest deep-idle sleep (default 20ms, or MaxSleep if longer)
 }
 
 func (b Backoff) withDefaults() Backoff {
@@ -36,12 +48,18 @@ func (b Backoff) withDefaults() Backoff {
 	if b.MaxSleep == 0 {
 		b.MaxSleep = 100 * time.Microsecond
 	}
+	if b.IdleAfter == 0 {
+		b.IdleAfter = 10 * time.Millisecond
+	}
+	if b.IdleSleep == 0 {
+		b.IdleSleep = max(20*time.Millisecond, b.MaxSleep)
+	}
 	return b
 }
 
 func (b Backoff) validate() error {
-	if b.Spins < 0 || b.MinSleep <= 0 || b.MaxSleep < b.MinSleep {
-		return configError("backoff %+v: want Spins >= 0 and 0 < MinSleep <= MaxSleep", b)
+	if b.Spins < 0 || b.MinSleep <= 0 || b.MaxSleep < b.MinSleep || b.IdleSleep < b.MaxSleep {
+		return configError("backoff %+v: want Spins >= 0, 0 < MinSleep <= MaxSleep <= IdleSleep", b)
 	}
 	return nil
 }
@@ -79,15 +97,21 @@ const (
 
 // waker lets other goroutines interrupt the loop's sleep. Go's timers sleep
 // about a millisecond at the least, so the loop sleeps on a futex, whose
-// timeout has the kernel's hrtimer precision.
+// timeout has the kernel's hrtimer precision (and the loop's thread sets
+// its timer slack to 1 ns: setTimerSlack). A futex sleep, in a system call,
+// is also what costs least in deep idle: measured against parking the
+// goroutine on a Go timer, it wakes fewer of the runtime's threads
+// (docs/BENCHMARKS.md).
 type waker struct {
 	word atomic.Uint32 // 1: a wake is pending
+	deep atomic.Bool   // the loop is in (or about to begin) a deep-idle sleep
 }
 
-// sleep blocks for at most d unless a wake is pending or arrives.
-func (w *waker) sleep(d time.Duration) {
+// sleep blocks for at most d unless a wake is pending or arrives, and
+// reports whether one did.
+func (w *waker) sleep(d time.Duration) bool {
 	futexWait(&w.word, 0, d)
-	w.word.Store(0)
+	return w.word.Swap(0) == 1
 }
 
 // wake ends a sleep in progress or makes the next one return at once. The
@@ -96,6 +120,22 @@ func (w *waker) wake() {
 	w.word.Store(1)
 	futexWake(&w.word, 1)
 }
+
+// wakeIfDeep wakes the loop only when it is in deep idle: what a host
+// producer does after publishing (one atomic load when it is not). The
+// producer's publish and this load, against the loop's store of deep and
+// its look at the queues (Loop.deepSleep), are a Dekker pair: either the
+// loop sees the request or the producer sees deep and wakes it.
+func (w *waker) wakeIfDeep() {
+	if w.deep.Load() {
+		w.wake()
+	}
+}
+
+// setTimerSlack sets the calling thread's timer slack (prctl
+// PR_SET_TIMERSLACK): the kernel may end its sleeps this much late, 50 µs
+// by default, which would make the loop's 10-100 µs sleeps 60-150 µs.
+func setTimerSlack(ns uintptr) { unix.Prctl(unix.PR_SET_TIMERSLACK, ns, 0, 0, 0) }
 
 // futexWait sleeps while *addr == val, for at most d (or until futexWake).
 func futexWait(addr *atomic.Uint32, val uint32, d time.Duration) {

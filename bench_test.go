@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkNOP measures the loop's own overhead: host producers publish NOPs
@@ -76,4 +78,41 @@ func runPipelined(b *testing.B, h *harness, producers, depth int, req func(i int
 	b.StopTimer()
 	st := h.l.Stats()
 	b.ReportMetric(float64(st.Sleeps)/float64(b.N), "sleeps/req")
+}
+
+// BenchmarkIdleLoop measures what a started loop with no traffic costs: the
+// process's CPU (the loop, Go's runtime, everything) over 10 s, as a share
+// of one core, and its voluntary context switches (wake-ups) per second.
+// Run it alone: `go test -run '^$' -bench BenchmarkIdleLoop -benchtime 1x`.
+func BenchmarkIdleLoop(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		bo   Backoff
+	}{
+		{"deep-idle=off", Backoff{IdleAfter: -1}},
+		{"deep-idle=5ms", Backoff{IdleSleep: 5 * time.Millisecond}},
+		{"deep-idle=20ms (default)", Backoff{}},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchIdle(b, c.bo) })
+	}
+}
+
+func benchIdle(b *testing.B, bo Backoff) {
+	const window = 10 * time.Second
+	h := newHarness(b, QueueConfig{Capacity: 64}, Config{Backoff: bo}, 4096)
+	if res, err := h.p.Do(Request{Op: OpNop}); err != nil || res != 0 { // the loop has served, then idles
+		b.Fatal(res, err)
+	}
+	for range b.N {
+		var ru0, ru1 unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+		loop0 := h.l.CPUTime()
+		time.Sleep(window)
+		unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+		b.ReportMetric(100*cpu.Seconds()/window.Seconds(), "%core-process")
+		b.ReportMetric(100*(h.l.CPUTime()-loop0).Seconds()/window.Seconds(), "%core-loop")
+		b.ReportMetric(float64(ru1.Nvcsw-ru0.Nvcsw)/window.Seconds(), "wakeups/s")
+	}
+	b.ReportMetric(0, "ns/op")
 }

@@ -155,7 +155,7 @@ type Loop struct {
 	cmdMu        sync.RWMutex  // guards closed against exec
 	closed       bool
 	cmds         chan command
-	wk           waker
+	wk           *waker
 	stopReq      atomic.Bool // Stop began
 	pastDeadline atomic.Bool // Stop's deadline passed
 	fatal        atomic.Pointer[error]
@@ -186,10 +186,12 @@ type Loop struct {
 	bo           backoff
 	epoch        time.Time
 	cycles       uint64
-	stopping     bool // claims complete with -ECANCELED
-	cancelling   bool // pending requests complete, in-flight ones are cancelled
-	cancelIssued bool // the backends were asked to cancel what they hold
-	failed       bool // the backend failed; claims complete with -EIO
+	quietSince   int64         // when the loop last had work (ns since epoch), -1 while it has
+	deepD        time.Duration // the last deep-idle sleep
+	stopping     bool          // claims complete with -ECANCELED
+	cancelling   bool          // pending requests complete, in-flight ones are cancelled
+	cancelIssued bool          // the backends were asked to cancel what they hold
+	failed       bool          // the backend failed; claims complete with -EIO
 }
 
 // lane is one backend with its batch: what the loop submits to it and
@@ -277,7 +279,7 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 
 func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
 	l := &Loop{cfg: cfg, cmds: make(chan command, commandQueue), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers),
-		pub: newPublished[counters]()}
+		pub: newPublished[counters](), wk: &waker{}}
 	if q != nil {
 		if err := q.attach(l); err != nil {
 			return nil, err
@@ -313,6 +315,7 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 	// Never unlocked: the backend (a SINGLE_ISSUER ring) belongs to this
 	// thread, and the thread exits with the goroutine.
 	runtime.LockOSThread()
+	setTimerSlack(1) // its sleeps are 10-100 µs: the default 50 µs slack would stretch them by half
 	l.cpuClock = threadCPUClock(unix.Gettid())
 	be, info, err := open()
 	if err != nil {
@@ -375,6 +378,7 @@ func (l *Loop) serve() {
 func (l *Loop) beginRun() {
 	l.stopping, l.cancelling, l.cancelIssued = false, false, false
 	l.bo.reset()
+	l.quietSince = -1
 	l.dev.begin()
 	l.setState(stateOpen)
 }
@@ -637,18 +641,54 @@ func (l *Loop) dispatch() {
 func (l *Loop) wait(busy bool) waitFor {
 	if busy {
 		l.bo.reset()
+		l.quietSince, l.deepD = -1, 0
 	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d > 0 {
 		l.st.sleeps++
 		l.publish()
-		if l.inflight > 0 {
+		switch {
+		case l.inflight > 0:
 			return waitFor(d) // the kernel ends this wait early at the first completion
+		case l.deepIdle():
+			l.deepSleep()
+		default:
+			l.wk.sleep(d)
 		}
-		l.wk.sleep(d)
 	}
 	if l.inflight > 0 {
 		return reapNow
 	}
 	return skipKernel
+}
+
+// deepIdle reports whether the loop has been quiet (nothing claimed,
+// nothing in flight, no device work) for Backoff.IdleAfter.
+func (l *Loop) deepIdle() bool {
+	if l.cfg.Backoff.IdleAfter < 0 || l.dev.ioOut() || l.dev.busy() {
+		return false
+	}
+	now := l.now()
+	if l.quietSince < 0 {
+		l.quietSince = now
+	}
+	return now-l.quietSince >= int64(l.cfg.Backoff.IdleAfter)
+}
+
+// deepSleep sleeps unless a request is published: deep is stored first,
+// then the queues are looked at (see waker.wakeIfDeep). The sleeps double
+// from MaxSleep up to Backoff.IdleSleep, so none is longer than the quiet
+// time before it.
+func (l *Loop) deepSleep() {
+	l.st.deepSleeps++
+	l.deepD = min(max(2*l.deepD, 2*l.cfg.Backoff.MaxSleep), l.cfg.Backoff.IdleSleep)
+	l.wk.deep.Store(true)
+	published := false
+	for _, s := range l.qs {
+		published = published || atomic.LoadUint64(&s.q.slots[s.q.head&s.q.mask].seq) == s.q.head+1
+	}
+	if !published && l.wk.sleep(l.deepD) {
+		l.st.deepWakes++
+	}
+	l.wk.deep.Store(false)
 }
 
 // flush hands the batch to the backend and reaps completions (one cgo

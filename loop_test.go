@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -866,5 +867,57 @@ func TestCPUTime(t *testing.T) {
 			t.Fatalf("a spinning loop used %v of CPU in 10 s", h.l.CPUTime()-before)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDeepIdle: after Backoff.IdleAfter of quiet the loop sleeps deeply
+// (Stats.DeepSleeps), and a host producer's Submit cuts the sleep short
+// (Stats.DeepWakes counts it; a sleep that ran out instead would not be
+// counted), as Stop does.
+func TestDeepIdle(t *testing.T) { forBackends(t, testDeepIdle) }
+
+func testDeepIdle(t *testing.T, be BackendKind) {
+	bo := Backoff{Spins: 1, MaxSleep: 50 * time.Microsecond, IdleAfter: time.Millisecond, IdleSleep: time.Hour}
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be, Backoff: bo}, 4096)
+	for round := range 3 {
+		// Eight deep sleeps in, the next lasts some 25 ms. Stats are
+		// published just before a sleep begins, so wait 2 ms more: the
+		// Submit lands inside that sleep, not in the microseconds before it
+		// (where the loop would see the request and not sleep at all).
+		deep := h.l.Stats().DeepSleeps
+		eventually(t, "the loop to sleep deeply", func() bool { return h.l.Stats().DeepSleeps >= deep+8 })
+		time.Sleep(2 * time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			res, err := h.p.Do(Request{Op: OpNop})
+			if err == nil && res != 0 {
+				err = fmt.Errorf("NOP: %d", res)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: a Submit did not wake the loop from deep idle", round)
+		}
+	}
+	if err := h.l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.l.Stats(); s.DeepWakes < 3 {
+		t.Errorf("%d of 3 deep sleeps cut short by a Submit (%d deep sleeps)", s.DeepWakes, s.DeepSleeps)
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the loop to sleep deeply", func() bool { return h.l.Stats().DeepSleeps > 0 })
+	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+		t.Fatalf("Stop of a loop in deep idle: %v", err)
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -187,6 +187,8 @@ type Queue struct {
 	// serving the queue owns it too.
 	claimPublished uint64
 
+	wake atomic.Pointer[waker] // the attached loop's, for host producers to wake it from deep idle
+
 	mu     sync.Mutex
 	loop   *Loop         // the loop attached, if any
 	host   *HostProducer // the host producer side, once asked for
@@ -334,12 +336,14 @@ func (q *Queue) attach(l *Loop) error {
 		return errorf("%w: the queue already has a loop; close it first", ErrInUse)
 	}
 	q.loop = l
+	q.wake.Store(l.wk)
 	return nil
 }
 
 func (q *Queue) detach() {
 	q.mu.Lock()
 	q.loop = nil
+	q.wake.Store(nil)
 	q.mu.Unlock()
 }
 
@@ -498,6 +502,9 @@ func (p *HostProducer) submitWith(id uint32, r *Request) (Ticket, error) {
 	slot.op, slot.flags, slot.file, slot.dest, slot.completion = r.Op, 0, uint32(r.File), uint32(r.Dest), id
 	slot.fileOffset, slot.destOffset, slot.length, slot.tag, slot.reserved1 = r.FileOffset, r.DestOffset, r.Length, r.Tag, 0
 	atomic.StoreUint64(&slot.seq, t+1) // P4: publishes the fields above
+	if w := p.q.wake.Load(); w != nil {
+		w.wakeIfDeep() // a loop in deep idle claims it now, not a sleep later
+	}
 	return Ticket{n: t, id: id}, nil
 }
 

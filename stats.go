@@ -27,6 +27,8 @@ type Stats struct {
 	SQFullStalls  uint64                // cycles in which claimed requests waited for room in the ring
 	MaxInflight   uint64                // most requests in the backend at once
 	Sleeps        uint64                // idle sleeps
+	DeepSleeps    uint64                // of those, deep-idle sleeps (Backoff.IdleAfter)
+	DeepWakes     uint64                // deep-idle sleeps cut short by a host producer's Submit, Stop or a command
 	Retries       uint64                // io_uring_enter calls answered EINTR, EAGAIN or EBUSY
 	Latency       Histogram             // claim to completion
 	Device        DeviceStats           // device destinations
@@ -143,6 +145,8 @@ type counters struct {
 	sqFullStalls uint64
 	maxInflight  uint64
 	sleeps       uint64
+	deepSleeps   uint64
+	deepWakes    uint64
 	retries      uint64
 	latency      [histBuckets]uint64
 	dev          devCounters // the device engine's, copied in before each publication
@@ -183,8 +187,10 @@ func (c *counters) complete(result int64, latency int64) {
 func (c *counters) stats() Stats {
 	s := Stats{Requests: c.requests, BadOps: c.badOps, BadIDs: c.badIDs, Waited: c.waited, Completed: c.completed,
 		OK: c.ok, Errors: map[unix.Errno]uint64{}, Bytes: c.bytes + c.dev.bytes, ShortIO: c.shortIO + c.dev.shortIO,
-		SQFullStalls: c.sqFullStalls, MaxInflight: c.maxInflight, Sleeps: c.sleeps, Retries: c.retries,
-		Latency: Histogram{Buckets: c.latency}}
+		SQFullStalls: c.sqFullStalls, MaxInflight: c.maxInflight, Sleeps: c.sleeps, DeepSleeps: c.deepSleeps,
+		DeepWakes: c.deepWakes,
+		Retries:   c.retries,
+		Latency:   Histogram{Buckets: c.latency}}
 	for e, v := range c.errnos {
 		if v != 0 {
 			s.Errors[unix.Errno(e)] = v // errno 0: beyond maxErrno
