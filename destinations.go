@@ -38,10 +38,12 @@ func (b *Buffer) Bytes() []byte { return b.mem }
 // Index is the buffer's registered index.
 func (b *Buffer) Index() uint16 { return b.index }
 
-// BufferOptions shape NewBuffer's memory.
+// BufferOptions shape NewBuffer's memory. Without options, a buffer of 2
+// MiB or more asks for transparent huge pages (MADV_HUGEPAGE) before it is
+// populated, so large READs land in few physically contiguous runs.
 type BufferOptions struct {
-	// Hugepages maps the buffer with 2 MiB pages (MAP_HUGETLB); it needs
-	// pages reserved in /proc/sys/vm/nr_hugepages.
+	// Hugepages maps the buffer with 2 MiB pages from the reserved pool
+	// (MAP_HUGETLB); it needs pages reserved in /proc/sys/vm/nr_hugepages.
 	Hugepages bool
 }
 
@@ -216,7 +218,7 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 	if size <= 0 || size > maxBufferSize {
 		return nil, configError("buffer size %d: want 1 byte to 1 GiB", size)
 	}
-	mem, err := mapAnonymous(size, opts.Hugepages)
+	mem, err := mapBuffer(size, opts.Hugepages)
 	if err != nil {
 		if opts.Hugepages {
 			return nil, errorf("megaio: mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)

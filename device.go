@@ -438,7 +438,7 @@ func (l *Loop) devSetup(g *GPU) error {
 		return err
 	}
 	e := &devEngine{host: l, cfg: cfg, gpu: g, epoch: l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
-	mem, err := mapAnonymous(cfg.StagingChunks*cfg.ChunkSize, false)
+	mem, err := mapBuffer(cfg.StagingChunks*cfg.ChunkSize, false)
 	if err != nil {
 		return errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
 	}

@@ -102,6 +102,20 @@ func (h *Histogram) Count() uint64 {
 	return n
 }
 
+// Mean is the samples' mean, from the buckets' lower bounds (so up to 19%
+// low), or 0 with no samples.
+func (h *Histogram) Mean() time.Duration {
+	var n, sum float64
+	for i, c := range h.Buckets {
+		n += float64(c)
+		sum += float64(c) * float64(histLower(i))
+	}
+	if n == 0 {
+		return 0
+	}
+	return time.Duration(sum / n)
+}
+
 // Percentile returns the lower bound of the bucket holding the p-th
 // percentile (0 < p <= 100), or 0 with no samples.
 func (h *Histogram) Percentile(p float64) time.Duration {

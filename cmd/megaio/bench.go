@@ -23,7 +23,18 @@ import (
 
 // allEngines are the engines `megaio bench --compare` runs, in this order
 // within each round.
-var allEngines = []string{"megaio-io_uring", "megaio-pool", "fio-io_uring", "fio-psync", "go"}
+var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go"}
+
+// engineNotes say what each engine is, under the table.
+var engineNotes = []string{
+	"megaio-io_uring: one host producer thread keeps -depth requests in flight; the loop on io_uring",
+	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, standing in for GPU threads (one host thread drives them); the loop on io_uring",
+	"megaio-pool: as megaio-io_uring, the loop on its worker pool",
+	"fio-io_uring: fio --ioengine=io_uring --fixedbufs --registerfiles, -batch submitted and reaped at a time",
+	"fio-io_uring-batch: the same with --iodepth_batch_submit=16 --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=32 (fio's best tmpfs line)",
+	"fio-psync: -depth fio threads doing pread/pwrite",
+	"go: -depth goroutines calling os.File.ReadAt/WriteAt",
+}
 
 type benchConfig struct {
 	compare             bool
@@ -173,10 +184,13 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 	case "megaio-io_uring":
 		s.Backend = megaio.BackendIOUring
 		r, err = benchrun.RunMegaio(s)
+	case "megaio-gpu":
+		s.Backend, s.Independent = megaio.BackendIOUring, true
+		r, err = benchrun.RunMegaio(s)
 	case "megaio-pool":
 		s.Backend = megaio.BackendPool
 		r, err = benchrun.RunMegaio(s)
-	case "fio-io_uring", "fio-psync":
+	case "fio-io_uring", "fio-io_uring-batch", "fio-psync":
 		if !hasFio {
 			return nil, nil
 		}
@@ -192,7 +206,9 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 type row struct {
 	Engine                                  string
 	IOPS, MBps, P50, P99, CPU, LoopCPU      float64
+	ProdCPU, Inflight, DiskBusy, RunsMiB    float64
 	IOPSRatio, P50Ratio, P99Ratio, CPURatio float64 // to the base engine; MB/s shares IOPS's ratio
+	IOPSMin, IOPSMax                        float64 // the spread of the rounds
 }
 
 func median(v []float64) float64 {
@@ -223,12 +239,18 @@ func summarize(all []benchrun.Result, hasFio bool) []row {
 	for _, e := range order {
 		rs := by[e]
 		rows = append(rows, row{Engine: e,
-			IOPS:    pick(rs, func(r benchrun.Result) float64 { return r.IOPS }),
-			MBps:    pick(rs, func(r benchrun.Result) float64 { return r.MBps }),
-			P50:     pick(rs, func(r benchrun.Result) float64 { return r.P50us }),
-			P99:     pick(rs, func(r benchrun.Result) float64 { return r.P99us }),
-			CPU:     pick(rs, func(r benchrun.Result) float64 { return r.CPUus }),
-			LoopCPU: pick(rs, func(r benchrun.Result) float64 { return r.LoopCPUus })})
+			IOPS:     pick(rs, func(r benchrun.Result) float64 { return r.IOPS }),
+			MBps:     pick(rs, func(r benchrun.Result) float64 { return r.MBps }),
+			P50:      pick(rs, func(r benchrun.Result) float64 { return r.P50us }),
+			P99:      pick(rs, func(r benchrun.Result) float64 { return r.P99us }),
+			CPU:      pick(rs, func(r benchrun.Result) float64 { return r.CPUus }),
+			LoopCPU:  pick(rs, func(r benchrun.Result) float64 { return r.LoopCPUus }),
+			ProdCPU:  pick(rs, func(r benchrun.Result) float64 { return r.ProdCPUus }),
+			Inflight: pick(rs, func(r benchrun.Result) float64 { return r.Inflight }),
+			DiskBusy: pick(rs, func(r benchrun.Result) float64 { return r.DiskBusy }),
+			RunsMiB:  pick(rs, func(r benchrun.Result) float64 { return r.RunsMiB }),
+			IOPSMin:  slices.MinFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS,
+			IOPSMax:  slices.MaxFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS})
 	}
 	base := "fio-io_uring"
 	if !hasFio {
@@ -260,14 +282,18 @@ func printTable(out io.Writer, rows []row, hasFio bool) {
 		base = "megaio-io_uring"
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "engine\tIOPS\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop CPU µs/req\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
+	fmt.Fprintf(w, "engine\tIOPS\t(rounds)\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop\tproducers\tin flight\tdisk busy\truns/MiB\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS, r.MBps, r.P50, r.P99,
-			r.CPU, loopCPU(r), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS,
+			spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
+			opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	w.Flush()
 	fmt.Fprintf(out, "(the last four columns are ratios to %s)\n", base)
-	fmt.Fprintln(out, "(medians over the rounds; CPU is what serving costs: megaio's excludes its host producer thread, fio's is the whole fio process, go's the whole pool)")
+	fmt.Fprintln(out, "(medians over the rounds, the IOPS range beside them; CPU µs/req is what serving costs: megaio's excludes its producer threads (their own is the producers column), fio's is the whole fio process, go's the whole pool; loop is megaio's loop thread alone; in flight is megaio's mean by Little's law; disk busy is the file's disk (direct runs); runs/MiB are megaio's destination buffer's physically contiguous runs)")
+	for _, n := range engineNotes {
+		fmt.Fprintln(out, "  "+n)
+	}
 }
 
 func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
@@ -276,13 +302,40 @@ func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
 		base = "megaio-io_uring"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| engine | IOPS | MB/s | p50 µs | p99 µs | CPU µs/req | loop CPU µs/req | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "| engine | IOPS | rounds | MB/s | p50 µs | p99 µs | CPU µs/req | loop | producers | in flight | disk busy | runs/MiB | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f | %.1f | %.2f | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine, r.IOPS, r.MBps,
-			r.P50, r.P99, r.CPU, loopCPU(r), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine,
+			r.IOPS, spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
+			opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// opt formats v, or "-" when the engine does not report it.
+func opt(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// spread is the rounds' IOPS range.
+func spread(r row) string {
+	if r.IOPSMin == r.IOPSMax {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f-%.0f", r.IOPSMin, r.IOPSMax)
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func loopCPU(r row) string {

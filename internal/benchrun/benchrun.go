@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,15 @@ type Spec struct {
 	Backend  megaio.BackendKind
 	Loop     megaio.Config // megaio: loop settings (Backend is taken from above)
 	Huge     bool          // megaio: 2 MiB pages for the destination buffer
+	// Producers is megaio's producer threads (default 1), Depth/Producers
+	// requests in flight each, collected in the order they were submitted.
+	Producers int
+	// Independent stands in for GPU threads: each producer thread drives
+	// its requests as that many independent producers with one request
+	// each, refilling whichever completes first. (One host thread drives
+	// them all: a GPU's threads cost the host nothing, and on a small
+	// machine Depth OS threads would measure the scheduler, not the loop.)
+	Independent bool
 }
 
 // Result is what a run measured.
@@ -53,8 +64,12 @@ type Result struct {
 	MBps      float64 `json:"mb_per_s"`
 	P50us     float64 `json:"p50_us"`
 	P99us     float64 `json:"p99_us"`
-	CPUus     float64 `json:"cpu_us_per_req"`      // serving CPU per request (see the engines)
-	LoopCPUus float64 `json:"loop_cpu_us_per_req"` // megaio: the loop thread alone
+	CPUus     float64 `json:"cpu_us_per_req"`                    // serving CPU per request (see the engines)
+	LoopCPUus float64 `json:"loop_cpu_us_per_req"`               // megaio: the loop thread alone
+	ProdCPUus float64 `json:"producer_cpu_us_per_req,omitempty"` // megaio: the producer threads
+	Inflight  float64 `json:"inflight_avg,omitempty"`            // megaio: requests in the loop on average (IOPS x mean claim-to-completion)
+	DiskBusy  float64 `json:"disk_busy,omitempty"`               // the file's disk: share of the run it was busy (/proc/diskstats), direct runs
+	RunsMiB   float64 `json:"runs_per_mib,omitempty"`            // megaio: physically contiguous runs per MiB of the destination buffer
 	Backend   string  `json:"backend,omitempty"`
 
 	Stats megaio.Stats `json:"-"` // megaio: the loop's counters after the run
@@ -64,6 +79,7 @@ func (s Spec) withDefaults() Spec {
 	if s.Batch < 1 {
 		s.Batch = 1
 	}
+	s.Producers = min(max(s.Producers, 1), s.Depth)
 	if s.Batch > s.Depth {
 		s.Batch = s.Depth
 	}
@@ -114,10 +130,12 @@ func threadCPU() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// RunMegaio serves the workload through a queue and a loop. One host
-// producer (on its own OS thread) keeps Depth requests in flight, refilling
-// Batch at a time. CPUus is the process's CPU minus the producer thread's:
-// what serving costs, since in production the producers are GPU threads.
+// RunMegaio serves the workload through a queue and a loop. Producers host
+// producer threads (goroutines locked to their threads, timer slack 1 ns so
+// their short sleeps do not oversleep) keep Depth requests in flight
+// between them, refilling Batch at a time. CPUus is the process's CPU
+// minus the producer threads': what serving costs, since in production the
+// producers are GPU threads; ProdCPUus is theirs.
 func RunMegaio(s Spec) (Result, error) {
 	s = s.withDefaults()
 	r := Result{Engine: "megaio-" + s.Backend.String(), RW: s.RW, Block: s.Block, Depth: s.Depth, Batch: s.Batch, Direct: s.Direct}
@@ -143,6 +161,9 @@ func RunMegaio(s Spec) (Result, error) {
 	buf, err := l.NewBuffer(s.Depth*s.Block, megaio.BufferOptions{Hugepages: s.Huge})
 	if err != nil {
 		return r, err
+	}
+	if runs, ok := ContiguousRuns(buf.Bytes()); ok {
+		r.RunsMiB = float64(runs) / (float64(len(buf.Bytes())) / (1 << 20))
 	}
 	dest, err := l.AddDestination(buf, 0, uint64(len(buf.Bytes())))
 	if err != nil {
@@ -173,87 +194,235 @@ func RunMegaio(s Spec) (Result, error) {
 		return r, err
 	}
 
-	type result struct {
-		n       int64
-		lat     megaio.Histogram
-		cpu     time.Duration
-		err     error
-		elapsed time.Duration
-		loopCPU time.Duration
-		procCPU time.Duration
+	disk0, diskOK := diskTicks(s)
+	proc0, loop0, t0 := processCPU(), l.CPUTime(), time.Now()
+	deadline := t0.Add(s.Duration)
+	results := make([]produced, s.Producers)
+	var wg sync.WaitGroup
+	for k := range s.Producers {
+		depth := s.Depth / s.Producers
+		if k < s.Depth%s.Producers {
+			depth++
+		}
+		quota := int64(-1)
+		if s.Requests > 0 {
+			quota = s.Requests / int64(s.Producers)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[k] = produce(p, s, k, depth, quota, deadline, func(i int64, off int64) megaio.Request {
+				return megaio.Request{Op: op, File: fh, Dest: dest, FileOffset: uint64(off), DestOffset: uint64(i) * uint64(s.Block),
+					Length: uint64(s.Block)}
+			})
+		}()
 	}
-	done := make(chan result)
-	go func() {
-		runtime.LockOSThread() // so its CPU can be told apart from serving
-		defer runtime.UnlockOSThread()
-		var res result
-		off := newOffsets(s, 1)
-		tickets := make([]megaio.Ticket, s.Depth)
-		started := make([]time.Time, s.Depth)
-		deadline := time.Now().Add(s.Duration)
-		cpu0, proc0, loop0, t0 := threadCPU(), processCPU(), l.CPUTime(), time.Now()
-		var issued, completed int64
-		more := func() bool {
-			if s.Requests > 0 {
-				return issued < s.Requests
-			}
-			return issued&63 != 0 || time.Now().Before(deadline)
-		}
-		for {
-			// Refill: submit a batch while there is room.
-			for issued-completed+int64(s.Batch) <= int64(s.Depth) && more() {
-				for k := 0; k < s.Batch && more(); k++ {
-					i := issued % int64(s.Depth)
-					started[i] = time.Now()
-					t, err := p.Submit(megaio.Request{Op: op, File: fh, Dest: dest, FileOffset: uint64(off.get()),
-						DestOffset: uint64(i) * uint64(s.Block), Length: uint64(s.Block)})
-					if err != nil {
-						res.err = err
-						done <- res
-						return
-					}
-					tickets[i] = t
-					issued++
-				}
-			}
-			if completed == issued {
-				break
-			}
-			// Collect a batch (or what is left).
-			for k := 0; k < s.Batch && completed < issued; k++ {
-				i := completed % int64(s.Depth)
-				got, err := wait(p, tickets[i])
-				if err == nil && got < 0 {
-					err = fmt.Errorf("request failed: %w", got.Err())
-				}
-				if err != nil && res.err == nil {
-					res.err = err
-				}
-				res.lat.Record(time.Since(started[i]))
-				completed++
-			}
-		}
-		res.elapsed = time.Since(t0)
-		res.n = completed
-		res.cpu = threadCPU() - cpu0
-		res.procCPU = processCPU() - proc0
-		res.loopCPU = l.CPUTime() - loop0
-		done <- res
-	}()
-	res := <-done
+	wg.Wait()
+	elapsed := time.Since(t0)
+	procCPU, loopCPU := processCPU()-proc0, l.CPUTime()-loop0
+	if disk1, ok := diskTicks(s); ok && diskOK {
+		r.DiskBusy = float64(disk1-disk0) / float64(elapsed.Milliseconds())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := l.Stop(ctx); err != nil && res.err == nil {
-		res.err = err
+	var total produced
+	for _, pr := range results {
+		total.add(pr)
 	}
-	if res.err != nil {
-		return r, res.err
+	if err := l.Stop(ctx); err != nil && total.err == nil {
+		total.err = err
 	}
-	r.fill(res.n, res.elapsed, &res.lat)
+	if total.err != nil {
+		return r, total.err
+	}
+	r.fill(total.n, elapsed, &total.lat)
 	r.Stats = l.Stats()
-	r.CPUus = perReq(res.procCPU-res.cpu, res.n)
-	r.LoopCPUus = perReq(res.loopCPU, res.n)
+	r.CPUus = perReq(procCPU-total.cpu, total.n)
+	r.LoopCPUus = perReq(loopCPU, total.n)
+	r.ProdCPUus = perReq(total.cpu, total.n)
+	r.Inflight = r.IOPS * meanSeconds(&r.Stats.Latency)
 	return r, nil
+}
+
+// produced is what one producer thread did.
+type produced struct {
+	n   int64
+	lat megaio.Histogram
+	cpu time.Duration
+	err error
+}
+
+func (p *produced) add(o produced) {
+	p.n += o.n
+	p.cpu += o.cpu
+	for i := range p.lat.Buckets {
+		p.lat.Buckets[i] += o.lat.Buckets[i]
+	}
+	if p.err == nil {
+		p.err = o.err
+	}
+}
+
+// produce is one producer thread: it keeps depth requests in flight (its
+// own share of the destination buffer, from slot base on), refilling Batch
+// at a time, until the deadline or quota requests.
+func produce(p *megaio.HostProducer, s Spec, k, depth int, quota int64, deadline time.Time,
+	req func(slot int64, off int64) megaio.Request) produced {
+	runtime.LockOSThread() // so its CPU can be told apart from serving
+	defer runtime.UnlockOSThread()
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0) // its sleeps are microseconds: no 50 µs slack
+	var res produced
+	base := int64(k) * int64(s.Depth/s.Producers)
+	if rem := s.Depth % s.Producers; k < rem {
+		base += int64(k)
+	} else {
+		base += int64(rem)
+	}
+	off := newOffsets(s, uint64(k)+1)
+	tickets := make([]megaio.Ticket, depth)
+	started := make([]time.Time, depth)
+	batch := min(s.Batch, depth)
+	cpu0 := threadCPU()
+	var issued, completed int64
+	more := func() bool {
+		if quota >= 0 {
+			return issued < quota
+		}
+		return issued&63 != 0 || time.Now().Before(deadline)
+	}
+	if s.Independent {
+		return independent(p, depth, base, off, more, req, cpu0)
+	}
+	for {
+		// Refill: submit a batch while there is room.
+		for issued-completed+int64(batch) <= int64(depth) && more() {
+			for b := 0; b < batch && more(); b++ {
+				i := issued % int64(depth)
+				started[i] = time.Now()
+				t, err := p.Submit(req(base+i, off.get()))
+				if err != nil {
+					res.err = err
+					return res
+				}
+				tickets[i] = t
+				issued++
+			}
+		}
+		if completed == issued {
+			break
+		}
+		// Collect a batch (or what is left).
+		for b := 0; b < batch && completed < issued; b++ {
+			i := completed % int64(depth)
+			got, err := wait(p, tickets[i])
+			if err == nil && got < 0 {
+				err = fmt.Errorf("request failed: %w", got.Err())
+			}
+			if err != nil && res.err == nil {
+				res.err = err
+			}
+			res.lat.Record(time.Since(started[i]))
+			completed++
+		}
+	}
+	res.n = completed
+	res.cpu = threadCPU() - cpu0
+	return res
+}
+
+// independent drives depth producers of one request each from this
+// thread: each polls its own ticket and publishes its next request as soon
+// as its last completes, in whatever order they complete. A pass that finds
+// nothing done backs off as wait does.
+func independent(p *megaio.HostProducer, depth int, base int64, off *offsets, more func() bool,
+	req func(slot int64, off int64) megaio.Request, cpu0 time.Duration) produced {
+	var res produced
+	tickets := make([]megaio.Ticket, depth)
+	started := make([]time.Time, depth)
+	busy := make([]bool, depth)
+	inflight := 0
+	submit := func(i int) bool {
+		started[i] = time.Now()
+		t, err := p.Submit(req(base+int64(i), off.get()))
+		if err != nil {
+			res.err = err
+			return false
+		}
+		tickets[i], busy[i] = t, true
+		inflight++
+		return true
+	}
+	for i := range depth {
+		if !more() || !submit(i) {
+			break
+		}
+	}
+	idle, sleep := 0, time.Microsecond
+	for inflight > 0 && res.err == nil {
+		progress := false
+		for i := range depth {
+			if !busy[i] {
+				continue
+			}
+			got, done, err := p.Poll(tickets[i])
+			if !done && err == nil {
+				continue
+			}
+			if err == nil && got < 0 {
+				err = fmt.Errorf("request failed: %w", got.Err())
+			}
+			if err != nil && res.err == nil {
+				res.err = err
+			}
+			res.lat.Record(time.Since(started[i]))
+			res.n++
+			busy[i] = false
+			inflight--
+			progress = true
+			if more() && res.err == nil {
+				submit(i)
+			}
+		}
+		if progress {
+			idle, sleep = 0, time.Microsecond
+		} else if idle++; idle > 64 {
+			ts := unix.NsecToTimespec(int64(sleep))
+			unix.Nanosleep(&ts, nil)
+			sleep = min(2*sleep, 50*time.Microsecond)
+		}
+	}
+	res.cpu = threadCPU() - cpu0
+	return res
+}
+
+// meanSeconds is a histogram's mean in seconds.
+func meanSeconds(h *megaio.Histogram) float64 { return h.Mean().Seconds() }
+
+// diskTicks is the milliseconds the disk holding s.Path has spent doing IO
+// (io_ticks in /proc/diskstats), for direct runs; ok is false otherwise or
+// when it cannot be found.
+func diskTicks(s Spec) (ms int64, ok bool) {
+	if !s.Direct || s.Path == "" {
+		return 0, false
+	}
+	var st unix.Stat_t
+	if unix.Stat(s.Path, &st) != nil {
+		return 0, false
+	}
+	data, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		return 0, false
+	}
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 13 || f[0] != strconv.FormatUint(uint64(major), 10) || f[1] != strconv.FormatUint(uint64(minor), 10) {
+			continue
+		}
+		v, err := strconv.ParseInt(f[12], 10, 64) // io_ticks (Documentation/admin-guide/iostats.rst, field 10)
+		return v, err == nil
+	}
+	return 0, false
 }
 
 // wait is HostProducer.Wait for a goroutine locked to its thread: it never

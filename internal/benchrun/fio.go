@@ -24,20 +24,26 @@ func RunFio(s Spec, engine string) (Result, error) {
 	r := Result{Engine: "fio-" + engine, RW: s.RW, Block: s.Block, Depth: s.Depth, Batch: s.Batch, Direct: s.Direct}
 	secs := max(1, int(s.Duration.Round(time.Second)/time.Second))
 	args := []string{"--name=megaio-compare", "--filename=" + s.Path, "--size=" + strconv.FormatInt(s.Size, 10),
-		"--rw=" + s.RW, "--bs=" + strconv.Itoa(s.Block), "--ioengine=" + engine, "--output-format=json",
+		"--rw=" + s.RW, "--bs=" + strconv.Itoa(s.Block), "--output-format=json",
 		"--time_based", "--runtime=" + strconv.Itoa(secs), "--norandommap", "--randrepeat=0", "--thread"}
 	if s.Direct {
 		args = append(args, "--direct=1")
 	}
+	// Engine options follow --ioengine: fio parses them only then.
 	switch engine {
 	case "io_uring":
-		args = append(args, "--iodepth="+strconv.Itoa(s.Depth), "--fixedbufs", "--registerfiles",
+		args = append(args, "--ioengine=io_uring", "--iodepth="+strconv.Itoa(s.Depth), "--fixedbufs", "--registerfiles",
 			"--iodepth_batch_submit="+strconv.Itoa(s.Batch), "--iodepth_batch_complete_min="+strconv.Itoa(s.Batch))
+	case "io_uring-batch": // fio's best line on tmpfs (docs/BENCHMARKS.md)
+		args = append(args, "--ioengine=io_uring", "--iodepth="+strconv.Itoa(s.Depth), "--fixedbufs", "--registerfiles",
+			"--iodepth_batch_submit="+strconv.Itoa(min(16, s.Depth)), "--iodepth_batch_complete_min=1",
+			"--iodepth_batch_complete_max="+strconv.Itoa(min(32, s.Depth)))
 	case "psync":
-		args = append(args, "--numjobs="+strconv.Itoa(s.Depth), "--group_reporting")
+		args = append(args, "--ioengine=psync", "--numjobs="+strconv.Itoa(s.Depth), "--group_reporting")
 	default:
 		return r, fmt.Errorf("benchrun: fio engine %q", engine)
 	}
+	disk0, diskOK := diskTicks(s)
 	cmd := exec.Command("fio", args...)
 	out, err := cmd.Output()
 	if err != nil {
@@ -61,6 +67,9 @@ func RunFio(s Spec, engine string) (Result, error) {
 	r.MBps = float64(d.BwBytes) / 1e6
 	r.P50us = d.Clat.Percentile["50.000000"] / 1e3
 	r.P99us = d.Clat.Percentile["99.000000"] / 1e3
+	if disk1, ok := diskTicks(s); ok && diskOK && d.RuntimeMs > 0 {
+		r.DiskBusy = float64(disk1-disk0) / float64(d.RuntimeMs)
+	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && d.TotalIOs > 0 {
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		r.CPUus = perReq(cpu, d.TotalIOs)
