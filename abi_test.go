@@ -384,3 +384,59 @@ func TestStopUnderFlood(t *testing.T) {
 		<-done
 	})
 }
+
+// TestWaitParks: goroutines in Wait on requests that take long park (they
+// do not spin or sleep-poll), and each is woken by its own completion: 8
+// READs of a pipe, released one byte at a time, then the rest cancelled at
+// Stop's deadline.
+func TestWaitParks(t *testing.T) { forBackends(t, testWaitParks) }
+
+func testWaitParks(t *testing.T, be BackendKind) {
+	const n = 8
+	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be}, 4096)
+	fh, w := h.pipe()
+	results := make(chan Result, n)
+	for i := range n {
+		tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, DestOffset: uint64(i), Length: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			res, err := h.p.Wait(tk)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		}()
+	}
+	parked := func() int {
+		c := 0
+		for i := range h.p.waiters {
+			c += int(h.p.waiters[i].waiting.Load())
+		}
+		return c
+	}
+	eventually(t, "every Wait to park", func() bool { return parked() == n })
+	for i := range n / 2 {
+		if _, err := w.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if res := <-results; res != 1 {
+			t.Fatalf("a READ of one byte: %d", res)
+		}
+	}
+	if err := stopWithin(t, h.l, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop: %v", err)
+	}
+	for range n / 2 {
+		if res := <-results; res != -Result(unix.ECANCELED) {
+			t.Fatalf("a READ cancelled at the deadline: %d", res)
+		}
+	}
+	if p := parked(); p != 0 {
+		t.Errorf("%d waiters still marked parked", p)
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -773,6 +773,13 @@ func (l *Loop) stopStep() bool {
 		sq.q.publishClaimHead()
 	}
 	l.setState(stateStopped)
+	for _, sq := range l.qs { // goroutines parked on unclaimed tickets see ErrStopped
+		if ws := sq.q.waiters.Load(); ws != nil {
+			for i := range *ws {
+				(*ws)[i].wake()
+			}
+		}
+	}
 	l.publish()
 	return true
 }
@@ -869,6 +876,9 @@ func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency i
 	// atomic store here would be one more locked instruction per request.)
 	c.result = result
 	atomic.StoreUint64(&c.done, t+1)
+	if ws := s.q.waiters.Load(); ws != nil { // a host producer's goroutine may be parked on it
+		(*ws)[cid].wake()
+	}
 	l.st.complete(result, latency)
 	s.st.completed++
 	s.st.latency[histIndex(uint64(max(latency, 0)))]++

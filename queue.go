@@ -187,7 +187,8 @@ type Queue struct {
 	// serving the queue owns it too.
 	claimPublished uint64
 
-	wake atomic.Pointer[waker] // the attached loop's, for host producers to wake it from deep idle
+	wake    atomic.Pointer[waker]    // the attached loop's, for host producers to wake it from deep idle
+	waiters atomic.Pointer[[]waiter] // the host producer's, for the loop to wake goroutines in Wait
 
 	mu     sync.Mutex
 	loop   *Loop         // the loop attached, if any
@@ -360,10 +361,34 @@ func (q *Queue) detach() {
 // rather than wait for another goroutine to collect one; Do, which holds no
 // id while it waits, waits for one.
 type HostProducer struct {
-	q    *Queue
-	mem  []byte
-	side *producerSide
-	ids  *idPool
+	q       *Queue
+	mem     []byte
+	side    *producerSide
+	ids     *idPool
+	waiters []waiter // by completion id: where Wait parks (the loop wakes it)
+}
+
+// waiter is where a goroutine in Wait parks on one completion id. With the
+// loop it is a Dekker pair: Wait stores waiting = 1, then polls done; the
+// loop stores done, then swaps waiting to 0 and, if it was 1, sends on ch
+// (never blocking: ch holds one token). Either Wait sees done or the loop
+// sees waiting.
+type waiter struct {
+	waiting atomic.Uint32
+	ch      atomic.Pointer[chan struct{}]
+}
+
+// wake wakes the goroutine parked on w, if any. The loop calls it after it
+// stores a completion, and for every id when it stops.
+func (w *waiter) wake() {
+	if w.waiting.Load() != 0 && w.waiting.Swap(0) != 0 {
+		if ch := w.ch.Load(); ch != nil {
+			select {
+			case *ch <- struct{}{}:
+			default: // a token is already there
+			}
+		}
+	}
 }
 
 // HostProducer returns the queue's host producer side, creating it on the
@@ -383,8 +408,10 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 	if err != nil {
 		return nil, errorf("megaio: mapping the host producer side: %w", err)
 	}
-	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps))}
+	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps)),
+		waiters: make([]waiter, len(q.comps))}
 	q.host = p
+	q.waiters.Store(&p.waiters)
 	return p, nil
 }
 
@@ -580,13 +607,44 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 // goroutine makes the runtime hand its P to another thread and back.
 func (p *HostProducer) Wait(t Ticket) (Result, error) {
 	var w waitSteps
-	for {
+	for i := 0; i < stepsBeforePark; i++ {
 		res, done, err := p.Poll(t)
 		if done || err != nil {
 			return res, err
 		}
 		w.step()
 	}
+	// Park until the loop completes the request (or stops): a goroutine per
+	// request then costs the machine nothing while it waits.
+	pw := p.waiter(t.id)
+	ch := *pw.ch.Load()
+	for {
+		pw.waiting.Store(1) // then look: the loop stores done, then looks at waiting
+		res, done, err := p.Poll(t)
+		if done || err != nil {
+			pw.waiting.Store(0)
+			return res, err
+		}
+		<-ch // a token left by an earlier wake-up only makes us look again
+	}
+}
+
+// stepsBeforePark is how long Wait polls (waitSteps: spins, then yields)
+// before it parks. Measured (BenchmarkGoroutinePerRequest, docs/BENCHMARKS.md):
+// parking after the yields took a goroutine per request from 0.36x to
+// 1.1x of one producer's throughput on O_DIRECT reads, and cost one
+// producer collecting 32 tmpfs reads in order about 12%; sleeping 100 µs
+// more before parking kept that 12% but halved the gain.
+const stepsBeforePark = 2 * spinsBeforeYield
+
+// waiter is completion id id's parking place, made on first use.
+func (p *HostProducer) waiter(id uint32) *waiter {
+	w := &p.waiters[id]
+	if w.ch.Load() == nil {
+		ch := make(chan struct{}, 1)
+		w.ch.CompareAndSwap(nil, &ch) // the id is ours: no one else makes it
+	}
+	return w
 }
 
 // Do submits r and waits for its result. Unlike Submit it waits for a free
@@ -612,7 +670,8 @@ func (p *HostProducer) Do(r Request) (Result, error) {
 const spinsBeforeYield = 64
 
 // waitSteps is how host producers wait: spinsBeforeYield polls, as many
-// yields, then nanosleeps growing from 1µs to 50µs.
+// yields, then nanosleeps growing from 1µs to 50µs. (Wait parks after a
+// few of the sleeps: stepsBeforePark.)
 type waitSteps struct {
 	i     int
 	sleep time.Duration
