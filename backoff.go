@@ -31,9 +31,14 @@ import (
 // (docs/BENCHMARKS.md). The loop thread is dedicated to serving, so
 // spinning costs no one else's work; lower Spins to trade latency for CPU.
 type Backoff struct {
-	Spins     int           // default 4096
-	MinSleep  time.Duration // default 10µs
-	MaxSleep  time.Duration // default 100µs
+	Spins    int           // default 4096
+	MinSleep time.Duration // default 10µs
+	MaxSleep time.Duration // default 100µs
+	// Poll keeps the loop polling, never sleeping, while requests are in
+	// flight: it reaps without waiting in the kernel every cycle. For
+	// machines with a core to spare: the loop's thread then uses all of
+	// one while IO is in flight (docs/BENCHMARKS.md has the figures).
+	Poll      bool
 	IdleAfter time.Duration // quiet time before deep idle (default 10ms; negative: never)
 	IdleSleep time.Duration // the longest deep-idle sleep (default 20ms, or MaxSleep if longer)
 }

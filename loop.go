@@ -639,7 +639,7 @@ func (l *Loop) dispatch() {
 // polls of the queues' heads, then futex sleeps. It returns how the flush
 // waits.
 func (l *Loop) wait(busy bool) waitFor {
-	if busy {
+	if busy || (l.cfg.Backoff.Poll && (l.inflight > 0 || l.dev.ioOut())) {
 		l.bo.reset()
 		l.quietSince, l.deepD = -1, 0
 	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d > 0 {

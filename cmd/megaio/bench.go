@@ -23,12 +23,13 @@ import (
 
 // allEngines are the engines `megaio bench --compare` runs, in this order
 // within each round.
-var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go"}
+var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go"}
 
 // engineNotes say what each engine is, under the table.
 var engineNotes = []string{
 	"megaio-io_uring: one host producer thread keeps -depth requests in flight; the loop on io_uring",
 	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, standing in for GPU threads (one host thread drives them); the loop on io_uring",
+	"megaio-poll: as megaio-gpu, the loop polling while requests are in flight (Backoff.Poll: a core to spare)",
 	"megaio-pool: as megaio-io_uring, the loop on its worker pool",
 	"fio-io_uring: fio --ioengine=io_uring --fixedbufs --registerfiles, -batch submitted and reaped at a time",
 	"fio-io_uring-batch: the same with --iodepth_batch_submit=16 --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=32 (fio's best tmpfs line)",
@@ -186,6 +187,10 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 		r, err = benchrun.RunMegaio(s)
 	case "megaio-gpu":
 		s.Backend, s.Independent = megaio.BackendIOUring, true
+		r, err = benchrun.RunMegaio(s)
+	case "megaio-poll":
+		s.Backend, s.Independent = megaio.BackendIOUring, true
+		s.Loop.Backoff.Poll = true
 		r, err = benchrun.RunMegaio(s)
 	case "megaio-pool":
 		s.Backend = megaio.BackendPool
