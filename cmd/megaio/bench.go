@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -45,7 +48,7 @@ type benchConfig struct {
 	block, depth, batch int
 	direct              bool
 	duration, sweepDur  time.Duration
-	rounds              int
+	rounds, sweepRounds int
 	sweep               []int
 	engines             []string
 	jsonPath, plotPath  string
@@ -70,6 +73,7 @@ func runBench(args []string) error {
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds of the table, each running every engine once (A B C A B C ...)")
 	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128,256", "queue depths for the plot (empty: no sweep)")
 	fs.DurationVar(&c.sweepDur, "sweep-duration", time.Second, "length of each sweep run")
+	fs.IntVar(&c.sweepRounds, "sweep-rounds", 2, "rounds of the sweep (the plot shows their median and range)")
 	engines := fs.String("engines", strings.Join(allEngines, ","), "engines to run")
 	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "write every run's figures here")
 	fs.StringVar(&c.plotPath, "plot", "bench-iops.svg", "draw IOPS against queue depth here (.svg or .png)")
@@ -94,7 +98,7 @@ func runBench(args []string) error {
 			c.sweep = append(c.sweep, n)
 		}
 	}
-	if c.block < 1 || c.depth < 1 || c.batch < 1 || c.rounds < 1 || c.size < int64(c.block) {
+	if c.block < 1 || c.depth < 1 || c.batch < 1 || c.rounds < 1 || c.sweepRounds < 1 || c.size < int64(c.block) {
 		return fmt.Errorf("bench: want positive -block, -depth, -batch, -rounds and -size >= -block")
 	}
 	return bench(c, os.Stdout)
@@ -145,20 +149,22 @@ func bench(c benchConfig, out io.Writer) error {
 	}
 
 	var sweep []benchrun.Result
-	for _, d := range c.sweep {
-		s := spec
-		s.Depth, s.Batch, s.Duration = d, min(c.batch, d), c.sweepDur
-		for _, e := range c.engines {
-			r, err := runEngine(e, s, hasFio)
-			if err != nil {
-				return fmt.Errorf("sweep depth %d, %s: %w", d, e, err)
+	for round := 1; round <= c.sweepRounds; round++ {
+		for _, d := range c.sweep {
+			s := spec
+			s.Depth, s.Batch, s.Duration = d, min(c.batch, d), c.sweepDur
+			for _, e := range c.engines {
+				r, err := runEngine(e, s, hasFio)
+				if err != nil {
+					return fmt.Errorf("sweep depth %d, %s: %w", d, e, err)
+				}
+				if r != nil {
+					r.Round = round
+					sweep = append(sweep, *r)
+				}
 			}
-			if r != nil {
-				r.Round = 0
-				sweep = append(sweep, *r)
-			}
+			fmt.Fprintf(out, "sweep round %d: depth %d done\n", round, d)
 		}
-		fmt.Fprintf(out, "sweep: depth %d done\n", d)
 	}
 	if c.jsonPath != "" {
 		data, _ := json.MarshalIndent(map[string]any{"workload": spec, "table_runs": all, "summary": table, "sweep": sweep,
@@ -350,31 +356,108 @@ func loopCPU(r row) string {
 	return "-"
 }
 
-// drawSweep plots IOPS against queue depth, one line per engine.
+// drawSweep plots IOPS against queue depth, one line per engine: the
+// median of the sweep's rounds, with bars from the slowest to the fastest
+// round. The x ticks are the depths measured, the y ticks read 10k, 1M;
+// the legend sits above the data (the y axis has room for it), and the
+// caption names the machine and the date.
 func drawSweep(path string, sweep []benchrun.Result, s benchrun.Spec) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s, %d-byte blocks, direct=%v: IOPS by queue depth", s.RW, s.Block, s.Direct)
+	p.Title.Text = fmt.Sprintf("%s, %d-byte blocks, direct=%v: IOPS by queue depth\n%s, %s (bars: the rounds' range)",
+		s.RW, s.Block, s.Direct, machine(), time.Now().UTC().Format("2006-01-02"))
 	p.X.Label.Text = "queue depth"
 	p.Y.Label.Text = "IOPS"
 	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Add(plotter.NewGrid())
 	var order []string
-	pts := map[string]plotter.XYs{}
+	byEngine := map[string]map[int][]float64{}
+	var depths []int
 	for _, r := range sweep {
-		if _, ok := pts[r.Engine]; !ok {
+		if _, ok := byEngine[r.Engine]; !ok {
 			order = append(order, r.Engine)
+			byEngine[r.Engine] = map[int][]float64{}
 		}
-		pts[r.Engine] = append(pts[r.Engine], plotter.XY{X: float64(r.Depth), Y: r.IOPS})
+		byEngine[r.Engine][r.Depth] = append(byEngine[r.Engine][r.Depth], r.IOPS)
+		if !slices.Contains(depths, r.Depth) {
+			depths = append(depths, r.Depth)
+		}
 	}
-	var lines []any
-	for _, e := range order {
-		lines = append(lines, e, pts[e])
+	sort.Ints(depths)
+	var ticks []plot.Tick
+	for _, d := range depths {
+		ticks = append(ticks, plot.Tick{Value: float64(d), Label: strconv.Itoa(d)})
 	}
-	if err := plotutil.AddLinePoints(p, lines...); err != nil {
-		return err
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	p.Y.Tick.Marker = siTicks{}
+	top := 0.0
+	for i, e := range order {
+		var pts plotter.XYs
+		var errs plotter.YErrors
+		for _, d := range depths {
+			v := byEngine[e][d]
+			if len(v) == 0 {
+				continue
+			}
+			m := median(slices.Clone(v))
+			lo, hi := slices.Min(v), slices.Max(v)
+			pts = append(pts, plotter.XY{X: float64(d), Y: m})
+			errs = append(errs, struct{ Low, High float64 }{m - lo, hi - m})
+			top = max(top, hi)
+		}
+		line, points, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return err
+		}
+		line.Color, points.Color = plotutil.Color(i), plotutil.Color(i)
+		points.Shape = plotutil.Shape(i)
+		bars, err := plotter.NewYErrorBars(struct {
+			plotter.XYer
+			plotter.YErrorer
+		}{pts, errs})
+		if err != nil {
+			return err
+		}
+		bars.Color = plotutil.Color(i)
+		p.Add(line, points, bars)
+		p.Legend.Add(e, line, points)
 	}
+	p.Y.Min = 0
+	p.Y.Max = top * (1.15 + 0.07*float64(len(order))) // room above the data for the legend
 	p.Legend.Top = true
 	p.Legend.Left = true
-	return p.Save(8*vg.Inch, 5*vg.Inch, path)
+	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
+}
+
+// siTicks labels the y axis 10k, 200k, 1.5M.
+type siTicks struct{}
+
+func (siTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = si(ts[i].Value)
+		}
+	}
+	return ts
+}
+
+func si(v float64) string {
+	switch {
+	case v >= 1e6:
+		return strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
+	case v >= 1e3:
+		return strconv.FormatFloat(v/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+// machine describes this machine for captions: CPUs and kernel.
+func machine() string {
+	var u unix.Utsname
+	unix.Uname(&u)
+	release := strings.SplitN(unix.ByteSliceToString(u.Release[:]), ".", 3) // "6.18": the build's own suffix says nothing useful
+	if len(release) > 2 {
+		release = release[:2]
+	}
+	return fmt.Sprintf("%d CPUs, Linux %s", runtime.NumCPU(), strings.Join(release, "."))
 }
