@@ -149,7 +149,7 @@ func bench(c benchConfig, out io.Writer) error {
 	}
 
 	var sweep []benchrun.Result
-	for round := 1; round <= c.sweepRounds; round++ {
+	for round := 1; round <= max(c.sweepRounds, 1); round++ {
 		for _, d := range c.sweep {
 			s := spec
 			s.Depth, s.Batch, s.Duration = d, min(c.batch, d), c.sweepDur

@@ -22,7 +22,7 @@ func TestBenchCompare(t *testing.T) {
 		engines = []string{"megaio-pool", "fio-psync", "go"}
 	}
 	c := benchConfig{compare: true, dir: defaultDir(), size: 8 << 20, rw: "randread", block: 4096, depth: 4, batch: 1,
-		duration: 300 * time.Millisecond, rounds: 1, sweep: []int{1, 4}, sweepDur: 200 * time.Millisecond,
+		duration: 300 * time.Millisecond, rounds: 1, sweep: []int{1, 4}, sweepDur: 200 * time.Millisecond, sweepRounds: 1,
 		engines: engines, jsonPath: filepath.Join(dir, "r.json"), plotPath: filepath.Join(dir, "p.svg"),
 		mdPath: filepath.Join(dir, "t.md")}
 	var out bytes.Buffer
