@@ -10,7 +10,7 @@
 #                       (fault tests and a short soak included) and bounded
 #                       fuzzing
 #
-# Needs Go (1.24 or newer) on PATH or in /usr/local/go/bin. Installs
+# Needs Go 1.26 or newer (as go.mod says) on PATH or in /usr/local/go/bin. Installs
 # liburing-dev, pkg-config and fio with apt-get when they are missing:
 # liburing is linked statically, so the binaries need no liburing at run
 # time; fio is only for `megaio bench -compare`.

@@ -1,6 +1,7 @@
 package megaio
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,4 +100,48 @@ func TestBundleDiscovery(t *testing.T) {
 			t.Errorf("MEGAIO_CUDA_ARCHS: archs %q", got)
 		}
 	})
+}
+
+// TestVersionsAgree: go.mod, the README and build.sh name the same Go
+// version; the changelog's latest entry is Version, with ABIVersion; the
+// README states both.
+func TestVersionsAgree(t *testing.T) {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var goVersion string
+	for _, line := range strings.Split(read("go.mod"), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			parts := strings.SplitN(v, ".", 3)
+			goVersion = parts[0] + "." + parts[1]
+		}
+	}
+	if goVersion == "" {
+		t.Fatal("go.mod has no go line")
+	}
+	for _, f := range []string{"README.md", "build.sh"} {
+		if !strings.Contains(read(f), "Go "+goVersion+" or newer") {
+			t.Errorf("%s does not say \"Go %s or newer\", as go.mod does", f, goVersion)
+		}
+		if strings.Contains(read(f), "Go 1.24") {
+			t.Errorf("%s still names Go 1.24", f)
+		}
+	}
+	changelog := read("CHANGELOG.md")
+	i := strings.Index(changelog, "\n## ")
+	if i < 0 {
+		t.Fatal("CHANGELOG.md has no entry")
+	}
+	latest, _, _ := strings.Cut(changelog[i+4:], "\n")
+	if !strings.HasPrefix(latest, Version+" ") || !strings.Contains(latest, fmt.Sprintf("queue ABI version %d", ABIVersion)) {
+		t.Errorf("the changelog's latest entry %q does not name %s and queue ABI version %d", latest, Version, ABIVersion)
+	}
+	readme := read("README.md")
+	if !strings.Contains(readme, "megaio "+Version) || !strings.Contains(readme, fmt.Sprintf("queue ABI version %d", ABIVersion)) {
+		t.Errorf("the README does not state megaio %s and queue ABI version %d", Version, ABIVersion)
+	}
 }

@@ -48,3 +48,12 @@ func TestDemoWithoutIOUring(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: `megaio version` names the release and the queue ABI.
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	printVersion(&out)
+	if want := "megaio " + megaio.Version + " (queue ABI version 2)\n"; out.String() != want {
+		t.Errorf("version prints %q, want %q", out.String(), want)
+	}
+}

@@ -4,12 +4,16 @@
 //	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct] [-backend B] [-deny-io-uring]
 //	megaio soak [-duration D] [-cycle D] [-producers P] [-backend B] [-seed S]
 //	megaio bench -compare [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
+//	megaio version
 package main
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/megaio/megaio"
 )
 
 func main() {
@@ -19,6 +23,8 @@ func main() {
 	}
 	var err error
 	switch os.Args[1] {
+	case "version":
+		printVersion(os.Stdout)
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "bench":
@@ -35,6 +41,10 @@ func main() {
 	}
 }
 
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "megaio %s (queue ABI version %d)\n", megaio.Version, megaio.ABIVersion)
+}
+
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: megaio <command> [flags]
 
@@ -42,6 +52,7 @@ commands:
   demo   serve random READs from host producers through the loop and verify every byte
   bench  -compare: megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
   soak   many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
+  version  print the release and the queue ABI version
 
 Run 'megaio <command> -h' for the flags.`)
 }
