@@ -59,7 +59,7 @@ type benchConfig struct {
 func runBench(args []string) error {
 	var c benchConfig
 	fs := newFlagSet("bench")
-	fs.BoolVar(&c.compare, "compare", false, "compare megaio with fio and plain Go side by side (the only mode)")
+	fs.BoolVar(&c.compare, "compare", true, "compare megaio with fio and plain Go side by side (the only mode, and the default)")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file (use a disk directory with -direct)")
 	fs.StringVar(&c.path, "file", "", "use this file instead of generating one (at least -size bytes)")
 	size := fs.Int64("size", 256<<20, "bytes of the file to use")
@@ -78,10 +78,17 @@ func runBench(args []string) error {
 	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "write every run's figures here")
 	fs.StringVar(&c.plotPath, "plot", "bench-iops.svg", "draw IOPS against queue depth here (.svg or .png)")
 	fs.StringVar(&c.mdPath, "markdown", "", "also write the table as Markdown here")
-	fs.Parse(args)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
 	c.size = *size
 	if !c.compare {
-		return fmt.Errorf("bench: only -compare is implemented; run `megaio bench -compare`")
+		return fmt.Errorf("bench: -compare is the only mode")
+	}
+	switch c.rw {
+	case "randread", "read", "randwrite", "write":
+	default: // checked before the file is made and any engine runs
+		return fmt.Errorf("bench: -rw %q: want randread, read, randwrite or write", c.rw)
 	}
 	for _, e := range strings.Split(*engines, ",") {
 		if !slices.Contains(allEngines, e) {

@@ -39,7 +39,9 @@ func runDemo(args []string) error {
 	fs.BoolVar(&c.direct, "direct", false, "open the file with O_DIRECT (needs a file system that supports it)")
 	backend := fs.String("backend", "auto", "IO backend: auto (io_uring, else the worker pool), io_uring or pool")
 	deny := fs.Bool("deny-io-uring", false, "first install a seccomp filter that refuses io_uring, as Docker's default profile does")
-	fs.Parse(args)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
 	var err error
 	if c.backend, err = megaio.ParseBackend(*backend); err != nil {
 		return err
@@ -274,8 +276,12 @@ func makeFile(dir string, size int) (string, []byte, error) {
 }
 
 // progress prints a progress line to stderr every half second until the
-// returned function is called.
+// returned function is called; only on a terminal (the line is redrawn with
+// carriage returns, which a log file would keep).
 func progress(served *atomic.Int64, total int) func() {
+	if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err != nil {
+		return func() {}
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)

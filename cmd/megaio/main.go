@@ -12,17 +12,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/megaio/megaio"
 )
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" {
-		usage()
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "-h", "-help", "--help", "help":
+		usage(os.Stdout) // asked for: not an error
+		return
 	case "version":
 		printVersion(os.Stdout)
 	case "demo":
@@ -32,11 +36,16 @@ func main() {
 	case "soak":
 		err = runSoak(os.Args[2:])
 	default:
-		usage()
+		fmt.Fprintf(os.Stderr, "megaio: unknown command %q\n\n", os.Args[1])
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "megaio:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "megaio:") { // the library's errors name it already
+			msg = "megaio: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }
@@ -45,18 +54,29 @@ func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "megaio %s (queue ABI version %d)\n", megaio.Version, megaio.ABIVersion)
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, `usage: megaio <command> [flags]
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `usage: megaio <command> [flags]
 
 commands:
   demo   serve random READs from host producers through the loop and verify every byte
-  bench  -compare: megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
+  bench  megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
   soak   many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
   version  print the release and the queue ABI version
+  help   this text
 
 Run 'megaio <command> -h' for the flags.`)
 }
 
 func newFlagSet(name string) *flag.FlagSet {
-	return flag.NewFlagSet("megaio "+name, flag.ExitOnError)
+	return flag.NewFlagSet("megaio "+name, flag.ExitOnError) // -h exits 0, a bad flag 2
+}
+
+// parseFlags parses args and refuses positional arguments: every command
+// takes flags only, and a stray word is a mistake to report, not to ignore.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q (flags only; -h lists them)", fs.Name(), fs.Arg(0))
+	}
+	return nil
 }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestMain runs the command itself when asked (MEGAIO_CLI=1), so the CLI
+// tests run the real binary: its exit status, stdout and stderr.
+func TestMain(m *testing.M) {
+	if os.Getenv("MEGAIO_CLI") == "1" {
+		os.Args = append([]string{"megaio"}, strings.Fields(os.Getenv("MEGAIO_CLI_ARGS"))...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runCLI runs `megaio args...` and returns its exit status and output.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "MEGAIO_CLI=1", "MEGAIO_CLI_ARGS="+strings.Join(args, " "))
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// TestCLIConventions: help exits 0; no command and an unknown one exit 2;
+// stray arguments and bad flag values are errors reported before any work,
+// with "megaio:" said once; version prints the release.
+func TestCLIConventions(t *testing.T) {
+	for _, c := range []struct {
+		args         []string
+		code         int
+		out, errText string
+	}{
+		{[]string{"help"}, 0, "usage: megaio", ""},
+		{[]string{"-h"}, 0, "usage: megaio", ""},
+		{[]string{"--help"}, 0, "usage: megaio", ""},
+		{nil, 2, "", "usage: megaio"},
+		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{[]string{"demo", "-h"}, 0, "", "-requests"},
+		{[]string{"demo", "extra"}, 1, "", `unexpected argument "extra"`},
+		{[]string{"soak", "-duration", "1s", "now"}, 1, "", `unexpected argument "now"`},
+		{[]string{"bench", "-rw", "foo"}, 1, "", `-rw "foo"`},
+		{[]string{"demo", "-backend", "nope"}, 1, "", `backend "nope"`},
+		{[]string{"version"}, 0, "megaio v", ""},
+	} {
+		code, out, errText := runCLI(t, c.args...)
+		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errText, c.errText) {
+			t.Errorf("megaio %v: exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
+				c.args, code, out, errText, c.code, c.out, c.errText)
+		}
+		if n := strings.Count(errText, "megaio:"); n > 1 {
+			t.Errorf("megaio %v: %q says megaio: %d times", c.args, errText, n)
+		}
+		if strings.Contains(out+errText, "generating") {
+			t.Errorf("megaio %v did work before refusing its arguments: %q", c.args, out)
+		}
+	}
+}
