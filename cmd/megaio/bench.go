@@ -62,9 +62,11 @@ func runBench(args []string) error {
 	fs.BoolVar(&c.compare, "compare", true, "compare megaio with fio and plain Go side by side (the only mode, and the default)")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file (use a disk directory with -direct)")
 	fs.StringVar(&c.path, "file", "", "use this file instead of generating one (at least -size bytes)")
-	size := fs.Int64("size", 256<<20, "bytes of the file to use")
+	size := int64(256 << 20)
+	fs.Var(sizeValue{&size}, "size", "bytes of the file to use (units: 256MiB, 1GiB)")
 	fs.StringVar(&c.rw, "rw", "randread", "randread, read (sequential), randwrite or write")
-	fs.IntVar(&c.block, "block", 4096, "bytes per request")
+	block := int64(4096)
+	fs.Var(sizeValue{&block}, "block", "bytes per request (units: 4KiB, 1MiB)")
 	fs.IntVar(&c.depth, "depth", 32, "requests in flight")
 	fs.IntVar(&c.batch, "batch", 1, "requests submitted and completions awaited at a time")
 	fs.BoolVar(&c.direct, "direct", false, "O_DIRECT")
@@ -81,7 +83,11 @@ func runBench(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c.size = *size
+	c.size = size
+	if block > 1<<30 {
+		return fmt.Errorf("bench: -block at most 1 GiB")
+	}
+	c.block = int(block)
 	if !c.compare {
 		return fmt.Errorf("bench: -compare is the only mode")
 	}
@@ -118,7 +124,7 @@ func bench(c benchConfig, out io.Writer) error {
 	}
 	path := c.path
 	if path == "" {
-		fmt.Fprintf(out, "generating a %d MiB file in %s ...\n", c.size>>20, c.dir)
+		fmt.Fprintf(out, "generating a %s file in %s ...\n", humanBytes(c.size), c.dir)
 		p, err := benchrun.MakeFile(c.dir, c.size)
 		if err != nil {
 			return err

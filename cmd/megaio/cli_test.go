@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain runs the command itself when asked (MEGAIO_CLI=1), so the CLI
@@ -68,5 +69,34 @@ func TestCLIConventions(t *testing.T) {
 		if strings.Contains(out+errText, "generating") {
 			t.Errorf("megaio %v did work before refusing its arguments: %q", c.args, out)
 		}
+	}
+}
+
+// TestUnits: sizes accept and print units; latencies print two significant
+// digits, the histogram's precision.
+func TestUnits(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "4K": 4096, "4KiB": 4096, "1MiB": 1 << 20, "256M": 256 << 20, "2GiB": 2 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "4X", "-1", "4MB"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted it", bad)
+		}
+	}
+	for n, want := range map[int64]string{4096: "4 KiB", 1 << 20: "1 MiB", 3 << 19: "1.5 MiB", 1000: "1000 B", 256 << 20: "256 MiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for d, want := range map[time.Duration]string{1572864 * time.Nanosecond: "1.6ms", 98304 * time.Nanosecond: "98µs", 2 * time.Second: "2s"} {
+		if got := latency(d); got != want {
+			t.Errorf("latency(%v) = %q, want %q", d, got, want)
+		}
+	}
+	code, out, _ := runCLI(t, "demo", "-requests", "100", "-size", "4KiB", "-block", "1KiB")
+	if code != 0 || !strings.Contains(out, "1 KiB READs of a 4 KiB file") || strings.Contains(out, "0 MiB") {
+		t.Errorf("demo with a 4 KiB file: exit %d\n%s", code, out)
 	}
 }

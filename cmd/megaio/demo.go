@@ -33,8 +33,9 @@ func runDemo(args []string) error {
 	fs.IntVar(&c.producers, "producers", 4, "host producer goroutines (stand-ins for GPU threads)")
 	fs.IntVar(&c.depth, "depth", 8, "requests each producer keeps in flight")
 	fs.IntVar(&c.queues, "queues", 1, "queues served by the one loop (producer p publishes into queue p mod -queues), as one per GPU would be")
-	fs.IntVar(&c.block, "block", 4096, "bytes per READ")
-	fs.IntVar(&c.size, "size", 128<<20, "file size in bytes")
+	block, size := int64(4096), int64(128<<20)
+	fs.Var(sizeValue{&block}, "block", "bytes per READ (units: 4KiB, 1MiB)")
+	fs.Var(sizeValue{&size}, "size", "file size (units: 64MiB, 1GiB)")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file")
 	fs.BoolVar(&c.direct, "direct", false, "open the file with O_DIRECT (needs a file system that supports it)")
 	backend := fs.String("backend", "auto", "IO backend: auto (io_uring, else the worker pool), io_uring or pool")
@@ -42,6 +43,10 @@ func runDemo(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if block > 1<<30 || size > 1<<40 {
+		return fmt.Errorf("demo: -block at most 1 GiB and -size at most 1 TiB")
+	}
+	c.block, c.size = int(block), int(size)
 	var err error
 	if c.backend, err = megaio.ParseBackend(*backend); err != nil {
 		return err
@@ -70,8 +75,8 @@ func defaultDir() string {
 
 func demo(c demoConfig) error {
 	c.queues = max(c.queues, 1)
-	fmt.Printf("megaio demo: %d random %d-byte READs of a %d MiB file in %s, %d producers x depth %d, %d queue(s) on one loop\n",
-		c.requests, c.block, c.size>>20, c.dir, c.producers, c.depth, c.queues)
+	fmt.Printf("megaio demo: %d random %s READs of a %s file in %s, %d producers x depth %d, %d queue(s) on one loop\n",
+		c.requests, humanBytes(int64(c.block)), humanBytes(int64(c.size)), c.dir, c.producers, c.depth, c.queues)
 	path, data, err := makeFile(c.dir, c.size)
 	if err != nil {
 		return err
@@ -168,17 +173,19 @@ func demo(c demoConfig) error {
 	fmt.Printf("verified: %d requests, %d bytes, %d mismatches, %d errors\n", total.ok, total.bytes, total.mismatches, total.errors)
 	fmt.Printf("throughput: %.0f IOPS, %.2f GB/s over %.3f s\n", float64(total.ok)/elapsed.Seconds(),
 		float64(total.bytes)/elapsed.Seconds()/1e9, elapsed.Seconds())
-	fmt.Printf("latency, publish to result (producer): p50 %v  p90 %v  p99 %v  p99.9 %v\n",
-		total.latency.Percentile(50), total.latency.Percentile(90), total.latency.Percentile(99), total.latency.Percentile(99.9))
-	fmt.Printf("latency, claim to completion (loop):   p50 %v  p90 %v  p99 %v  p99.9 %v\n",
-		st.Latency.Percentile(50), st.Latency.Percentile(90), st.Latency.Percentile(99), st.Latency.Percentile(99.9))
+	fmt.Printf("latency, publish to result (producer): p50 %s  p90 %s  p99 %s  p99.9 %s\n",
+		latency(total.latency.Percentile(50)), latency(total.latency.Percentile(90)), latency(total.latency.Percentile(99)),
+		latency(total.latency.Percentile(99.9)))
+	fmt.Printf("latency, claim to completion (loop):   p50 %s  p90 %s  p99 %s  p99.9 %s\n",
+		latency(st.Latency.Percentile(50)), latency(st.Latency.Percentile(90)), latency(st.Latency.Percentile(99)),
+		latency(st.Latency.Percentile(99.9)))
 	fmt.Printf("loop: %d completed, %d short-IO continuations, %d SQ-full stalls, most in flight %d, %d sleeps\n",
 		st.Completed, st.ShortIO, st.SQFullStalls, st.MaxInflight, st.Sleeps)
 	wrongQueue := 0
 	if c.queues > 1 {
 		for k, qs := range st.Queues {
-			fmt.Printf("queue %d: %d completed, claim to completion p50 %v p99 %v, %d waited for a record (at most %d records in a row to other queues meanwhile)\n",
-				k, qs.Completed, qs.Latency.Percentile(50), qs.Latency.Percentile(99), qs.Waited, qs.MaxOvertaken)
+			fmt.Printf("queue %d: %d completed, claim to completion p50 %s p99 %s, %d waited for a record (at most %d records in a row to other queues meanwhile)\n",
+				k, qs.Completed, latency(qs.Latency.Percentile(50)), latency(qs.Latency.Percentile(99)), qs.Waited, qs.MaxOvertaken)
 			if qs.Completed != uint64(quotas[k]) {
 				wrongQueue++
 			}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// sizeValue is a flag holding a byte count that accepts units: 4096, 4K,
+// 4KiB, 1M, 1MiB, 2G, 2GiB (binary multiples; K, M and G mean KiB, MiB and
+// GiB, as in fio and dd).
+type sizeValue struct{ p *int64 }
+
+func (v sizeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return humanBytes(*v.p)
+}
+
+func (v sizeValue) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*v.p = n
+	return nil
+}
+
+func parseSize(s string) (int64, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	mult := map[string]int64{"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20,
+		"G": 1 << 30, "GIB": 1 << 30}[strings.ToUpper(s[i:])]
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil || mult == 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a byte count such as 4096, 4KiB, 1MiB or 2GiB", s)
+	}
+	return n * mult, nil
+}
+
+// humanBytes prints n in the largest binary unit that keeps it exact, or
+// with one decimal beyond 1 MiB: 4 KiB, 1.5 MiB, 256 MiB, 4096 B.
+func humanBytes(n int64) string {
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size {
+			if n%u.size == 0 {
+				return fmt.Sprintf("%d %s", n/u.size, u.name)
+			}
+			if u.size >= 1<<20 {
+				return fmt.Sprintf("%.1f %s", float64(n)/float64(u.size), u.name)
+			}
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// latency prints a histogram percentile with the precision the histogram
+// has (buckets a quarter octave wide, about 19%): two significant digits.
+func latency(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	units := []struct {
+		name string
+		size time.Duration
+	}{{"s", time.Second}, {"ms", time.Millisecond}, {"µs", time.Microsecond}, {"ns", 1}}
+	for _, u := range units {
+		if d >= u.size {
+			v := float64(d) / float64(u.size)
+			return strconv.FormatFloat(v, 'g', 2, 64) + u.name
+		}
+	}
+	return d.String()
+}
