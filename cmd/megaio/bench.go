@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -77,13 +78,17 @@ func runBench(args []string) error {
 	fs.DurationVar(&c.sweepDur, "sweep-duration", time.Second, "length of each sweep run")
 	fs.IntVar(&c.sweepRounds, "sweep-rounds", 2, "rounds of the sweep (the plot shows their median and range)")
 	engines := fs.String("engines", strings.Join(allEngines, ","), "engines to run")
-	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "write every run's figures here")
-	fs.StringVar(&c.plotPath, "plot", "bench-iops.svg", "draw IOPS against queue depth here (.svg or .png)")
+	outDir := fs.String("out", "", "directory for the JSON and the plot (default: a new temporary directory, printed)")
+	fs.StringVar(&c.jsonPath, "json", "bench-results.json", "write every run's figures here (a bare name goes in -out; empty: none)")
+	fs.StringVar(&c.plotPath, "plot", "bench-iops.svg", "draw IOPS against queue depth here, .svg or .png (a bare name goes in -out; empty: none)")
 	fs.StringVar(&c.mdPath, "markdown", "", "also write the table as Markdown here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	c.size = size
+	if err := placeOutputs(&c, *outDir); err != nil {
+		return err
+	}
 	if block > 1<<30 {
 		return fmt.Errorf("bench: -block at most 1 GiB")
 	}
@@ -193,6 +198,32 @@ func bench(c benchConfig, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "wrote %s\n", c.plotPath)
 	}
+	return nil
+}
+
+// placeOutputs puts the JSON and the plot, when given as bare names, in
+// dir: -out, or a new temporary directory (so a run never litters the
+// working directory).
+func placeOutputs(c *benchConfig, dir string) error {
+	bare := func(p string) bool { return p != "" && !strings.Contains(p, "/") }
+	if !bare(c.jsonPath) && !bare(c.plotPath) {
+		return nil
+	}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "megaio-bench-")
+		if err != nil {
+			return err
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range []*string{&c.jsonPath, &c.plotPath} {
+		if bare(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	fmt.Printf("bench: results go to %s\n", dir)
 	return nil
 }
 

@@ -100,3 +100,23 @@ func TestUnits(t *testing.T) {
 		t.Errorf("demo with a 4 KiB file: exit %d\n%s", code, out)
 	}
 }
+
+// TestBenchOutputs: bench writes its JSON and plot where -out says, or in
+// a new temporary directory it prints, never into the working directory.
+func TestBenchOutputs(t *testing.T) {
+	c := benchConfig{jsonPath: "r.json", plotPath: "p.svg"}
+	dir := t.TempDir()
+	if err := placeOutputs(&c, dir); err != nil || c.jsonPath != dir+"/r.json" || c.plotPath != dir+"/p.svg" {
+		t.Errorf("with -out: %+v, %v", c, err)
+	}
+	c = benchConfig{jsonPath: "r.json", plotPath: ""}
+	if err := placeOutputs(&c, ""); err != nil || !strings.HasPrefix(c.jsonPath, os.TempDir()) || c.plotPath != "" {
+		t.Errorf("without -out: %+v, %v", c, err)
+	} else {
+		os.RemoveAll(strings.TrimSuffix(c.jsonPath, "/r.json"))
+	}
+	c = benchConfig{jsonPath: "/abs/r.json"}
+	if err := placeOutputs(&c, ""); err != nil || c.jsonPath != "/abs/r.json" {
+		t.Errorf("an absolute path moved: %+v, %v", c, err)
+	}
+}
