@@ -90,13 +90,15 @@ func TestUnits(t *testing.T) {
 			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
-	for d, want := range map[time.Duration]string{1572864 * time.Nanosecond: "1.6ms", 98304 * time.Nanosecond: "98µs", 2 * time.Second: "2s"} {
+	for d, want := range map[time.Duration]string{1572864 * time.Nanosecond: "1.6ms", 98304 * time.Nanosecond: "98µs",
+		2 * time.Second: "2.0s", 131072 * time.Nanosecond: "130µs", 524288 * time.Nanosecond: "520µs", 8 * time.Nanosecond: "8.0ns"} {
 		if got := latency(d); got != want {
 			t.Errorf("latency(%v) = %q, want %q", d, got, want)
 		}
 	}
 	code, out, _ := runCLI(t, "demo", "-requests", "100", "-size", "4KiB", "-block", "1KiB")
-	if code != 0 || !strings.Contains(out, "1 KiB READs of a 4 KiB file") || strings.Contains(out, "0 MiB") {
+	if code != 0 || !strings.Contains(out, "1 KiB READs of a 4 KiB file") || strings.Contains(out, "0 MiB") ||
+		strings.Contains(out, "e+") || !strings.Contains(out, "latency, claim to completion") {
 		t.Errorf("demo with a 4 KiB file: exit %d\n%s", code, out)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +75,9 @@ func latency(d time.Duration) string {
 	for _, u := range units {
 		if d >= u.size {
 			v := float64(d) / float64(u.size)
-			return strconv.FormatFloat(v, 'g', 2, 64) + u.name
+			e := math.Floor(math.Log10(v)) // v is 1 to 999
+			v = math.Round(v/math.Pow(10, e-1)) * math.Pow(10, e-1)
+			return strconv.FormatFloat(v, 'f', max(0, 1-int(e)), 64) + u.name
 		}
 	}
 	return d.String()
