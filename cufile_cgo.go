@@ -119,6 +119,12 @@ func openCuFile() error {
 	return cufile.err
 }
 
+// CheckCuFile loads cuFile and opens its driver, as the first device
+// buffer of a loop would: nil when GPUDirect Storage can serve here,
+// otherwise an error matching ErrGDSUnavailable that says why. It is what
+// `megaio check` reports; cuFile stays open for the process.
+func CheckCuFile() error { return openCuFile() }
+
 // cufileHandle registers fd (opened with O_DIRECT) with cuFile.
 // The handle is C memory (CUfileHandle_t).
 func cufileHandle(fd int) (unsafe.Pointer, error) {

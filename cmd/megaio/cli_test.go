@@ -122,3 +122,28 @@ func TestBenchOutputs(t *testing.T) {
 		t.Errorf("an absolute path moved: %+v, %v", c, err)
 	}
 }
+
+// TestCheck: `megaio check` runs here and prints a line per capability,
+// each ok or no, every no with a fix.
+func TestCheck(t *testing.T) {
+	code, out, errText := runCLI(t, "check")
+	if code != 0 {
+		t.Fatalf("megaio check: exit %d\n%s%s", code, out, errText)
+	}
+	t.Log(out)
+	for _, name := range []string{"io_uring:", "memlock:", "hugepages:", "seccomp:", "CUDA:", "cuFile:", "device:"} {
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, name) {
+				found = true
+				f := strings.Fields(l)
+				if len(f) < 3 || (f[1] != "ok" && f[1] != "no") || (f[1] == "no" && !strings.Contains(l, "(fix: ")) {
+					t.Errorf("line %q: want name, ok or no, what was found, and a fix for a no", l)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s line", name)
+		}
+	}
+}

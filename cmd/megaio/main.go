@@ -4,6 +4,7 @@
 //	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct] [-backend B] [-deny-io-uring]
 //	megaio soak [-duration D] [-cycle D] [-producers P] [-backend B] [-seed S]
 //	megaio bench -compare [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
+//	megaio check
 //	megaio version
 package main
 
@@ -29,6 +30,8 @@ func main() {
 		return
 	case "version":
 		printVersion(os.Stdout)
+	case "check":
+		err = runCheck(os.Args[2:])
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "bench":
@@ -61,6 +64,7 @@ commands:
   demo   serve random READs from host producers through the loop and verify every byte
   bench  megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
   soak   many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
+  check  what this machine offers megaio (io_uring, memlock, huge pages, seccomp, CUDA, cuFile), with fixes
   version  print the release and the queue ABI version
   help   this text
 
