@@ -45,6 +45,20 @@ go build -o bin/megaio ./cmd/megaio
 # it) and fails on any CUDA check; the other modes run the checks where a
 # toolkit is installed and report a failure without stopping.
 mode="${1:-build}"
+# The container runtimes' default seccomp profile, which
+# deploy/seccomp-io_uring.json extends (TestSeccompProfile compares them):
+# taken from Debian's golang-github-containers-common package, extracted
+# into build/ rather than installed (the package would pull in container
+# networking).
+if [ "$mode" = test ] && [ ! -f /usr/share/containers/seccomp.json ] && [ ! -f build/runtime-seccomp.json ]; then
+	tmp="$(mktemp -d)"
+	(cd "$tmp" && { apt-get download golang-github-containers-common >/dev/null 2>&1 ||
+		{ apt-get update -qq && apt-get download golang-github-containers-common >/dev/null 2>&1; }; }) &&
+		dpkg-deb -x "$tmp"/golang-github-containers-common_*.deb "$tmp/x" &&
+		mkdir -p build && cp "$tmp/x/usr/share/containers/seccomp.json" build/runtime-seccomp.json ||
+		echo "build.sh: could not fetch the runtime's default seccomp profile; TestSeccompProfile will say so" >&2
+	rm -rf "$tmp"
+fi
 if [ "$mode" = test ] && [ -z "${MEGAIO_NO_CUDA_TOOLKIT:-}" ]; then
 	scripts/install-cuda-toolkit.sh
 fi
