@@ -29,15 +29,16 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
+COPY cmd/go.mod cmd/go.sum cmd/
 RUN GO_VERSION="$(sed -n 's/^go \([0-9.]*\)$/\1/p' go.mod)" && test -n "$GO_VERSION" && \
     curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
 ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
-RUN go mod download
+RUN go mod download && cd cmd && go mod download
 COPY . .
 # Builds bin/megaio, runs scripts/cuda-checks.sh (csrc/cuda_shim.h and
 # csrc/cufile_shim.h against this image's cuda.h and cufile.h, every kernel
 # compiled for sm_70 to sm_90 with warnings as errors, the scope check), and
 # runs the tests that need neither a GPU nor io_uring.
-RUN ./build.sh && go vet ./... && go test -count=1 ./...
+RUN ./build.sh && go vet ./... && go test -count=1 ./... && cd cmd && go vet ./... && go test -count=1 ./...
 
 CMD ["./build.sh", "test"]
