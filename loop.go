@@ -879,9 +879,10 @@ func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency i
 	if ws := s.q.waiters.Load(); ws != nil { // a host producer's goroutine may be parked on it
 		(*ws)[cid].wake()
 	}
-	l.st.complete(result, latency)
+	bucket := histIndex(uint64(max(latency, 0))) // one bucket for the loop's histogram and the queue's
+	l.st.complete(result, bucket)
 	s.st.completed++
-	s.st.latency[histIndex(uint64(max(latency, 0)))]++
+	s.st.latency[bucket]++
 }
 
 // retireFences completes, in order, every fence of queue s whose earlier

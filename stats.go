@@ -185,7 +185,8 @@ type queueCounters struct {
 
 const maxErrno = 133
 
-func (c *counters) complete(result int64, latency int64) {
+// complete counts one completion; bucket is its latency's histIndex.
+func (c *counters) complete(result int64, bucket int) {
 	c.completed++
 	if result >= 0 {
 		c.ok++
@@ -194,7 +195,7 @@ func (c *counters) complete(result int64, latency int64) {
 	} else {
 		c.errnos[0]++
 	}
-	c.latency[histIndex(uint64(max(latency, 0)))]++
+	c.latency[bucket]++
 }
 
 // stats says where each counter shows in Stats.

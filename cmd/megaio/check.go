@@ -85,14 +85,15 @@ func check(w io.Writer) {
 		line("CUDA", false, strings.TrimPrefix(err.Error(), "megaio: "), "install the NVIDIA driver; in a container, run with the NVIDIA runtime (--gpus all)")
 	}
 	nvfs := readFile("/proc/driver/nvidia-fs/stats") != ""
-	if err := megaio.CheckCuFile(); err == nil {
+	gdsErr := megaio.CheckCuFile()
+	if gdsErr == nil {
 		line("cuFile", true, "cuFile's driver opened; nvidia-fs "+map[bool]string{true: "loaded", false: "not loaded (compatibility mode)"}[nvfs], "")
 	} else {
-		line("cuFile", false, strings.TrimPrefix(err.Error(), "megaio: "),
+		line("cuFile", false, strings.TrimPrefix(gdsErr.Error(), "megaio: "),
 			"install cuFile (libcufile) and load nvidia-fs; device buffers use the bounce path meanwhile")
 	}
 	path := "bounce (staging chunks in host memory, then a copy to the GPU)"
-	if err == nil && megaio.CheckCuFile() == nil {
+	if err == nil && gdsErr == nil { // a GPU, and cuFile serves
 		path = "GPUDirect Storage for O_DIRECT files and aligned ranges, bounce for the rest"
 	}
 	line("device", true, "a device buffer would be served by "+path, "")

@@ -240,7 +240,7 @@ func RunMegaio(s Spec) (Result, error) {
 	r.CPUus = perReq(procCPU-total.cpu, total.n)
 	r.LoopCPUus = perReq(loopCPU, total.n)
 	r.ProdCPUus = perReq(total.cpu, total.n)
-	r.Inflight = r.IOPS * meanSeconds(&r.Stats.Latency)
+	r.Inflight = r.IOPS * r.Stats.Latency.Mean().Seconds()
 	return r, nil
 }
 
@@ -387,9 +387,6 @@ func independent(p *megaio.HostProducer, depth int, base int64, off *offsets, mo
 	res.cpu = threadCPU() - cpu0
 	return res
 }
-
-// meanSeconds is a histogram's mean in seconds.
-func meanSeconds(h *megaio.Histogram) float64 { return h.Mean().Seconds() }
 
 // diskTicks is the milliseconds the disk holding s.Path has spent doing IO
 // (io_ticks in /proc/diskstats), for direct runs; ok is false otherwise or
