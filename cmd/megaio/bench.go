@@ -27,7 +27,7 @@ import (
 
 // allEngines are the engines `megaio bench --compare` runs, in this order
 // within each round.
-var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go"}
+var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
 
 // engineNotes say what each engine is, under the table.
 var engineNotes = []string{
@@ -39,6 +39,7 @@ var engineNotes = []string{
 	"fio-io_uring-batch: the same with --iodepth_batch_submit=16 --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=32 (fio's best tmpfs line)",
 	"fio-psync: -depth fio threads doing pread/pwrite",
 	"go: -depth goroutines calling os.File.ReadAt/WriteAt",
+	"go-io_uring: the Go peer: one goroutine on its own ring through golang.org/x/sys/unix alone (registered file, fixed buffers, every completion refilled at once)",
 }
 
 type benchConfig struct {
@@ -252,6 +253,8 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 		r, err = benchrun.RunFio(s, strings.TrimPrefix(e, "fio-"))
 	case "go":
 		r, err = benchrun.RunGo(s)
+	case "go-io_uring":
+		r, err = benchrun.RunGoURing(s)
 	}
 	r.Engine = e
 	return &r, err

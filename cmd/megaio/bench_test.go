@@ -37,7 +37,7 @@ func TestBenchCompare(t *testing.T) {
 	}
 	wants := []string{"megaio-pool", "go"}
 	if engines[0] == "megaio-io_uring" {
-		wants = append(wants, "megaio-io_uring", "ratios to "+base, "1.00x")
+		wants = append(wants, "megaio-io_uring", "go-io_uring", "ratios to "+base, "1.00x")
 	}
 	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
