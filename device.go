@@ -76,6 +76,11 @@ type DeviceConfig struct {
 	// tried again each loop cycle) before the batch's IOs fail with -EIO
 	// and Stats.Device.GDSGiveUps counts it (default 1000).
 	GDSRetryLimit int
+	// GDSThreshold sends requests shorter than this many bytes through the
+	// bounce path even where GDS serves the file and the buffer (default 0:
+	// every request GDS can take): small IOs can cost less as a copy than
+	// as a GDS submission. DevicePathGDS ignores it.
+	GDSThreshold int
 }
 
 const (
@@ -123,6 +128,8 @@ func (c DeviceConfig) withDefaults() (DeviceConfig, error) {
 		return c, configError("Device.GDSMaxIO %d: want a multiple of 4 KiB up to 1 GiB", c.GDSMaxIO)
 	case c.GDSRetryLimit < 1:
 		return c, configError("Device.GDSRetryLimit %d: want 1 or more", c.GDSRetryLimit)
+	case c.GDSThreshold < 0:
+		return c, configError("Device.GDSThreshold %d: want 0 or more", c.GDSThreshold)
 	}
 	return c, nil
 }
@@ -201,7 +208,8 @@ func requestPlan(mode DevicePath, bufGDS, fileGDS, direct, write bool, off, leng
 	if write && direct && (off%gdsAlign != 0 || length%gdsAlign != 0) {
 		return p, -int64(unix.EINVAL)
 	}
-	p.gds = bufGDS && fileGDS && direct && mode != DevicePathBounce
+	p.gds = bufGDS && fileGDS && direct && mode != DevicePathBounce &&
+		(mode == DevicePathGDS || length >= uint64(cfg.GDSThreshold))
 	if mode == DevicePathGDS && !p.gds {
 		return p, -int64(unix.EOPNOTSUPP)
 	}

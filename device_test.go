@@ -138,6 +138,19 @@ func TestRequestPlan(t *testing.T) {
 			t.Errorf("%s: align %d", name, p.align)
 		}
 	}
+
+	// GDSThreshold: shorter requests bounce under auto; DevicePathGDS
+	// ignores it.
+	cfg.GDSThreshold = 64 << 10
+	for _, c := range []struct {
+		mode    DevicePath
+		n       uint64
+		wantGDS bool
+	}{{DevicePathAuto, 8192, false}, {DevicePathAuto, 64 << 10, true}, {DevicePathGDS, 8192, true}} {
+		if p, errno := requestPlan(c.mode, true, true, true, false, 0, c.n, cfg); errno != 0 || p.gds != c.wantGDS {
+			t.Errorf("threshold 64 KiB, %v, %d bytes: gds %v (errno %d), want %v", c.mode, c.n, p.gds, errno, c.wantGDS)
+		}
+	}
 }
 
 func TestChooseBufferPath(t *testing.T) {

@@ -64,7 +64,7 @@ func TestDeviceFakeDriver(t *testing.T) {
 		}
 	}
 	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
-		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom"}
+		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom", "TestDeviceClient"}
 	for _, run := range []struct {
 		name  string
 		env   []string

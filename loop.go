@@ -245,8 +245,11 @@ const (
 // errors match ErrIOUringUnavailable, ErrMemlock or ErrConfig with
 // errors.Is.
 func NewLoop(q *Queue, cfg Config) (*Loop, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.withEnv()
 	if err != nil {
+		return nil, err
+	}
+	if cfg, err = cfg.withDefaults(); err != nil {
 		return nil, err
 	}
 	cq := ceilPow2(max(2*cfg.RingEntries, uint32(cfg.MaxInflight)+1))

@@ -1,6 +1,7 @@
 package megaio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -606,6 +607,14 @@ func (p *HostProducer) Poll(t Ticket) (res Result, done bool, err error) {
 // its OS thread should poll with Poll and sleep instead: yielding a locked
 // goroutine makes the runtime hand its P to another thread and back.
 func (p *HostProducer) Wait(t Ticket) (Result, error) {
+	return p.WaitContext(context.Background(), t)
+}
+
+// WaitContext is Wait that gives up when ctx ends: it then returns an error
+// wrapping ctx.Err(), and t stays valid (the request is still in flight;
+// wait for it again, or poll it, to collect its result and free its
+// completion id).
+func (p *HostProducer) WaitContext(ctx context.Context, t Ticket) (Result, error) {
 	var w waitSteps
 	for i := 0; i < stepsBeforePark; i++ {
 		res, done, err := p.Poll(t)
@@ -625,7 +634,12 @@ func (p *HostProducer) Wait(t Ticket) (Result, error) {
 			pw.waiting.Store(0)
 			return res, err
 		}
-		<-ch // a token left by an earlier wake-up only makes us look again
+		select {
+		case <-ch: // a token left by an earlier wake-up only makes us look again
+		case <-ctx.Done():
+			pw.waiting.Store(0)
+			return 0, errorf("megaio: waiting for ticket %d: %w", t.n, ctx.Err())
+		}
 	}
 }
 
@@ -651,8 +665,19 @@ func (p *HostProducer) waiter(id uint32) *waiter {
 // completion id when all are taken: it holds none meanwhile, so it cannot
 // be part of a cycle of goroutines waiting on each other.
 func (p *HostProducer) Do(r Request) (Result, error) {
+	return p.DoContext(context.Background(), r)
+}
+
+// DoContext is Do that gives up waiting when ctx ends, returning an error
+// wrapping ctx.Err(). A request published before ctx ended still runs (a
+// READ still writes its destination); a goroutine collects and drops its
+// result, so its completion id comes back.
+func (p *HostProducer) DoContext(ctx context.Context, r Request) (Result, error) {
 	var w waitSteps
 	for {
+		if err := ctx.Err(); err != nil {
+			return 0, errorf("megaio: %w", err)
+		}
 		t, err := p.Submit(r)
 		if errors.Is(err, ErrBusy) {
 			w.step()
@@ -661,7 +686,11 @@ func (p *HostProducer) Do(r Request) (Result, error) {
 		if err != nil {
 			return 0, err
 		}
-		return p.Wait(t)
+		res, err := p.WaitContext(ctx, t)
+		if err != nil && ctx.Err() != nil {
+			go p.Wait(t)
+		}
+		return res, err
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/megaio/megaio"
 )
 
 // TestMain runs the command itself when asked (MEGAIO_CLI=1), so the CLI
@@ -76,13 +78,13 @@ func TestCLIConventions(t *testing.T) {
 // digits, the histogram's precision.
 func TestUnits(t *testing.T) {
 	for in, want := range map[string]int64{"4096": 4096, "4K": 4096, "4KiB": 4096, "1MiB": 1 << 20, "256M": 256 << 20, "2GiB": 2 << 30} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := megaio.ParseSize(in); err != nil || got != want {
+			t.Errorf("megaio.ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "x", "4X", "-1", "4MB"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted it", bad)
+		if _, err := megaio.ParseSize(bad); err == nil {
+			t.Errorf("megaio.ParseSize(%q) accepted it", bad)
 		}
 	}
 	for n, want := range map[int64]string{4096: "4 KiB", 1 << 20: "1 MiB", 3 << 19: "1.5 MiB", 1000: "1000 B", 256 << 20: "256 MiB"} {

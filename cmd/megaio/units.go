@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/megaio/megaio"
 )
 
 // sizeValue is a flag holding a byte count that accepts units: 4096, 4K,
@@ -21,26 +22,12 @@ func (v sizeValue) String() string {
 }
 
 func (v sizeValue) Set(s string) error {
-	n, err := parseSize(s)
+	n, err := megaio.ParseSize(s)
 	if err != nil {
 		return err
 	}
 	*v.p = n
 	return nil
-}
-
-func parseSize(s string) (int64, error) {
-	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	if i < 0 {
-		i = len(s)
-	}
-	mult := map[string]int64{"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20,
-		"G": 1 << 30, "GIB": 1 << 30}[strings.ToUpper(s[i:])]
-	n, err := strconv.ParseInt(s[:i], 10, 64)
-	if err != nil || mult == 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want a byte count such as 4096, 4KiB, 1MiB or 2GiB", s)
-	}
-	return n * mult, nil
 }
 
 // humanBytes prints n in the largest binary unit that keeps it exact, or

@@ -1,0 +1,497 @@
+package megaio
+
+// The short path for Go code that wants file bytes in host or device memory
+// without writing a producer: a Client owns a queue, a loop serving it and
+// the queue's host producer, and gives files ReadAt and WriteAt.
+//
+//	c, err := megaio.NewClient(megaio.ClientConfig{})
+//	f, err := c.OpenFile("weights.bin", os.O_RDONLY, 0)
+//	n, err := f.ReadAt(p, off)             // any []byte: io.ReaderAt
+//	buf, err := c.NewBuffer(64 << 20)      // registered: no copy
+//	fut := f.ReadAtAsync(buf.Bytes(), off) // runs while you do other work
+//	n, err = fut.Wait(ctx)
+//	err = c.Close(ctx)                     // ctx bounds the wait for IO in flight
+//
+// Requests longer than ClientConfig.TaskSize are split into pieces of that
+// size, all published at once, so the loop runs them in parallel. A GPU's
+// own producers use the same loop through c.Loop() and c.Queue().
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"unsafe"
+)
+
+// ClientConfig sets up a Client. Zero fields take the environment's value
+// (MEGAIO_*, see EnvBackend) and then the defaults.
+type ClientConfig struct {
+	Loop  Config      // the loop's settings
+	Queue QueueConfig // the queue's size
+	// TaskSize is the largest piece a request is split into (default 4
+	// MiB; MEGAIO_TASK_SIZE). At least 4 KiB, a multiple of 4 KiB.
+	TaskSize int
+	// StagingSize is the registered host memory ReadAt and WriteAt move
+	// slices through when they are not inside a Client buffer (default 2 x
+	// TaskSize; MEGAIO_STAGING_SIZE). It is mapped on first use.
+	StagingSize int
+}
+
+// Client is a loop, its queue and a host producer for Go code. Its methods
+// are safe for concurrent use.
+type Client struct {
+	q    *Queue
+	l    *Loop
+	p    *HostProducer
+	task uint64
+
+	// life orders use against Close: requests are published and waited
+	// for under its read lock; Close takes it to stop new requests
+	// (closing), and again, once the loop has stopped and every request
+	// has its result, to unmap the queue (closed).
+	life    sync.RWMutex
+	closing bool
+	closed  bool
+
+	mu      sync.Mutex     // guards the tables below
+	bufs    []clientBuffer // buffers from NewBuffer, for the no-copy path
+	devs    map[*DeviceBuffer]DestHandle
+	staging *staging // nil until first needed
+	stageN  int      // StagingSize
+}
+
+type clientBuffer struct {
+	base, end uintptr
+	dest      DestHandle
+}
+
+// staging is registered memory in chunks, handed out one per piece.
+type staging struct {
+	buf   *Buffer
+	dest  DestHandle
+	chunk int
+	free  chan int // indices of free chunks
+}
+
+// NewClient makes a queue and a loop, starts the loop and returns the
+// Client. Errors wrap ErrConfig for bad settings (including a MEGAIO_*
+// variable that does not parse), ErrIOUringUnavailable, ErrMemlock and the
+// others of NewLoop.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := envSize(EnvTaskSize, &cfg.TaskSize); err != nil {
+		return nil, err
+	}
+	if err := envSize(EnvStagingSize, &cfg.StagingSize); err != nil {
+		return nil, err
+	}
+	if cfg.TaskSize == 0 {
+		cfg.TaskSize = 4 << 20
+	}
+	if cfg.TaskSize < 4096 || cfg.TaskSize%4096 != 0 || cfg.TaskSize > maxBufferSize {
+		return nil, configError("TaskSize %d: want a multiple of 4 KiB up to 1 GiB", cfg.TaskSize)
+	}
+	if cfg.StagingSize == 0 {
+		cfg.StagingSize = min(2*cfg.TaskSize, maxBufferSize)
+	}
+	if cfg.StagingSize < 4096 || cfg.StagingSize > maxBufferSize {
+		return nil, configError("StagingSize %d: want 4 KiB to 1 GiB", cfg.StagingSize)
+	}
+	q, err := NewQueue(cfg.Queue)
+	if err != nil {
+		return nil, err
+	}
+	l, err := NewLoop(q, cfg.Loop)
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, stageN: cfg.StagingSize}
+	if c.p, err = q.HostProducer(); err == nil {
+		err = l.Start()
+	}
+	if err != nil {
+		l.Close()
+		q.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Loop is the client's loop: for its Stats, Backend, MapForGPU and the
+// registrations a GPU producer needs.
+func (c *Client) Loop() *Loop { return c.l }
+
+// Queue is the client's queue, for GPU producers (Loop().MapForGPU).
+func (c *Client) Queue() *Queue { return c.q }
+
+// Close stops the loop, waiting for requests in flight until ctx ends (then
+// they are cancelled), and closes the loop and the queue. After an error
+// wrapping ErrStopIncomplete (the kernel still holds requests) nothing is
+// closed: call Close again. Futures not yet waited for complete with
+// ErrStopped or -ECANCELED.
+func (c *Client) Close(ctx context.Context) error {
+	c.life.Lock()
+	done := c.closed
+	c.closing = true // no request is being published now, and none will be
+	c.life.Unlock()
+	if done {
+		return nil
+	}
+	if err := c.l.Stop(ctx); errors.Is(err, ErrStopIncomplete) {
+		return err
+	}
+	// Every published request has its result: the waits under way end.
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return errors.Join(c.l.Close(), c.q.Close())
+}
+
+// NewBuffer maps a registered host buffer of size bytes (Loop.NewBuffer).
+// ReadAt, WriteAt and their Async forms move bytes straight between a file
+// and any slice of it, with no copy.
+func (c *Client) NewBuffer(size int) (*Buffer, error) {
+	b, err := c.l.NewBuffer(size, BufferOptions{})
+	if err != nil {
+		return nil, err
+	}
+	d, err := c.l.AddDestination(b, 0, uint64(len(b.mem)))
+	if err != nil {
+		return nil, err
+	}
+	base := uintptr(unsafe.Pointer(&b.mem[0]))
+	c.mu.Lock()
+	c.bufs = append(c.bufs, clientBuffer{base: base, end: base + uintptr(len(b.mem)), dest: d})
+	c.mu.Unlock()
+	return b, nil
+}
+
+// NewDeviceBuffer allocates size bytes on g for the client's files to read
+// into and write from (Loop.NewDeviceBuffer: the warning says when the path
+// is not the one asked for).
+func (c *Client) NewDeviceBuffer(g *GPU, size int) (*DeviceBuffer, *PathWarning, error) {
+	b, warn, err := c.l.NewDeviceBuffer(g, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := c.l.AddDeviceDestination(b, 0, uint64(size))
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	c.devs[b] = d
+	c.mu.Unlock()
+	return b, warn, nil
+}
+
+// File is a file registered with a Client's loop.
+type File struct {
+	c    *Client
+	h    FileHandle
+	name string
+}
+
+// OpenFile opens name (os.OpenFile's flags, O_DIRECT included) and
+// registers it. The Client keeps its own descriptor.
+func (c *Client) OpenFile(name string, flag int, perm os.FileMode) (*File, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return c.Register(f)
+}
+
+// Register registers an open file; the Client keeps a duplicate of its
+// descriptor, so f may be closed.
+func (c *Client) Register(f *os.File) (*File, error) {
+	h, err := c.l.RegisterFile(f)
+	if err != nil {
+		return nil, err
+	}
+	return &File{c: c, h: h, name: f.Name()}, nil
+}
+
+// Name is the name the file was opened with.
+func (f *File) Name() string { return f.name }
+
+// Close unregisters the file; requests in flight on it finish.
+func (f *File) Close() error { return f.c.l.UnregisterFile(f.h) }
+
+// ReadAt reads len(p) bytes at off into p (io.ReaderAt: fewer bytes come
+// with io.EOF at the end of the file, or with the failing request's error).
+// A p inside a buffer from NewBuffer is read into directly; any other p
+// goes through the Client's staging memory and one copy.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	return f.transfer(OpRead, p, off)
+}
+
+// WriteAt writes p at off (io.WriterAt), like ReadAt the other way.
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	return f.transfer(OpWrite, p, off)
+}
+
+func (f *File) transfer(op Op, p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if d, base, ok := f.c.hostDest(p); ok {
+		return f.start(op, d, base, len(p), off).Wait(context.Background())
+	}
+	return f.staged(op, p, off)
+}
+
+// ReadAtAsync starts reading len(p) bytes at off into p, which must lie
+// inside a buffer from NewBuffer (else the future fails with
+// ErrNotRegistered): p belongs to the read until Wait returns.
+func (f *File) ReadAtAsync(p []byte, off int64) *Future {
+	return f.async(OpRead, p, off)
+}
+
+// WriteAtAsync starts writing p at off, like ReadAtAsync the other way.
+func (f *File) WriteAtAsync(p []byte, off int64) *Future {
+	return f.async(OpWrite, p, off)
+}
+
+func (f *File) async(op Op, p []byte, off int64) *Future {
+	d, base, ok := f.c.hostDest(p)
+	if !ok && len(p) > 0 {
+		return &Future{done: true, err: f.errorf(op, off, "%w: the slice is not inside a buffer from Client.NewBuffer", ErrNotRegistered)}
+	}
+	return f.start(op, d, base, len(p), off)
+}
+
+// ReadToDevice starts reading n bytes at file offset off into b at
+// bufOff; b comes from the Client's NewDeviceBuffer.
+func (f *File) ReadToDevice(b *DeviceBuffer, bufOff uint64, n int, off int64) *Future {
+	return f.device(OpRead, b, bufOff, n, off)
+}
+
+// WriteFromDevice starts writing n bytes of b at bufOff to file offset off.
+func (f *File) WriteFromDevice(b *DeviceBuffer, bufOff uint64, n int, off int64) *Future {
+	return f.device(OpWrite, b, bufOff, n, off)
+}
+
+func (f *File) device(op Op, b *DeviceBuffer, bufOff uint64, n int, off int64) *Future {
+	f.c.mu.Lock()
+	d, ok := f.c.devs[b]
+	f.c.mu.Unlock()
+	if !ok {
+		return &Future{done: true, err: f.errorf(op, off, "%w: the device buffer is not from Client.NewDeviceBuffer", ErrNotRegistered)}
+	}
+	return f.start(op, d, bufOff, n, off)
+}
+
+// hostDest finds the client buffer holding p: its destination and p's
+// offset in it.
+func (c *Client) hostDest(p []byte) (DestHandle, uint64, bool) {
+	if len(p) == 0 {
+		return 0, 0, false
+	}
+	start := uintptr(unsafe.Pointer(&p[0]))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.bufs {
+		if start >= b.base && start+uintptr(len(p)) <= b.end {
+			return b.dest, uint64(start - b.base), true
+		}
+	}
+	return 0, 0, false
+}
+
+func (f *File) errorf(op Op, off int64, format string, args ...any) error {
+	return errorf("megaio: %v %s at %d: %w", op, f.name, off, fmt.Errorf(format, args...))
+}
+
+// Future is a request started by an Async call: its pieces are in flight.
+type Future struct {
+	mu     sync.Mutex
+	f      *File
+	op     Op
+	off    int64
+	pieces []piece
+	done   bool
+	n      int
+	err    error
+}
+
+type piece struct {
+	t    Ticket
+	n    uint64
+	res  Result
+	err  error // ErrStopped: the loop stopped before claiming it
+	done bool
+}
+
+// start publishes the pieces of one request: n bytes at file offset off to
+// or from destination d at dOff. A piece that cannot be published (the loop
+// stopped, every completion id held) ends the request there: Wait reports
+// what the published pieces did, then that error.
+func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
+	fu := &Future{f: f, op: op, off: off}
+	if off < 0 || n < 0 {
+		fu.done, fu.err = true, f.errorf(op, off, "%w: negative offset or length", ErrConfig)
+		return fu
+	}
+	f.c.life.RLock()
+	defer f.c.life.RUnlock()
+	if f.c.closing {
+		fu.done, fu.err = true, f.errorf(op, off, "%w: the client", ErrClosed)
+		return fu
+	}
+	fu.pieces = make([]piece, 0, (uint64(n)+f.c.task-1)/f.c.task)
+	for at := uint64(0); at < uint64(n); at += f.c.task {
+		size := min(f.c.task, uint64(n)-at)
+		t, err := f.c.p.Submit(Request{Op: op, File: f.h, Dest: d, FileOffset: uint64(off) + at, DestOffset: dOff + at, Length: size})
+		if err != nil {
+			fu.err = f.errorf(op, off+int64(at), "%w", err)
+			break
+		}
+		fu.pieces = append(fu.pieces, piece{t: t, n: size})
+	}
+	return fu
+}
+
+// Wait waits for every piece and returns the bytes moved: the pieces'
+// total up to the first that came back short or failed. A READ that ends at
+// the end of the file returns io.EOF with the bytes before it; a short
+// WRITE returns io.ErrShortWrite; a failed piece its errno
+// (errors.Is(err, unix.EIO)). When ctx ends first, Wait returns an error
+// wrapping ctx.Err() and the future stays valid: wait again to collect it
+// (until then its pieces hold completion ids).
+func (fu *Future) Wait(ctx context.Context) (int, error) {
+	fu.mu.Lock()
+	defer fu.mu.Unlock()
+	if fu.done {
+		return fu.n, fu.err
+	}
+	c := fu.f.c
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed { // Close collected nothing, but the queue is gone
+		return 0, fu.f.errorf(fu.op, fu.off, "%w: the client", ErrClosed)
+	}
+	for i := range fu.pieces {
+		pc := &fu.pieces[i]
+		if pc.done {
+			continue
+		}
+		res, err := c.p.WaitContext(ctx, pc.t)
+		if err != nil && ctx.Err() != nil {
+			return 0, err
+		}
+		pc.res, pc.err, pc.done = res, err, true
+	}
+	fu.done = true
+	fu.n, fu.err = fu.total()
+	return fu.n, fu.err
+}
+
+// total adds the pieces up to the first that came back short or failed.
+func (fu *Future) total() (int, error) {
+	var n uint64
+	for _, pc := range fu.pieces {
+		switch {
+		case pc.err != nil: // the loop stopped without claiming it
+			return int(n), fu.f.errorf(fu.op, fu.off+int64(n), "%w", pc.err)
+		case pc.res < 0:
+			return int(n), fu.f.errorf(fu.op, fu.off+int64(n), "%w", pc.res.Err())
+		case uint64(pc.res) < pc.n && fu.op == OpRead:
+			return int(n + uint64(pc.res)), io.EOF
+		case uint64(pc.res) < pc.n:
+			return int(n + uint64(pc.res)), io.ErrShortWrite
+		}
+		n += pc.n
+	}
+	return int(n), fu.err // fu.err: a piece that was never published
+}
+
+// staged moves p through the staging chunks: as many pieces at a time as
+// there are chunks free (at least one, waited for), each piece copied in
+// (WRITE) or out (READ).
+func (f *File) staged(op Op, p []byte, off int64) (int, error) {
+	st, err := f.c.stagingMem()
+	if err != nil {
+		return 0, err
+	}
+	var chunks []int
+	var futs []*Future
+	done := 0
+	for done < len(p) {
+		chunks, futs = append(chunks[:0], <-st.free), futs[:0]
+		for need := (len(p) - done + st.chunk - 1) / st.chunk; len(chunks) < need; {
+			k, ok := tryRecv(st.free)
+			if !ok {
+				break
+			}
+			chunks = append(chunks, k)
+		}
+		at := done
+		for _, k := range chunks {
+			n := min(st.chunk, len(p)-at)
+			mem := st.buf.mem[k*st.chunk : k*st.chunk+n]
+			if op == OpWrite {
+				copy(mem, p[at:at+n])
+			}
+			futs = append(futs, f.start(op, st.dest, uint64(k*st.chunk), n, off+int64(at)))
+			at += n
+		}
+		var first error
+		for i, fu := range futs {
+			n, err := fu.Wait(context.Background())
+			if first == nil {
+				if op == OpRead {
+					copy(p[done:done+n], st.buf.mem[chunks[i]*st.chunk:])
+				}
+				done += n
+				first = err
+			}
+		}
+		for _, k := range chunks {
+			st.free <- k
+		}
+		if first != nil {
+			return done, first
+		}
+	}
+	return done, nil
+}
+
+func tryRecv(ch chan int) (int, bool) {
+	select {
+	case k := <-ch:
+		return k, true
+	default:
+		return 0, false
+	}
+}
+
+// stagingMem maps and registers the staging memory on first use.
+func (c *Client) stagingMem() (*staging, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.staging != nil {
+		return c.staging, nil
+	}
+	buf, err := c.l.NewBuffer(c.stageN, BufferOptions{})
+	if err != nil {
+		return nil, errorf("megaio: the client's staging memory (ClientConfig.StagingSize, %s): %w", EnvStagingSize, err)
+	}
+	d, err := c.l.AddDestination(buf, 0, uint64(len(buf.mem)))
+	if err != nil {
+		return nil, err
+	}
+	st := &staging{buf: buf, dest: d, chunk: min(int(c.task), len(buf.mem))}
+	st.free = make(chan int, len(buf.mem)/st.chunk)
+	for k := range cap(st.free) {
+		st.free <- k
+	}
+	c.staging = st
+	return st, nil
+}

@@ -1,0 +1,295 @@
+package megaio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newTestClient makes a client with small pieces (16 KiB) and staging (two
+// chunks), so that splitting and staging windows happen at test sizes.
+func newTestClient(t *testing.T, be BackendKind) *Client {
+	t.Helper()
+	c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10, StagingSize: 32 << 10})
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(context.Background()); err != nil {
+			t.Errorf("Client.Close: %v", err)
+		}
+	})
+	return c
+}
+
+// TestClientReadAt checks ReadAt against io.ReaderAt's contract
+// (testing/iotest through a SectionReader), into plain slices (staged) and
+// into client buffers (no copy), split into pieces, at the end of the file
+// and past it, on both backends.
+func TestClientReadAt(t *testing.T) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c := newTestClient(t, be)
+			const size = 300<<10 + 123
+			path, data := patternFile(t, tmpfsDir(t), size, 3)
+			f, err := c.OpenFile(path, os.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// (A short section: iotest reads it a byte at a time too.)
+			if err := iotest.TestReader(io.NewSectionReader(f, size-3000, 3000), data[size-3000:]); err != nil {
+				t.Errorf("iotest.TestReader: %v", err)
+			}
+
+			// A plain slice longer than the staging memory, at an odd offset.
+			p := make([]byte, 100<<10)
+			if n, err := f.ReadAt(p, 1001); n != len(p) || err != nil || !bytes.Equal(p, data[1001:1001+len(p)]) {
+				t.Errorf("ReadAt(100 KiB at 1001) = %d, %v, bytes equal %v", n, err, bytes.Equal(p[:n], data[1001:1001+n]))
+			}
+			// The end of the file: the bytes there, then io.EOF.
+			if n, err := f.ReadAt(p, size-5000); n != 5000 || err != io.EOF || !bytes.Equal(p[:n], data[size-5000:]) {
+				t.Errorf("ReadAt at the end = %d, %v; want 5000, io.EOF", n, err)
+			}
+			if n, err := f.ReadAt(p, size+10); n != 0 || err != io.EOF {
+				t.Errorf("ReadAt past the end = %d, %v; want 0, io.EOF", n, err)
+			}
+
+			// Into a client buffer: no staging, pieces in parallel.
+			buf, err := c.NewBuffer(256 << 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := c.Loop().Stats().Requests[OpRead]
+			dst := buf.Bytes()[4096 : 4096+200000]
+			fu := f.ReadAtAsync(dst, 777)
+			if n, err := fu.Wait(context.Background()); n != len(dst) || err != nil || !bytes.Equal(dst, data[777:777+len(dst)]) {
+				t.Errorf("ReadAtAsync into a buffer = %d, %v", n, err)
+			}
+			if n, err := fu.Wait(context.Background()); n != len(dst) || err != nil {
+				t.Errorf("a second Wait = %d, %v; want the same result", n, err)
+			}
+			if pieces := c.Loop().Stats().Requests[OpRead] - before; pieces != (200000+16383)/16384 {
+				t.Errorf("200000 bytes in 16 KiB pieces took %d requests, want %d", pieces, (200000+16383)/16384)
+			}
+			// The async forms take client buffers only.
+			if _, err := f.ReadAtAsync(p, 0).Wait(context.Background()); !errors.Is(err, ErrNotRegistered) {
+				t.Errorf("ReadAtAsync into a plain slice: %v, want ErrNotRegistered", err)
+			}
+			// A failing request's errno comes back.
+			d, err := c.OpenFile(filepath.Dir(path), os.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.ReadAt(p, 0); !errors.Is(err, unix.EISDIR) || !strings.Contains(err.Error(), filepath.Dir(path)) {
+				t.Errorf("ReadAt of a directory: %v, want EISDIR naming it", err)
+			}
+			if err := d.Close(); err != nil {
+				t.Errorf("File.Close: %v", err)
+			}
+		})
+	}
+}
+
+// TestClientWriteAt writes through plain slices and client buffers and
+// reads the file back with the os package.
+func TestClientWriteAt(t *testing.T) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c := newTestClient(t, be)
+			path := filepath.Join(tmpfsDir(t), "out")
+			f, err := c.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, data := patternFile(t, t.TempDir(), 150<<10, 9)
+			if n, err := f.WriteAt(data[:90<<10], 0); n != 90<<10 || err != nil {
+				t.Errorf("WriteAt = %d, %v", n, err)
+			}
+			buf, err := c.NewBuffer(len(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tail := buf.Bytes()[:len(data)-90<<10]
+			copy(tail, data[90<<10:])
+			if n, err := f.WriteAtAsync(tail, 90<<10).Wait(context.Background()); n != len(tail) || err != nil {
+				t.Errorf("WriteAtAsync = %d, %v", n, err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("the file holds %d bytes (%v), equal to what was written: %v", len(got), err, bytes.Equal(got, data))
+			}
+		})
+	}
+}
+
+// TestClientWaitContext: a Wait whose context ends returns its error and
+// leaves the future to be waited again; Close with a deadline cancels what
+// is still in flight, and the client then refuses new requests.
+func TestClientWaitContext(t *testing.T) {
+	c := newTestClient(t, BackendIOUring)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	f, err := c.Register(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := c.NewBuffer(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu := f.ReadAtAsync(buf.Bytes()[:5], 0) // a pipe READ waits for a writer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := fu.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with a 20 ms deadline: %v, want DeadlineExceeded", err)
+	}
+	w.WriteString("hello")
+	if n, err := fu.Wait(context.Background()); n != 5 || err != nil || string(buf.Bytes()[:5]) != "hello" {
+		t.Errorf("Wait again = %d, %v, %q", n, err, buf.Bytes()[:5])
+	}
+
+	stuck := f.ReadAtAsync(buf.Bytes()[:5], 0)
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close with a deadline: %v", err)
+	}
+	if _, err := stuck.Wait(context.Background()); !errors.Is(err, unix.ECANCELED) && !errors.Is(err, ErrClosed) {
+		t.Errorf("the READ in flight at Close: %v, want ECANCELED or ErrClosed", err)
+	}
+	if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("ReadAt after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+}
+
+// TestClientEnv: MEGAIO_* variables fill the fields a program leaves zero,
+// a field set in code wins, and a value that does not parse is an ErrConfig
+// naming the variable.
+func TestClientEnv(t *testing.T) {
+	t.Setenv(EnvBackend, "pool")
+	t.Setenv(EnvPoolWorkers, "3")
+	c := newTestClient(t, BackendAuto)
+	if got := c.Loop().Backend().Kind; got != BackendPool {
+		t.Errorf("%s=pool: backend %v", EnvBackend, got)
+	}
+	if got := c.Loop().cfg.PoolWorkers; got != 3 {
+		t.Errorf("%s=3: %d workers", EnvPoolWorkers, got)
+	}
+	if c := newTestClient(t, BackendIOUring); c.Loop().Backend().Kind != BackendIOUring {
+		t.Errorf("Config.Backend io_uring lost to %s=pool", EnvBackend)
+	}
+	t.Setenv(EnvGDSThreshold, "64KiB")
+	if cfg, err := (Config{}).withEnv(); err != nil || cfg.Device.GDSThreshold != 64<<10 {
+		t.Errorf("%s=64KiB: %d, %v", EnvGDSThreshold, cfg.Device.GDSThreshold, err)
+	}
+	for _, bad := range []struct{ name, value string }{
+		{EnvBackend, "uring"}, {EnvPoolWorkers, "0"}, {EnvDevicePath, "dma"}, {EnvGDSThreshold, "big"},
+		{EnvTaskSize, "4M4"}, {EnvTaskSize, "1000"}, {EnvStagingSize, "-1"},
+	} {
+		t.Run(bad.name+"="+bad.value, func(t *testing.T) {
+			t.Setenv(bad.name, bad.value)
+			c, err := NewClient(ClientConfig{})
+			if err == nil {
+				c.Close(context.Background())
+			}
+			if !errors.Is(err, ErrConfig) || (!strings.Contains(err.Error(), bad.name) && bad.value != "1000") {
+				t.Errorf("NewClient: %v; want ErrConfig naming %s", err, bad.name)
+			}
+		})
+	}
+}
+
+// TestDeviceClient reads a file into device memory and writes it back out
+// through a Client, split into pieces (TestDeviceFakeDriver runs it against
+// the stand-in driver, with and without cuFile).
+func TestDeviceClient(t *testing.T) {
+	g := requireGPU(t)
+	c := newTestClient(t, BackendIOUring)
+	const size = 200<<10 + 5
+	path, data := patternFile(t, diskDir(t), size, 11)
+	f, err := c.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, warn, err := c.NewDeviceBuffer(g, 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("device buffer path %v (warning: %v)", db.Path(), warn)
+	if n, err := f.ReadToDevice(db, 4096, size, 0).Wait(context.Background()); n != size || err != nil {
+		t.Fatalf("ReadToDevice = %d, %v", n, err)
+	}
+	got := make([]byte, size)
+	if err := g.CopyFromDevice(got, db.Pointer()+4096); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("the device buffer does not hold the file's bytes")
+	}
+	out, err := c.OpenFile(filepath.Join(t.TempDir(), "out"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := out.WriteFromDevice(db, 4096, size, 0).Wait(context.Background()); n != size || err != nil {
+		t.Fatalf("WriteFromDevice = %d, %v", n, err)
+	}
+	if back, err := os.ReadFile(filepath.Join(filepath.Dir(out.Name()), "out")); err != nil || !bytes.Equal(back, data) {
+		t.Errorf("written back: %d bytes (%v), equal %v", len(back), err, bytes.Equal(back, data))
+	}
+	other := &DeviceBuffer{}
+	if _, err := f.ReadToDevice(other, 0, 10, 0).Wait(context.Background()); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("ReadToDevice into a foreign buffer: %v, want ErrNotRegistered", err)
+	}
+}
+
+// TestDoContext: DoContext gives up when its context ends; the request
+// still runs, and its completion id comes back to the pool once it does.
+func TestDoContext(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{}, 4096)
+	fh, w := h.pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := h.p.DoContext(ctx, Request{Op: OpRead, File: fh, Dest: h.dest, Length: 3}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("DoContext on a silent pipe: %v, want DeadlineExceeded", err)
+	}
+	if _, err := h.p.DoContext(ctx, Request{Op: OpNop}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("DoContext with an ended context: %v, want DeadlineExceeded", err)
+	}
+	w.WriteString("abc")
+	eventually(t, "the abandoned READ's completion id comes back", func() bool {
+		return h.l.Stats().Completed == 1 && freeIDs(h.p) == len(h.q.comps)
+	})
+	if got := string(h.buf.Bytes()[:3]); got != "abc" {
+		t.Errorf("the abandoned READ wrote %q, want abc", got)
+	}
+	checkIDPool(t, h.p)
+}
+
+// freeIDs counts the ids in p's pool (taking them all, then putting them
+// back).
+func freeIDs(p *HostProducer) int {
+	var ids []uint32
+	for id, ok := p.ids.get(); ok; id, ok = p.ids.get() {
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		p.ids.put(id)
+	}
+	return len(ids)
+}
