@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/megaio/megaio"
 )
@@ -12,12 +14,12 @@ import (
 // Example reads the first bytes of a file through the queue, with a Go host
 // producer standing in for a GPU thread.
 func Example() {
-	f, err := os.CreateTemp("", "megaio-example-*")
+	name := exampleFile("hello from megaio")
+	defer os.Remove(name)
+	f, err := os.Open(name)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.Remove(f.Name())
-	f.WriteString("hello from megaio")
 
 	q, err := megaio.NewQueue(megaio.QueueConfig{Capacity: 64})
 	if err != nil {
@@ -72,12 +74,12 @@ func Example() {
 // would be: each has its own producers and completions; the file and the
 // destination are the loop's, shared by both.
 func ExampleLoop_AddQueue() {
-	f, err := os.CreateTemp("", "megaio-example-*")
+	name := exampleFile("one loop, two queues")
+	defer os.Remove(name)
+	f, err := os.Open(name)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.Remove(f.Name())
-	f.WriteString("one loop, two queues")
 
 	l, err := megaio.NewLoop(nil, megaio.Config{}) // no queue yet
 	if err != nil {
@@ -136,4 +138,72 @@ func ExampleLoop_AddQueue() {
 	// queue 1: two queues
 	// queue 0 completed 1
 	// queue 1 completed 1
+}
+
+// ExampleClient reads a file the short way: ReadAt into any slice, as
+// io.ReaderAt does.
+func ExampleClient() {
+	name := exampleFile("hello from the short path")
+	defer os.Remove(name)
+
+	c, err := megaio.NewClient(megaio.ClientConfig{})
+	if err != nil {
+		log.Fatal(err) // errors.Is(err, megaio.ErrIOUringUnavailable) where io_uring is refused and Backend is io_uring
+	}
+	defer c.Close(context.Background())
+	f, err := c.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	p := make([]byte, 64)
+	n, err := f.ReadAt(p, 11)
+	fmt.Printf("%d bytes, %v: %s\n", n, err, p[:n])
+	// Output:
+	// 14 bytes, EOF: the short path
+}
+
+// ExampleFile_ReadAtAsync reads into a registered buffer with no copy; the
+// request is split into TaskSize pieces that run in parallel, and Wait
+// takes a context.
+func ExampleFile_ReadAtAsync() {
+	name := exampleFile(strings.Repeat("0123456789abcdef", 1<<14)) // 256 KiB
+	defer os.Remove(name)
+
+	c, err := megaio.NewClient(megaio.ClientConfig{TaskSize: 64 << 10})
+	if err != nil {
+		log.Fatal(err)
+	}
+	buf, err := c.NewBuffer(256 << 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	f, err := c.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fut := f.ReadAtAsync(buf.Bytes(), 0) // four 64 KiB pieces in flight at once
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := fut.Wait(ctx)
+	fmt.Println(n, err, string(buf.Bytes()[n-6:n]))
+
+	// Close waits for requests still in flight until its context ends.
+	if err := c.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// 262144 <nil> abcdef
+}
+
+// exampleFile writes s to a new temporary file and returns its name.
+func exampleFile(s string) string {
+	f, err := os.CreateTemp("", "megaio-example-*")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		log.Fatal(err)
+	}
+	return f.Name()
 }
