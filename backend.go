@@ -1,6 +1,11 @@
 package megaio
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // backend is the seam between the cycle (loop.go) and what runs the IO:
 // io_uring (uring_cgo.go) or, where io_uring is refused, a worker pool.
@@ -80,3 +85,9 @@ const (
 	// belongs to no record.
 	cancelUserData = ^uint64(0)
 )
+
+// isRetryable reports whether an error of enter is passing: the same call
+// may succeed later.
+func isRetryable(err error) bool {
+	return errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)
+}

@@ -52,23 +52,6 @@ import (
 	"unsafe"
 )
 
-// CUDA errors. A CUresult matches these with errors.Is.
-var (
-	// ErrNoDriver: libcuda.so.1 could not be loaded (no NVIDIA driver, or
-	// a container started without --gpus).
-	ErrNoDriver = errors.New("megaio: the CUDA driver (libcuda.so.1) cannot be loaded; install the NVIDIA driver, " +
-		"or start the container with --gpus all")
-	// ErrNoDevice: the driver loaded but sees no GPU (CUDA_ERROR_NO_DEVICE),
-	// or the ordinal is out of range.
-	ErrNoDevice = errors.New("megaio: no CUDA device; check nvidia-smi and CUDA_VISIBLE_DEVICES")
-	// ErrAlreadyRegistered: host memory is already registered with CUDA
-	// (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED).
-	ErrAlreadyRegistered = errors.New("megaio: host memory is already registered with CUDA")
-	// ErrNotRegisteredCUDA: host memory is not registered with CUDA
-	// (CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED).
-	ErrNotRegisteredCUDA = errors.New("megaio: host memory is not registered with CUDA")
-)
-
 // CUresult is a CUDA driver API result code.
 type CUresult int
 

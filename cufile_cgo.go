@@ -25,18 +25,10 @@ static void gds_batch_destroy(struct megaio_cufile *c, void *b) { c->cuFileBatch
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"unsafe"
 )
-
-// ErrGDSUnavailable: GPUDirect Storage cannot serve a buffer or file: no
-// libcufile.so.0, no nvidia-fs driver or platform support, a file system
-// cuFile refuses, or a file not opened with O_DIRECT. With DevicePathAuto
-// the bounce path serves instead (and says so); with DevicePathGDS it is
-// an error.
-var ErrGDSUnavailable = errors.New("megaio: GPUDirect Storage (cuFile) is unavailable")
 
 // cufileLibrary is cuFile's library name; only tests change it (see
 // cudaLibrary).

@@ -38,6 +38,10 @@ var (
 	// ErrFull: the queue's ring is full (HostProducer.TrySubmit): the loop
 	// has not yet claimed the requests published a lap back.
 	ErrFull = errors.New("megaio: queue ring full")
+	// ErrCgoRequired: the package was built without cgo (CGO_ENABLED=0 or
+	// no C compiler); loops, clients and GPUs need cgo and liburing.
+	ErrCgoRequired = errors.New("megaio: built without cgo: loops and GPUs need cgo and liburing " +
+		"(CGO_ENABLED=1, a C compiler and liburing-dev)")
 	// ErrBusy: every completion id is held by a request not yet collected.
 	ErrBusy = errors.New("megaio: no free completion id")
 	// ErrUnknownTicket: the ticket is not in flight on this producer
@@ -116,3 +120,27 @@ func memlockHint() string {
 	return "RLIMIT_MEMLOCK is " + cur + "; raise it (ulimit -l unlimited, systemd LimitMEMLOCK=infinity, " +
 		"docker run --ulimit memlock=-1) or run with CAP_IPC_LOCK"
 }
+
+// CUDA errors. A CUresult matches these with errors.Is.
+var (
+	// ErrNoDriver: libcuda.so.1 could not be loaded (no NVIDIA driver, or
+	// a container started without --gpus).
+	ErrNoDriver = errors.New("megaio: the CUDA driver (libcuda.so.1) cannot be loaded; install the NVIDIA driver, " +
+		"or start the container with --gpus all")
+	// ErrNoDevice: the driver loaded but sees no GPU (CUDA_ERROR_NO_DEVICE),
+	// or the ordinal is out of range.
+	ErrNoDevice = errors.New("megaio: no CUDA device; check nvidia-smi and CUDA_VISIBLE_DEVICES")
+	// ErrAlreadyRegistered: host memory is already registered with CUDA
+	// (CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED).
+	ErrAlreadyRegistered = errors.New("megaio: host memory is already registered with CUDA")
+	// ErrNotRegisteredCUDA: host memory is not registered with CUDA
+	// (CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED).
+	ErrNotRegisteredCUDA = errors.New("megaio: host memory is not registered with CUDA")
+)
+
+// ErrGDSUnavailable: GPUDirect Storage cannot serve a buffer or file: no
+// libcufile.so.0, no nvidia-fs driver or platform support, a file system
+// cuFile refuses, or a file not opened with O_DIRECT. With DevicePathAuto
+// the bounce path serves instead (and says so); with DevicePathGDS it is
+// an error.
+var ErrGDSUnavailable = errors.New("megaio: GPUDirect Storage (cuFile) is unavailable")

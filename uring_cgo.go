@@ -8,7 +8,6 @@ package megaio
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"unsafe"
@@ -119,9 +118,3 @@ func (b *uringBackend) describe() string {
 }
 
 func (b *uringBackend) close() { C.megaio_ring_close(b.ring) }
-
-// isRetryable reports whether an error of enter is passing: the same call
-// may succeed later.
-func isRetryable(err error) bool {
-	return errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)
-}

@@ -4,6 +4,8 @@
 # none of the commands' dependencies (the plotting stack: gonum/plot and its
 # font, LaTeX, PDF and image modules). Test-only requirements of the
 # library (go-cmp, go-fuse) may appear, as they do for any Go module.
+# Built without cgo, the same program must compile and its constructors must
+# fail with ErrCgoRequired instead of a link or compile error.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$(mktemp -d)"
@@ -21,12 +23,32 @@ cat >"$dir/main.go" <<'EOM'
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/megaio/megaio"
 )
 
-func main() { fmt.Println(megaio.Version) }
+func main() {
+	fmt.Println(megaio.Version)
+	if len(os.Args) > 1 && os.Args[1] == "nocgo" {
+		q, err := megaio.NewQueue(megaio.QueueConfig{})
+		if err != nil {
+			panic(err)
+		}
+		_, lerr := megaio.NewLoop(q, megaio.Config{})
+		_, cerr := megaio.NewClient(megaio.ClientConfig{})
+		_, gerr := megaio.OpenGPU(0)
+		for _, err := range []error{lerr, cerr, gerr} {
+			if !errors.Is(err, megaio.ErrCgoRequired) {
+				fmt.Println("want ErrCgoRequired, got:", err)
+				os.Exit(1)
+			}
+		}
+		fmt.Println(lerr)
+	}
+}
 EOM
 cd "$dir"
 go mod tidy >/dev/null 2>&1 || go mod tidy
@@ -38,4 +60,10 @@ if [ -n "$bad" ]; then
 	echo "$bad" >&2
 	exit 1
 fi
-echo "consumer-check: PASS: $(wc -l <<<"$graph") modules in a consumer's graph, none of the plotting stack"
+CGO_ENABLED=0 go build -o consumer-nocgo .
+if ! out="$(./consumer-nocgo nocgo)"; then
+	echo "consumer-check: built without cgo, the constructors did not fail with ErrCgoRequired: $out" >&2
+	exit 1
+fi
+echo "consumer-check: PASS: $(wc -l <<<"$graph") modules in a consumer's graph, none of the plotting stack;" \
+	"without cgo it builds and says: $(tail -1 <<<"$out")"
