@@ -17,8 +17,10 @@
 # the default profile, so the build step tests what it can.
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04
 
-# Go: the version go.mod names (read below), installed once; GOTOOLCHAIN=local
-# makes a mismatch an error instead of a download.
+# Go: GO_VERSION, the release this team builds and tests with; go.mod names
+# the oldest Go that builds megaio (TestVersionsAgree keeps GO_VERSION at or
+# above it). GOTOOLCHAIN=local makes a mismatch an error instead of a
+# download.
 # libcufile-dev-12-6 (NVIDIA's repository, configured in this image): cuFile
 # for GPUDirect Storage, loaded at run time, and the cufile.h that build.sh
 # checks our declarations against. GDS itself also needs the host's
@@ -30,8 +32,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 WORKDIR /src
 COPY go.mod go.sum ./
 COPY cmd/go.mod cmd/go.sum cmd/
-RUN GO_VERSION="$(sed -n 's/^go \([0-9.]*\)$/\1/p' go.mod)" && test -n "$GO_VERSION" && \
-    curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
+ARG GO_VERSION=1.26.8
+RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architecture).tar.gz" | tar -C /usr/local -xz
 ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 RUN go mod download && cd cmd && go mod download
 COPY . .

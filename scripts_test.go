@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -102,9 +103,10 @@ func TestBundleDiscovery(t *testing.T) {
 	})
 }
 
-// TestVersionsAgree: go.mod, the README and build.sh name the same Go
-// version; the changelog's latest entry is Version, with ABIVersion; the
-// README states both.
+// TestVersionsAgree: go.mod, cmd/go.mod, the README and build.sh name the
+// same oldest Go, and the Dockerfile installs that Go or newer; the
+// changelog's latest entry is Version, with ABIVersion; the README states
+// both.
 func TestVersionsAgree(t *testing.T) {
 	read := func(path string) string {
 		b, err := os.ReadFile(path)
@@ -113,23 +115,38 @@ func TestVersionsAgree(t *testing.T) {
 		}
 		return string(b)
 	}
-	var goVersion string
-	for _, line := range strings.Split(read("go.mod"), "\n") {
-		if v, ok := strings.CutPrefix(line, "go "); ok {
-			parts := strings.SplitN(v, ".", 3)
-			goVersion = parts[0] + "." + parts[1]
+	goLine := func(path string) string {
+		m := regexp.MustCompile(`(?m)^go (\d+\.\d+)(\.\d+)?$`).FindStringSubmatch(read(path))
+		if m == nil {
+			t.Fatalf("%s has no go line", path)
 		}
+		return m[1]
 	}
-	if goVersion == "" {
-		t.Fatal("go.mod has no go line")
+	goVersion := goLine("go.mod")
+	if v := goLine("cmd/go.mod"); v != goVersion {
+		t.Errorf("cmd/go.mod says go %s, go.mod %s", v, goVersion)
 	}
+	said := regexp.MustCompile(`Go (\d+\.\d+) or newer`)
 	for _, f := range []string{"README.md", "build.sh"} {
-		if !strings.Contains(read(f), "Go "+goVersion+" or newer") {
+		all := said.FindAllStringSubmatch(read(f), -1)
+		if len(all) == 0 {
 			t.Errorf("%s does not say \"Go %s or newer\", as go.mod does", f, goVersion)
 		}
-		if strings.Contains(read(f), "Go 1.24") {
-			t.Errorf("%s still names Go 1.24", f)
+		for _, m := range all {
+			if m[1] != goVersion {
+				t.Errorf("%s says %q; go.mod says %s", f, m[0], goVersion)
+			}
 		}
+	}
+	m := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\d+)\.(\d+)`).FindStringSubmatch(read("Dockerfile"))
+	if m == nil {
+		t.Fatal("the Dockerfile has no ARG GO_VERSION")
+	}
+	var major, minor, wantMajor, wantMinor int
+	fmt.Sscanf(m[1]+" "+m[2], "%d %d", &major, &minor)
+	fmt.Sscanf(strings.Replace(goVersion, ".", " ", 1), "%d %d", &wantMajor, &wantMinor)
+	if major < wantMajor || (major == wantMajor && minor < wantMinor) {
+		t.Errorf("the Dockerfile installs Go %s.%s, older than go.mod's %s", m[1], m[2], goVersion)
 	}
 	changelog := read("CHANGELOG.md")
 	i := strings.Index(changelog, "\n## ")

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/internal/benchrun"
 	"github.com/megaio/megaio/internal/seccomp"
 )
 
@@ -269,7 +270,7 @@ func produce(prod *megaio.HostProducer, fh megaio.FileHandle, dest megaio.DestHa
 // makeFile writes size pseudo-random bytes into a new file in dir.
 func makeFile(dir string, size int) (string, []byte, error) {
 	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{'m', 'e', 'g', 'a', 'i', 'o'}).Read(data)
+	benchrun.Fill(rand.NewChaCha8([32]byte{'m', 'e', 'g', 'a', 'i', 'o'}), data)
 	f, err := os.CreateTemp(dir, "megaio-demo-*")
 	if err != nil {
 		return "", nil, err

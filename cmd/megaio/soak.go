@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/internal/benchrun"
 )
 
 type soakConfig struct {
@@ -121,7 +122,7 @@ const soakRegion = 64 << 10
 
 func soak(c soakConfig, out io.Writer) (*soakReport, error) {
 	data := make([]byte, 8<<20)
-	rand.NewChaCha8([32]byte{'s', 'o', 'a', 'k'}).Read(data)
+	benchrun.Fill(rand.NewChaCha8([32]byte{'s', 'o', 'a', 'k'}), data)
 	dataPath, err := writeTemp(c.dir, data)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ package benchrun
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -541,7 +542,7 @@ func MakeFile(dir string, size int64) (string, error) {
 	chunk := make([]byte, 4<<20)
 	for left := size; left > 0; {
 		n := min(left, int64(len(chunk)))
-		src.Read(chunk[:n])
+		Fill(src, chunk[:n])
 		if _, err := f.Write(chunk[:n]); err != nil {
 			os.Remove(f.Name())
 			return "", err
@@ -557,4 +558,14 @@ func ceilPow2(n int) int {
 		p <<= 1
 	}
 	return p
+}
+
+// Fill fills p with bytes from src (what ChaCha8.Read does from Go 1.23;
+// go.mod asks for Go 1.22).
+func Fill(src *rand.ChaCha8, p []byte) {
+	var w [8]byte
+	for len(p) > 0 {
+		binary.LittleEndian.PutUint64(w[:], src.Uint64())
+		p = p[copy(p, w[:]):]
+	}
 }
