@@ -3,7 +3,7 @@ module github.com/megaio/megaio/cmd
 go 1.22.0
 
 require (
-	github.com/megaio/megaio v0.5.0
+	github.com/megaio/megaio v0.6.0
 	golang.org/x/sys v0.30.0
 	gonum.org/v1/plot v0.15.2
 )
