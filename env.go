@@ -78,8 +78,10 @@ func lookupEnv(name string) (string, bool) {
 	return v, ok && v != ""
 }
 
+// envError names the variable; err's own "bad configuration" prefix is
+// not repeated.
 func envError(name, value string, err error) error {
-	return configError("%s=%q: %v", name, value, err)
+	return configError("%s=%q: %s", name, value, strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "))
 }
 
 // ParseSize reads a byte count with an optional binary unit: 4096, 4K,

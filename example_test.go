@@ -2,6 +2,7 @@ package megaio_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -206,4 +207,51 @@ func exampleFile(s string) string {
 		log.Fatal(err)
 	}
 	return f.Name()
+}
+
+// ExampleFile_WriteAt writes through a Client and reads the bytes back with
+// ReadAt.
+func ExampleFile_WriteAt() {
+	name := exampleFile("")
+	defer os.Remove(name)
+
+	c, err := megaio.NewClient(megaio.ClientConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	f, err := c.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("written by megaio"), 0); err != nil {
+		log.Fatal(err)
+	}
+	p := make([]byte, 7)
+	n, err := f.ReadAt(p, 11)
+	fmt.Println(n, err, string(p[:n]))
+	// Output:
+	// 6 EOF megaio
+}
+
+// ExampleNewClient_environment: settings an operator gives in the
+// environment fill what the program leaves unset.
+func ExampleNewClient_environment() {
+	os.Setenv("MEGAIO_BACKEND", "pool") // as if set by the operator
+	defer os.Unsetenv("MEGAIO_BACKEND")
+
+	c, err := megaio.NewClient(megaio.ClientConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	fmt.Println(c.Loop().Backend().Kind)
+
+	os.Setenv("MEGAIO_TASK_SIZE", "lots")
+	defer os.Unsetenv("MEGAIO_TASK_SIZE")
+	_, err = megaio.NewClient(megaio.ClientConfig{})
+	fmt.Println(errors.Is(err, megaio.ErrConfig), err)
+	// Output:
+	// pool
+	// true megaio: bad configuration: MEGAIO_TASK_SIZE="lots": size "lots": want a byte count such as 4096, 4KiB, 1MiB or 2GiB
 }
