@@ -9,7 +9,16 @@
 // by include/megaio.h, which C, C++ and CUDA producers include; HostProducer
 // speaks the same protocol from Go.
 //
-// A session:
+// Go code that only wants file bytes in host or device memory uses a
+// Client, which makes the queue, the loop and the producer itself:
+//
+//	c, _ := megaio.NewClient(megaio.ClientConfig{}) // MEGAIO_* variables fill unset fields
+//	f, _ := c.OpenFile("data.bin", os.O_RDONLY, 0)
+//	n, err := f.ReadAt(p, off)                        // io.ReaderAt
+//	n, err = f.ReadAtAsync(buf.Bytes(), off).Wait(ctx) // buf from c.NewBuffer: no copy
+//	c.Close(ctx)
+//
+// A session with the queue itself, as a GPU kernel's host side does:
 //
 //	q, _ := megaio.NewQueue(megaio.QueueConfig{Capacity: 4096})
 //	l, _ := megaio.NewLoop(q, megaio.Config{})   // the ring is set up here
