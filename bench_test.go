@@ -3,6 +3,7 @@ package megaio
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,12 +14,41 @@ import (
 
 // BenchmarkNOP measures the loop's own overhead: host producers publish NOPs
 // and wait for their results. depth is requests in flight per producer.
+// wait=Wait collects with HostProducer.Wait, as Go code does; wait=spin
+// stands in for a GPU thread: the producer has an OS thread of its own
+// (LockOSThread) and polls without yielding or parking. (A locked
+// goroutine that yields hands its P to another thread and back, a futex
+// wake-up each time; an unlocked one moves between threads and their
+// caches: either way the figure then measures Go's scheduler, not the loop.)
 func BenchmarkNOP(b *testing.B) {
-	for _, c := range []struct{ producers, depth int }{{1, 1}, {1, 64}} {
-		b.Run(fmt.Sprintf("producers=%d/depth=%d", c.producers, c.depth), func(b *testing.B) {
+	for _, c := range []struct {
+		producers, depth int
+		spin             bool
+	}{{1, 1, false}, {1, 64, false}, {1, 64, true}} {
+		name := fmt.Sprintf("producers=%d/depth=%d/wait=Wait", c.producers, c.depth)
+		if c.spin {
+			name = fmt.Sprintf("producers=%d/depth=%d/wait=spin", c.producers, c.depth)
+		}
+		b.Run(name, func(b *testing.B) {
 			h := newHarness(b, QueueConfig{Capacity: 4096}, Config{}, 4096)
-			runPipelined(b, h, c.producers, c.depth, func(int) Request { return Request{Op: OpNop} })
+			collect := h.p.Wait
+			if c.spin {
+				collect = spinCollect(h.p)
+			}
+			runPipelinedWith(b, h, c.producers, c.depth, func(int) Request { return Request{Op: OpNop} }, c.spin, collect)
 		})
+	}
+}
+
+// spinCollect polls t until it completes, never yielding: a GPU thread's
+// wait. Only for producers on threads of their own.
+func spinCollect(p *HostProducer) func(Ticket) (Result, error) {
+	return func(t Ticket) (Result, error) {
+		for {
+			if res, done, err := p.Poll(t); done || err != nil {
+				return res, err
+			}
+		}
 	}
 }
 
@@ -44,8 +74,16 @@ func BenchmarkRead4K(b *testing.B) {
 }
 
 // runPipelined has producers goroutines each keep depth requests in flight
-// until b.N requests have completed, and reports requests per second.
+// until b.N requests have completed, collecting with HostProducer.Wait, and
+// reports requests per second.
 func runPipelined(b *testing.B, h *harness, producers, depth int, req func(i int) Request) {
+	runPipelinedWith(b, h, producers, depth, req, false, h.p.Wait)
+}
+
+// runPipelinedWith is runPipelined collecting with collect, each producer
+// on an OS thread of its own when locked.
+func runPipelinedWith(b *testing.B, h *harness, producers, depth int, req func(i int) Request, locked bool,
+	collect func(Ticket) (Result, error)) {
 	b.ReportAllocs()
 	var wg sync.WaitGroup
 	b.ResetTimer()
@@ -55,10 +93,14 @@ func runPipelined(b *testing.B, h *harness, producers, depth int, req func(i int
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if locked {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+			}
 			ring := make([]Ticket, depth)
 			for i := 0; i < n+depth; i++ {
 				if i >= depth {
-					if res, err := h.p.Wait(ring[i%depth]); err != nil || res < 0 {
+					if res, err := collect(ring[i%depth]); err != nil || res < 0 {
 						b.Errorf("request: %d, %v", res, err)
 						return
 					}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/megaio/megaio/internal/spin"
 )
 
 // Config tunes a Loop. Zero fields take the defaults.
@@ -187,6 +189,7 @@ type Loop struct {
 	epoch        time.Time
 	cycles       uint64
 	quietSince   int64         // when the loop last had work (ns since epoch), -1 while it has
+	streaming    bool          // the last cycle claimed several requests, and no hold-off followed yet (holdOff)
 	deepD        time.Duration // the last deep-idle sleep
 	stopping     bool          // claims complete with -ECANCELED
 	cancelling   bool          // pending requests complete, in-flight ones are cancelled
@@ -358,8 +361,11 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 // backoff.go and the backend.
 func (l *Loop) serve() {
 	for {
-		drained := l.drain()     // completions reaped by the last flush -> their slots
-		claimed := l.claim()     // newly published requests; bad ones complete at once
+		drained := l.drain() // completions reaped by the last flush -> their slots
+		claimed := l.claim() // newly published requests; bad ones complete at once
+		if claimed > 0 {
+			l.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
+		}
 		l.dispatch()             // claimed requests -> SQE batch
 		advanced := l.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
 		l.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
@@ -645,7 +651,12 @@ func (l *Loop) wait(busy bool) waitFor {
 	if busy || (l.cfg.Backoff.Poll && (l.inflight > 0 || l.dev.ioOut())) {
 		l.bo.reset()
 		l.quietSince, l.deepD = -1, 0
-	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d > 0 {
+	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d == 0 {
+		if l.streaming { // once after each cycle that claimed several
+			l.streaming = false
+			l.holdOff()
+		}
+	} else {
 		l.st.sleeps++
 		l.publish()
 		switch {
@@ -662,6 +673,28 @@ func (l *Loop) wait(busy bool) waitFor {
 	}
 	return skipKernel
 }
+
+// holdOff leaves the queues' head slots alone for holdOffTime while
+// producers stream. The loop's idle poll reads the slot the next request
+// will be written into; a producer on another core then finds that cache
+// line shared and its publishing store waits for the line to come back (in
+// perf, the store of seq took most of HostProducer.Submit's time). Pausing
+// lets a streaming producer fill several slots in its own cache, and the
+// next cycle claims them together. Once after each cycle that claimed
+// several requests, so the pause adds at most holdOffTime to a claim and
+// the idle spin is not stretched; after a cycle that claimed one request
+// the loop polls at full speed, so a lone
+// request's round trip is unchanged (BenchmarkNOP depth=1), and with IO in
+// flight the loop waits in the kernel instead (wait). Measured on 2 vCPUs,
+// NOPs at depth 64 from a producer on its own thread: 9.9M/s without,
+// 10.5M/s with 0.8 µs and 11.2M/s with 1.6 µs.
+func (l *Loop) holdOff() {
+	for start := l.now(); l.now()-start < int64(holdOffTime); {
+		spin.Pause(8)
+	}
+}
+
+const holdOffTime = 1500 * time.Nanosecond
 
 // deepIdle reports whether the loop has been quiet (nothing claimed,
 // nothing in flight, no device work) for Backoff.IdleAfter.
