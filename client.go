@@ -48,13 +48,17 @@ type Client struct {
 	p    *HostProducer
 	task uint64
 
-	// life orders use against Close: requests are published and waited
-	// for under its read lock; Close takes it to stop new requests
-	// (closing), and again, once the loop has stopped and every request
-	// has its result, to unmap the queue (closed).
-	life    sync.RWMutex
-	closing bool
-	closed  bool
+	// Two locks order use against Close. publishing is held (shared)
+	// while a request's pieces are published, briefly; Close takes it to
+	// set closing, after which nothing is published. mapped is held
+	// (shared) while a Future waits, however long; Close takes it only
+	// once the loop has stopped, when every published request has its
+	// result and those waits end, and then unmaps the queue (closed).
+	// So a Wait blocked on a slow request never delays Close's deadline.
+	publishing sync.RWMutex
+	closing    bool
+	mapped     sync.RWMutex
+	closed     bool
 
 	mu      sync.Mutex     // guards the tables below
 	bufs    []clientBuffer // buffers from NewBuffer, for the no-copy path
@@ -128,29 +132,33 @@ func (c *Client) Loop() *Loop { return c.l }
 func (c *Client) Queue() *Queue { return c.q }
 
 // Close stops the loop, waiting for requests in flight until ctx ends (then
-// they are cancelled), and closes the loop and the queue. After an error
+// they are cancelled and the error wraps ctx.Err()), and closes the loop
+// and the queue; Waits under way return. After an error
 // wrapping ErrStopIncomplete (the kernel still holds requests) nothing is
 // closed: call Close again. Futures not yet waited for complete with
 // ErrStopped or -ECANCELED.
 func (c *Client) Close(ctx context.Context) error {
-	c.life.Lock()
+	c.mapped.RLock()
 	done := c.closed
-	c.closing = true // no request is being published now, and none will be
-	c.life.Unlock()
+	c.mapped.RUnlock()
 	if done {
 		return nil
 	}
-	if err := c.l.Stop(ctx); errors.Is(err, ErrStopIncomplete) {
-		return err
+	c.publishing.Lock()
+	c.closing = true // no request is being published now, and none will be
+	c.publishing.Unlock()
+	stopErr := c.l.Stop(ctx)
+	if errors.Is(stopErr, ErrStopIncomplete) {
+		return stopErr
 	}
 	// Every published request has its result: the waits under way end.
-	c.life.Lock()
-	defer c.life.Unlock()
+	c.mapped.Lock()
+	defer c.mapped.Unlock()
 	if c.closed {
 		return nil
 	}
 	c.closed = true
-	return errors.Join(c.l.Close(), c.q.Close())
+	return errors.Join(stopErr, c.l.Close(), c.q.Close())
 }
 
 // NewBuffer maps a registered host buffer of size bytes (Loop.NewBuffer).
@@ -339,8 +347,8 @@ func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future
 		fu.done, fu.err = true, f.errorf(op, off, "%w: negative offset or length", ErrConfig)
 		return fu
 	}
-	f.c.life.RLock()
-	defer f.c.life.RUnlock()
+	f.c.publishing.RLock()
+	defer f.c.publishing.RUnlock()
 	if f.c.closing {
 		fu.done, fu.err = true, f.errorf(op, off, "%w: the client", ErrClosed)
 		return fu
@@ -372,8 +380,8 @@ func (fu *Future) Wait(ctx context.Context) (int, error) {
 		return fu.n, fu.err
 	}
 	c := fu.f.c
-	c.life.RLock()
-	defer c.life.RUnlock()
+	c.mapped.RLock()
+	defer c.mapped.RUnlock()
 	if c.closed { // Close collected nothing, but the queue is gone
 		return 0, fu.f.errorf(fu.op, fu.off, "%w: the client", ErrClosed)
 	}

@@ -164,14 +164,34 @@ func TestClientWaitContext(t *testing.T) {
 		t.Errorf("Wait again = %d, %v, %q", n, err, buf.Bytes()[:5])
 	}
 
+	// A goroutine blocked in Wait does not hold Close past its deadline,
+	// and its Wait ends with the cancelled READ.
 	stuck := f.ReadAtAsync(buf.Bytes()[:5], 0)
+	waited := make(chan error, 1)
+	go func() {
+		_, err := stuck.Wait(context.Background())
+		waited <- err
+	}()
+	time.Sleep(5 * time.Millisecond) // let it block (either order is correct)
 	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if err := c.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Close with a deadline: %v", err)
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close with a deadline and a READ that never ends: %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+		t.Fatal("Close did not return: a Wait under way held it past its deadline")
 	}
-	if _, err := stuck.Wait(context.Background()); !errors.Is(err, unix.ECANCELED) && !errors.Is(err, ErrClosed) {
-		t.Errorf("the READ in flight at Close: %v, want ECANCELED or ErrClosed", err)
+	select {
+	case err := <-waited:
+		if !errors.Is(err, unix.ECANCELED) && !errors.Is(err, ErrClosed) {
+			t.Errorf("the READ in flight at Close: %v, want ECANCELED or ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+		t.Fatal("a Wait under way did not end when Close stopped the loop")
 	}
 	if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAt after Close: %v, want ErrClosed", err)
