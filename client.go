@@ -135,8 +135,9 @@ func (c *Client) Queue() *Queue { return c.q }
 // they are cancelled and the error wraps ctx.Err()), and closes the loop
 // and the queue; Waits under way return. After an error
 // wrapping ErrStopIncomplete (the kernel still holds requests) nothing is
-// closed: call Close again. Futures not yet waited for complete with
-// ErrStopped or -ECANCELED.
+// closed: call Close again. Requests cut short complete with -ECANCELED
+// (or ErrStopped, never claimed); a Future first waited for after Close
+// returns ErrClosed, since its results went with the queue.
 func (c *Client) Close(ctx context.Context) error {
 	c.mapped.RLock()
 	done := c.closed
