@@ -32,7 +32,7 @@ var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-poll", "megai
 // engineNotes say what each engine is, under the table.
 var engineNotes = []string{
 	"megaio-io_uring: one host producer thread keeps -depth requests in flight; the loop on io_uring",
-	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, polling without sleeping as GPU threads do (one host thread drives them all); the loop on io_uring",
+	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, polling without sleeping as GPU threads do (one host thread drives them all, at SCHED_IDLE: it never takes a CPU from the loop or the kernel's workers, as a GPU would not); the loop on io_uring",
 	"megaio-poll: as megaio-gpu, the loop polling while requests are in flight (Backoff.Poll: a core to spare)",
 	"megaio-pool: as megaio-io_uring, the loop on its worker pool",
 	"fio-io_uring: fio --ioengine=io_uring --fixedbufs --registerfiles, -batch submitted and reaped at a time",

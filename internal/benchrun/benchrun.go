@@ -292,6 +292,12 @@ func produce(p *megaio.HostProducer, s Spec, k, depth int, quota int64, deadline
 		return issued&63 != 0 || time.Now().Before(deadline)
 	}
 	if s.Independent {
+		// A GPU's threads cost the host nothing: the stand-in runs only on
+		// a CPU that the loop and the kernel's io-wq workers leave idle.
+		if err := setIdlePolicy(true); err != nil {
+			return produced{err: fmt.Errorf("the GPU stand-in's thread: SCHED_IDLE: %w", err)}
+		}
+		defer setIdlePolicy(false)
 		return independent(p, depth, base, off, more, req, cpu0)
 	}
 	for {
@@ -331,13 +337,27 @@ func produce(p *megaio.HostProducer, s Spec, k, depth int, quota int64, deadline
 	return res
 }
 
+// setIdlePolicy moves the calling thread to SCHED_IDLE (or back to
+// SCHED_NORMAL): it then runs only when a CPU would otherwise idle.
+func setIdlePolicy(idle bool) error {
+	policy := uint32(unix.SCHED_NORMAL)
+	if idle {
+		policy = unix.SCHED_IDLE
+	}
+	return unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy}, 0)
+}
+
 // independent drives depth producers of one request each from this
 // thread: each polls its own ticket and publishes its next request as soon
 // as its last completes, in whatever order they complete. Like GPU threads
 // it polls without sleeping: its core is the producers' CPU, reported
-// apart (on a GPU that cost is the device's, not the host's). With sleeps
-// between passes (1-50 µs) it left completed requests uncollected: 0.74x
-// fio on O_DIRECT against 0.92-0.96x polling (docs/BENCHMARKS.md).
+// apart (on a GPU that cost is the device's, not the host's), and its
+// thread is SCHED_IDLE (produce), so that on a small machine it never
+// takes a CPU from the loop or the kernel's workers. With sleeps between
+// passes (1-50 µs) it left completed requests uncollected: 0.74x fio on
+// O_DIRECT against 0.92-0.96x polling (docs/BENCHMARKS.md). At normal
+// priority, on 2 vCPUs, it held one CPU while the loop and the io-wq
+// worker took turns on the other: 0.55-0.6x the tmpfs IOPS of SCHED_IDLE.
 func independent(p *megaio.HostProducer, depth int, base int64, off *offsets, more func() bool,
 	req func(slot int64, off int64) megaio.Request, cpu0 time.Duration) produced {
 	var res produced
