@@ -348,23 +348,38 @@ func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future
 		fu.done, fu.err = true, f.errorf(op, off, "%w: negative offset or length", ErrConfig)
 		return fu
 	}
-	f.c.publishing.RLock()
-	defer f.c.publishing.RUnlock()
-	if f.c.closing {
-		fu.done, fu.err = true, f.errorf(op, off, "%w: the client", ErrClosed)
-		return fu
-	}
 	fu.pieces = make([]piece, 0, (uint64(n)+f.c.task-1)/f.c.task)
-	for at := uint64(0); at < uint64(n); at += f.c.task {
+	var full waitSteps
+	for at := uint64(0); at < uint64(n); {
 		size := min(f.c.task, uint64(n)-at)
-		t, err := f.c.p.Submit(Request{Op: op, File: f.h, Dest: d, FileOffset: uint64(off) + at, DestOffset: dOff + at, Length: size})
+		t, err := f.c.publish(Request{Op: op, File: f.h, Dest: d, FileOffset: uint64(off) + at, DestOffset: dOff + at, Length: size})
+		if errors.Is(err, ErrFull) {
+			full.step() // the loop has not claimed a lap back yet
+			continue
+		}
 		if err != nil {
 			fu.err = f.errorf(op, off+int64(at), "%w", err)
 			break
 		}
 		fu.pieces = append(fu.pieces, piece{t: t, n: size})
+		at += size
+	}
+	if len(fu.pieces) == 0 {
+		fu.done = true
 	}
 	return fu
+}
+
+// publish publishes one piece unless the client is closing. It never waits
+// for room in the ring (ErrFull): the caller waits outside the lock, so
+// Close is never kept behind a full ring.
+func (c *Client) publish(r Request) (Ticket, error) {
+	c.publishing.RLock()
+	defer c.publishing.RUnlock()
+	if c.closing {
+		return Ticket{}, errorf("%w: the client", ErrClosed)
+	}
+	return c.p.TrySubmit(r)
 }
 
 // Wait waits for every piece and returns the bytes moved: the pieces'
@@ -383,7 +398,7 @@ func (fu *Future) Wait(ctx context.Context) (int, error) {
 	c := fu.f.c
 	c.mapped.RLock()
 	defer c.mapped.RUnlock()
-	if c.closed { // Close collected nothing, but the queue is gone
+	if c.closed { // the results went with the queue
 		return 0, fu.f.errorf(fu.op, fu.off, "%w: the client", ErrClosed)
 	}
 	for i := range fu.pieces {

@@ -316,3 +316,30 @@ func freeIDs(p *HostProducer) int {
 	}
 	return len(ids)
 }
+
+// TestClientFullRing: a request split into more pieces than the ring has
+// slots still completes (the client waits for the loop to claim between
+// pieces), and its bytes are right.
+func TestClientFullRing(t *testing.T) {
+	c, err := NewClient(ClientConfig{Queue: QueueConfig{Capacity: 4}, TaskSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	path, data := patternFile(t, tmpfsDir(t), 256<<10, 5)
+	f, err := c.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := c.NewBuffer(256 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu := f.ReadAtAsync(buf.Bytes(), 0)
+	if len(fu.pieces) != 64 {
+		t.Errorf("%d pieces, want 64", len(fu.pieces))
+	}
+	if n, err := fu.Wait(context.Background()); n != len(data) || err != nil || !bytes.Equal(buf.Bytes(), data) {
+		t.Errorf("64 pieces through a 4-slot ring: %d, %v", n, err)
+	}
+}
