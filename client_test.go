@@ -221,8 +221,15 @@ func TestClientEnv(t *testing.T) {
 	if cfg, err := (Config{}).withEnv(); err != nil || cfg.Device.GDSThreshold != 64<<10 {
 		t.Errorf("%s=64KiB: %d, %v", EnvGDSThreshold, cfg.Device.GDSThreshold, err)
 	}
+	for v, want := range map[string]int{"off": -1, "16K": 16 << 10} {
+		t.Setenv(EnvInlineMax, v)
+		if cfg, err := (Config{}).withEnv(); err != nil || cfg.InlineMax != want {
+			t.Errorf("%s=%s: %d, %v; want %d", EnvInlineMax, v, cfg.InlineMax, err, want)
+		}
+	}
+	t.Setenv(EnvInlineMax, "")
 	for _, bad := range []struct{ name, value string }{
-		{EnvBackend, "uring"}, {EnvPoolWorkers, "0"}, {EnvDevicePath, "dma"}, {EnvGDSThreshold, "big"},
+		{EnvBackend, "uring"}, {EnvPoolWorkers, "0"}, {EnvDevicePath, "dma"}, {EnvGDSThreshold, "big"}, {EnvInlineMax, "lots"},
 		{EnvTaskSize, "4M4"}, {EnvTaskSize, "1000"}, {EnvStagingSize, "-1"},
 	} {
 		t.Run(bad.name+"="+bad.value, func(t *testing.T) {

@@ -50,9 +50,10 @@ type BufferOptions struct {
 // fileEntry is one slot of the loop's file table; its index is the handle
 // and the io_uring fixed-file index.
 type fileEntry struct {
-	fd    int // the loop's own dup of the caller's descriptor; -1 when free
-	valid bool
-	lane  uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
+	fd     int // the loop's own dup of the caller's descriptor; -1 when free
+	valid  bool
+	lane   uint8 // which backend serves it (fuseLane: FUSE on an io_uring loop)
+	inline bool  // memory-backed: READs up to Config.InlineMax are copied by the loop (inline.go)
 }
 
 // destination is one entry of the loop's destination table.
@@ -128,7 +129,9 @@ func (t *tables) checkFile(file uint32) int64 {
 // keeps its own duplicate of the descriptor, so f may be closed afterwards.
 // On an io_uring loop, a file on a FUSE file system is served by a small
 // pool of pread workers instead (see fuseLane in loop.go for the kernel
-// defect this avoids).
+// defect this avoids). A file on tmpfs (while no swap is on), ramfs or
+// hugetlbfs has its READs up to Config.InlineMax copied by the loop itself
+// (inline.go).
 // For O_DIRECT, open f with O_DIRECT and keep offsets, lengths and
 // destination addresses aligned to the device's logical block size; an
 // unaligned request completes with -EINVAL.
@@ -140,9 +143,13 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 	var h FileHandle
 	lane := uint8(0)
 	var st unix.Statfs_t
-	if l.info.Kind == BackendIOUring && unix.Fstatfs(fd, &st) == nil && st.Type == unix.FUSE_SUPER_MAGIC {
+	if unix.Fstatfs(fd, &st) != nil {
+		st.Type = 0 // unknown: served as any file
+	}
+	if l.info.Kind == BackendIOUring && st.Type == unix.FUSE_SUPER_MAGIC {
 		lane = fuseLane
 	}
+	inline := l.cfg.InlineMax > 0 && memoryBacked(st.Type)
 	err = l.exec(func() error {
 		for i := range l.tab.files {
 			if l.tab.files[i].valid {
@@ -155,7 +162,7 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 			if err := be.setFile(uint32(i), fd); err != nil {
 				return err
 			}
-			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane}
+			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, inline: inline}
 			if err := l.dev.registerFile(i, fd); err != nil {
 				l.dev.unregisterFile(i)
 				l.tab.files[i] = fileEntry{fd: -1}

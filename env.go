@@ -18,15 +18,17 @@ import (
 //	MEGAIO_POOL_WORKERS   Config.PoolWorkers           a count, 1 to 1024
 //	MEGAIO_DEVICE_PATH    Config.Device.Path           auto, gds, bounce
 //	MEGAIO_GDS_THRESHOLD  Config.Device.GDSThreshold   a size: 0, 4096, 64KiB, 1MiB
+//	MEGAIO_INLINE_MAX     Config.InlineMax             a size, or off
 //	MEGAIO_TASK_SIZE      ClientConfig.TaskSize        a size (Client: the piece of a split request)
 //	MEGAIO_STAGING_SIZE   ClientConfig.StagingSize     a size (Client: memory for unregistered slices)
 //
-// NewLoop applies the first four; NewClient all six.
+// NewLoop applies the first five; NewClient all seven.
 const (
 	EnvBackend       = "MEGAIO_BACKEND"
 	EnvPoolWorkers   = "MEGAIO_POOL_WORKERS"
 	EnvDevicePath    = "MEGAIO_DEVICE_PATH"
 	EnvGDSThreshold  = "MEGAIO_GDS_THRESHOLD"
+	EnvInlineMax     = "MEGAIO_INLINE_MAX"
 	EnvTaskSize      = "MEGAIO_TASK_SIZE"
 	EnvStagingSize   = "MEGAIO_STAGING_SIZE"
 	maxEnvPoolWorker = 1024
@@ -53,6 +55,11 @@ func (c Config) withEnv() (Config, error) {
 		}
 	}
 	if err := envSize(EnvGDSThreshold, &c.Device.GDSThreshold); err != nil {
+		return c, err
+	}
+	if v, ok := lookupEnv(EnvInlineMax); ok && v == "off" && c.InlineMax == 0 {
+		c.InlineMax = -1
+	} else if err := envSize(EnvInlineMax, &c.InlineMax); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -37,6 +37,12 @@ type Config struct {
 	// Device tunes device destinations: GPUDirect Storage or the bounce
 	// path (device.go).
 	Device DeviceConfig
+	// InlineMax is the longest READ from a memory-backed file (tmpfs
+	// without swap, ramfs, hugetlbfs) that the loop copies itself, with
+	// pread on its own thread, instead of handing it to the backend
+	// (default 64 KiB; -1: never). Such a read waits on memory only, and
+	// the kernel would hand it to an io-wq worker thread (inline.go).
+	InlineMax int
 }
 
 // BackendKind selects the IO backend.
@@ -102,6 +108,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PoolWorkers == 0 {
 		c.PoolWorkers = 16
 	}
+	if c.InlineMax == 0 {
+		c.InlineMax = defaultInlineMax
+	}
 	c.Backoff = c.Backoff.withDefaults()
 	var err error
 	if c.Device, err = c.Device.withDefaults(); err != nil {
@@ -118,6 +127,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, configError("MaxBuffers %d: want 1 to 16384 (io_uring's limit)", c.MaxBuffers)
 	case c.PoolWorkers < 1 || c.PoolWorkers > 4096:
 		return c, configError("PoolWorkers %d: want 1 to 4096", c.PoolWorkers)
+	case c.InlineMax < -1 || c.InlineMax > maxInlineMax:
+		return c, configError("InlineMax %d: want -1 (never) or up to %d", c.InlineMax, maxInlineMax)
 	case c.Backend < BackendAuto || c.Backend > BackendPool:
 		return c, configError("Backend %v: want BackendAuto, BackendIOUring or BackendPool", c.Backend)
 	}
@@ -616,7 +627,8 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 	l.complete(s, t, req.completion, res, 0)
 }
 
-// dispatch turns pending records into SQEs for the next flush. While
+// dispatch turns pending records into SQEs for the next flush, or copies
+// short READs from memory-backed files at once (readInline). While
 // cancelling at Stop's deadline, it completes them instead.
 func (l *Loop) dispatch() {
 	if l.cancelling {
@@ -626,6 +638,10 @@ func (l *Loop) dispatch() {
 	for l.pending.len() > 0 {
 		i := l.pending.pop()
 		r := &l.recs[i]
+		if r.op == OpRead && r.remaining <= uint64(l.cfg.InlineMax) && l.tab.files[r.file].inlineOK() {
+			l.readInline(i, r) // may push i again: a short read goes on
+			continue
+		}
 		s := sqe{userData: uint64(i), off: r.fileOff, addr: r.addr, len: uint32(r.remaining), bufIndex: r.buf,
 			file: int32(r.file)}
 		switch r.op {

@@ -291,7 +291,7 @@ func testFenceOrdering(t *testing.T, be BackendKind) {
 func TestBackpressure(t *testing.T) { forBackends(t, testBackpressure) }
 
 func testBackpressure(t *testing.T, be BackendKind) {
-	h := newHarness(t, QueueConfig{Capacity: 4096}, Config{Backend: be, RingEntries: 8, MaxInflight: 32}, 4<<20)
+	h := newHarness(t, QueueConfig{Capacity: 4096}, Config{Backend: be, RingEntries: 8, MaxInflight: 32, InlineMax: -1}, 4<<20)
 	const producers, each, block = 8, 500, 512
 	path, data := patternFile(t, tmpfsDir(t), producers*each*block, 8)
 	fh := h.register(path, os.O_RDONLY)
@@ -807,7 +807,7 @@ func testRetryableEnterErrors(t *testing.T, be BackendKind) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, _ := Config{Backend: be}.withDefaults()
+		cfg, _ := Config{Backend: be, InlineMax: -1}.withDefaults() // every READ through the backend
 		l, err := newLoop(q, cfg, func() (backend, BackendInfo, error) {
 			inner, info, err := openTestBackend(cfg)
 			return &flakyBackend{backend: inner, left: 5, errno: errno}, info, err

@@ -24,6 +24,7 @@ type Stats struct {
 	Errors        map[unix.Errno]uint64 // completions with a negative result, by errno
 	Bytes         uint64                // bytes moved by READ and WRITE
 	ShortIO       uint64                // continuations after a short transfer
+	InlineReads   uint64                // READs from memory-backed files the loop copied itself (Config.InlineMax)
 	SQFullStalls  uint64                // cycles in which claimed requests waited for room in the ring
 	MaxInflight   uint64                // most requests in the backend at once
 	Sleeps        uint64                // idle sleeps
@@ -156,6 +157,7 @@ type counters struct {
 	errnos       [maxErrno + 1]uint64 // index 0: errnos beyond maxErrno
 	bytes        uint64
 	shortIO      uint64
+	inlineReads  uint64
 	sqFullStalls uint64
 	maxInflight  uint64
 	sleeps       uint64
@@ -202,6 +204,7 @@ func (c *counters) complete(result int64, bucket int) {
 func (c *counters) stats() Stats {
 	s := Stats{Requests: c.requests, BadOps: c.badOps, BadIDs: c.badIDs, Waited: c.waited, Completed: c.completed,
 		OK: c.ok, Errors: map[unix.Errno]uint64{}, Bytes: c.bytes + c.dev.bytes, ShortIO: c.shortIO + c.dev.shortIO,
+		InlineReads:  c.inlineReads,
 		SQFullStalls: c.sqFullStalls, MaxInflight: c.maxInflight, Sleeps: c.sleeps, DeepSleeps: c.deepSleeps,
 		DeepWakes: c.deepWakes,
 		Retries:   c.retries,

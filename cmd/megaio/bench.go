@@ -27,12 +27,13 @@ import (
 
 // allEngines are the engines `megaio bench --compare` runs, in this order
 // within each round.
-var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
+var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-gpu-uring", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
 
 // engineNotes say what each engine is, under the table.
 var engineNotes = []string{
 	"megaio-io_uring: one host producer thread keeps -depth requests in flight; the loop on io_uring",
 	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, polling without sleeping as GPU threads do (one host thread drives them all, at SCHED_IDLE: it never takes a CPU from the loop or the kernel's workers, as a GPU would not); the loop on io_uring",
+	"megaio-gpu-uring: as megaio-gpu, every READ through io_uring (Config.InlineMax -1: no inline copies from memory-backed files)",
 	"megaio-poll: as megaio-gpu, the loop polling while requests are in flight (Backoff.Poll: a core to spare)",
 	"megaio-pool: as megaio-io_uring, the loop on its worker pool",
 	"fio-io_uring: fio --ioengine=io_uring --fixedbufs --registerfiles, -batch submitted and reaped at a time",
@@ -238,6 +239,10 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 		r, err = benchrun.RunMegaio(s)
 	case "megaio-gpu":
 		s.Backend, s.Independent = megaio.BackendIOUring, true
+		r, err = benchrun.RunMegaio(s)
+	case "megaio-gpu-uring":
+		s.Backend, s.Independent = megaio.BackendIOUring, true
+		s.Loop.InlineMax = -1
 		r, err = benchrun.RunMegaio(s)
 	case "megaio-poll":
 		s.Backend, s.Independent = megaio.BackendIOUring, true
