@@ -15,7 +15,7 @@ module example.com/consumer
 
 go $(sed -n 's/^go //p' "$root/go.mod")
 
-require github.com/megaio/megaio v0.6.0
+require github.com/megaio/megaio v0.7.0
 
 replace github.com/megaio/megaio => $root
 EOM
