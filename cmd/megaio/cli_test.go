@@ -133,7 +133,7 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("megaio check: exit %d\n%s%s", code, out, errText)
 	}
 	t.Log(out)
-	for _, name := range []string{"io_uring:", "memlock:", "hugepages:", "seccomp:", "CUDA:", "cuFile:", "device:"} {
+	for _, name := range []string{"io_uring:", "memlock:", "hugepages:", "inline:", "seccomp:", "CUDA:", "cuFile:", "device:"} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
 			if strings.HasPrefix(l, name) {
