@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"image/color"
 	"io"
 	"os"
 	"path/filepath"
@@ -460,8 +461,13 @@ func drawSweep(path string, sweep []benchrun.Result, s benchrun.Spec) error {
 		if err != nil {
 			return err
 		}
-		line.Color, points.Color = plotutil.Color(i), plotutil.Color(i)
-		points.Shape = plotutil.Shape(i)
+		k := slices.Index(allEngines, e) // an engine keeps its colour from plot to plot
+		if k < 0 {
+			k = i
+		}
+		c := engineColors[k%len(engineColors)]
+		line.Color, points.Color = c, c
+		points.Shape = plotutil.Shape(k)
 		bars, err := plotter.NewYErrorBars(struct {
 			plotter.XYer
 			plotter.YErrorer
@@ -469,7 +475,7 @@ func drawSweep(path string, sweep []benchrun.Result, s benchrun.Spec) error {
 		if err != nil {
 			return err
 		}
-		bars.Color = plotutil.Color(i)
+		bars.Color = c
 		p.Add(line, points, bars)
 		p.Legend.Add(e, line, points)
 	}
@@ -480,17 +486,25 @@ func drawSweep(path string, sweep []benchrun.Result, s benchrun.Spec) error {
 	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
 }
 
-// siTicks labels the y axis 10k, 200k, 1.5M.
+// siTicks labels every tick of the y axis (the default labels only every
+// fifth, two or three on a tall axis): 10k, 200k, 1.5M.
 type siTicks struct{}
 
 func (siTicks) Ticks(min, max float64) []plot.Tick {
 	ts := plot.DefaultTicks{}.Ticks(min, max)
 	for i := range ts {
-		if ts[i].Label != "" {
-			ts[i].Label = si(ts[i].Value)
-		}
+		ts[i].Label = si(ts[i].Value)
 	}
 	return ts
+}
+
+// engineColors tell the ten engines apart (plotutil's palette has seven,
+// so two engines shared a colour and only the marker told them apart).
+var engineColors = []color.Color{
+	color.RGBA{0x1f, 0x77, 0xb4, 0xff}, color.RGBA{0xff, 0x7f, 0x0e, 0xff}, color.RGBA{0x2c, 0xa0, 0x2c, 0xff},
+	color.RGBA{0xd6, 0x27, 0x28, 0xff}, color.RGBA{0x94, 0x67, 0xbd, 0xff}, color.RGBA{0x8c, 0x56, 0x4b, 0xff},
+	color.RGBA{0xe3, 0x77, 0xc2, 0xff}, color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, color.RGBA{0xbc, 0xbd, 0x22, 0xff},
+	color.RGBA{0x17, 0xbe, 0xcf, 0xff},
 }
 
 func si(v float64) string {
