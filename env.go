@@ -57,7 +57,7 @@ func (c Config) withEnv() (Config, error) {
 	if err := envSize(EnvGDSThreshold, &c.Device.GDSThreshold); err != nil {
 		return c, err
 	}
-	if v, ok := lookupEnv(EnvInlineMax); ok && v == "off" && c.InlineMax == 0 {
+	if v, ok := lookupEnv(EnvInlineMax); ok && strings.EqualFold(v, "off") && c.InlineMax == 0 {
 		c.InlineMax = -1
 	} else if err := envSize(EnvInlineMax, &c.InlineMax); err != nil {
 		return c, err

@@ -638,7 +638,7 @@ func (l *Loop) dispatch() {
 	for l.pending.len() > 0 {
 		i := l.pending.pop()
 		r := &l.recs[i]
-		if r.op == OpRead && r.remaining <= uint64(l.cfg.InlineMax) && l.tab.files[r.file].inlineOK() {
+		if r.op == OpRead && int64(r.remaining) <= int64(l.cfg.InlineMax) && l.tab.files[r.file].inlineOK() {
 			l.readInline(i, r) // may push i again: a short read goes on
 			continue
 		}
