@@ -180,8 +180,8 @@ func demo(c demoConfig) error {
 	fmt.Printf("latency, claim to completion (loop):   p50 %s  p90 %s  p99 %s  p99.9 %s\n",
 		latency(st.Latency.Percentile(50)), latency(st.Latency.Percentile(90)), latency(st.Latency.Percentile(99)),
 		latency(st.Latency.Percentile(99.9)))
-	fmt.Printf("loop: %d completed, %d short-IO continuations, %d SQ-full stalls, most in flight %d, %d sleeps\n",
-		st.Completed, st.ShortIO, st.SQFullStalls, st.MaxInflight, st.Sleeps)
+	fmt.Printf("loop: %d completed, %d copied by the loop itself (inline reads), %d short-IO continuations, %d SQ-full stalls, most in the backend at once %d, %d sleeps\n",
+		st.Completed, st.InlineReads, st.ShortIO, st.SQFullStalls, st.MaxInflight, st.Sleeps)
 	wrongQueue := 0
 	if c.queues > 1 {
 		for k, qs := range st.Queues {
