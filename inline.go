@@ -56,6 +56,11 @@ func memoryBacked(fsType int64) bool {
 	return false
 }
 
+// TmpfsInline reports whether a tmpfs file registered now would have its
+// short READs copied by the loop (Config.InlineMax): only while no swap is
+// on. Files on ramfs and hugetlbfs always are.
+func TmpfsInline() bool { return !swapOn() }
+
 // swapOn reports whether any swap area is active (or /proc/swaps cannot
 // be read, when it has to assume so).
 func swapOn() bool {

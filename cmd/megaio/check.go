@@ -69,12 +69,9 @@ func check(w io.Writer) {
 		fmt.Sprintf("transparent huge pages %q (buffers of 2 MiB or more ask for them); %s reserved 2 MiB pages (BufferOptions.Hugepages)", thp, nr),
 		"echo madvise > /sys/kernel/mm/transparent_hugepage/enabled")
 
-	// tmpfs READs are copied by the loop itself only while no swap is on
-	// (Config.InlineMax; the library reads /proc/swaps the same way).
-	swaps := strings.Split(strings.TrimSpace(readFile("/proc/swaps")), "\n")
-	line("inline", len(swaps) == 1 && swaps[0] != "",
-		fmt.Sprintf("%d swap areas: READs up to Config.InlineMax from ramfs and hugetlbfs files, and from tmpfs files while no swap is on, are copied by the loop instead of an io_uring worker", max(len(swaps)-1, 0)),
-		"swapoff -a, or keep hot files on ramfs or hugetlbfs; tmpfs READs meanwhile go through io_uring's workers")
+	line("inline", megaio.TmpfsInline(),
+		"READs up to Config.InlineMax from ramfs and hugetlbfs files, and from tmpfs files while no swap is on, are copied by the loop instead of an io_uring worker",
+		"swap is on: swapoff -a, or keep hot files on ramfs or hugetlbfs; tmpfs READs meanwhile go through io_uring's workers")
 
 	seccomp := "none"
 	for _, l := range strings.Split(readFile("/proc/self/status"), "\n") {
