@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,17 +53,6 @@ func TestDeviceFakeDriver(t *testing.T) {
 	if os.Getenv(fakeDriverEnv) != "" {
 		t.Skip("skipping: this is the child")
 	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatalf("gcc is needed to build the stand-in driver: %v", err)
-	}
-	dir := t.TempDir()
-	for lib, src := range map[string]string{"libcuda.so.1": "fake_cuda.c", "libcufile.so.0": "fake_cufile.c"} {
-		out, err := exec.Command("gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", filepath.Join(dir, lib),
-			filepath.Join("testdata", "fakecuda", src), "-lpthread").CombinedOutput()
-		if err != nil {
-			t.Fatalf("building %s: %v\n%s", lib, err, out)
-		}
-	}
 	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
 		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom", "TestDeviceClient"}
 	for _, run := range []struct {
@@ -83,9 +73,7 @@ func TestDeviceFakeDriver(t *testing.T) {
 		{"kernel launches", nil, []string{"TestDeviceLaunchStream"}},
 	} {
 		t.Run(run.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(run.tests, "|")+")$", "-test.v", "-test.count=1")
-			cmd.Env = append(append(os.Environ(), fakeDriverEnv+"="+dir), run.env...)
-			out, err := cmd.CombinedOutput()
+			out, err := runWithStandIns(t, run.tests, run.env)
 			t.Logf("child output:\n%s", out)
 			if err != nil {
 				t.Fatalf("child: %v", err)
@@ -100,6 +88,42 @@ func TestDeviceFakeDriver(t *testing.T) {
 			}
 		})
 	}
+}
+
+// standIns is the directory of the built stand-in driver and cuFile.
+var standIns struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// runWithStandIns runs tests in a child process of this test binary
+// against the stand-in driver and cuFile (built once), with env added.
+func runWithStandIns(t *testing.T, tests, env []string) ([]byte, error) {
+	t.Helper()
+	standIns.once.Do(func() {
+		if _, err := exec.LookPath("gcc"); err != nil {
+			standIns.err = fmt.Errorf("gcc is needed to build the stand-in driver: %v", err)
+			return
+		}
+		if standIns.dir, standIns.err = os.MkdirTemp("", "megaio-fakecuda-"); standIns.err != nil {
+			return
+		}
+		for lib, src := range map[string]string{"libcuda.so.1": "fake_cuda.c", "libcufile.so.0": "fake_cufile.c"} {
+			out, err := exec.Command("gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o",
+				filepath.Join(standIns.dir, lib), filepath.Join("testdata", "fakecuda", src), "-lpthread").CombinedOutput()
+			if err != nil {
+				standIns.err = fmt.Errorf("building %s: %v\n%s", lib, err, out)
+				return
+			}
+		}
+	})
+	if standIns.err != nil {
+		t.Fatal(standIns.err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(tests, "|")+")$", "-test.v", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), fakeDriverEnv+"="+standIns.dir), env...)
+	return cmd.CombinedOutput()
 }
 
 // devHarness is a harness with a device buffer of size bytes as

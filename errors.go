@@ -55,6 +55,14 @@ var (
 	// ErrRingFailed: the loop's ring failed; every claimed request was
 	// completed with -EIO. Loop.Err returns the cause.
 	ErrRingFailed = errors.New("megaio: io_uring ring failed")
+	// ErrKernelAborted: a kernel on the CPU launcher broke a rule of the
+	// GPU's model (a warp operation's mask, say) and was stopped; the
+	// error names the kernel, block, warp and lanes.
+	ErrKernelAborted = errors.New("megaio: CPU kernel aborted")
+	// ErrKernelRunning: a kernel on the CPU launcher did not end in time.
+	// If its threads did not leave when asked either, the memory they use
+	// (the queue, buffers, arguments) must stay mapped.
+	ErrKernelRunning = errors.New("megaio: CPU kernel still running")
 )
 
 // SetupError says which step of ring or buffer set-up failed and why.

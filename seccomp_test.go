@@ -30,7 +30,13 @@ func TestMain(m *testing.M) {
 			os.Exit(3)
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	for _, d := range []string{standIns.dir, cpuKernels.dir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
+	}
+	os.Exit(code)
 }
 
 // TestIOUringRefused runs TestRefusedChild in a child process under a

@@ -31,7 +31,9 @@
  * invalidate lines an SM's L1 cached from the region's previous contents.
  *
  * Requires CUDA 11 or newer (libcu++'s cuda::atomic_ref) and sm_70 or newer
- * (__nanosleep, and the acquire/release instructions).
+ * (__nanosleep, and the acquire/release instructions). The same source
+ * compiles for the host, where megaio_cpu.h runs kernels on CPU threads
+ * (with ThreadSanitizer if asked) against a real loop.
  */
 #ifndef MEGAIO_DEVICE_CUH
 #define MEGAIO_DEVICE_CUH
@@ -39,6 +41,58 @@
 #include <cuda/atomic>
 
 #include "megaio.h"
+
+/* ------------------------------------------------------------------------
+ * The target: one protocol source for the GPU and for the CPU launcher.
+ * Under nvcc it is CUDA; compiled by a host C++ compiler it runs on CPU
+ * threads against a real loop (megaio_cpu.h: the model, and how to build).
+ * Everything that differs between the two is in this block; libcu++'s
+ * cuda::atomic_ref is the same source on both (on the host it is the
+ * compiler's atomics). The GPU's code is unchanged by the CPU half: the
+ * hooks below are empty there.
+ * ------------------------------------------------------------------------ */
+#if !defined(__CUDACC__)
+#include "megaio_cpu.h"
+#endif
+
+/* T itself: lets MEGAIO_BLOCK_SHARED take array types (unsigned long
+ * long[2]) on both targets. */
+template <class T> using megaio_id_t = T;
+
+#if defined(__CUDACC__)
+/* Block-shared storage: MEGAIO_BLOCK_SHARED(unsigned long long[2], ticket)
+ * declares ticket as a __shared__ array on a GPU and one copy per block on
+ * the CPU launcher. (A plain `static` would be one copy for every block.) */
+#define MEGAIO_BLOCK_SHARED(T, name) __shared__ megaio_id_t<T> name
+/* Names a kernel for the CPU launcher; nothing on a GPU. */
+#define MEGAIO_CPU_KERNEL(name) static_assert(true, "")
+
+/* The calling thread's lane in its warp (%laneid). In a 2-D or 3-D block
+ * threadIdx.x % 32 is not the lane: warps are cut from the linear thread
+ * index x + y*Dx + z*Dx*Dy. */
+__device__ inline unsigned megaio_lane_id()
+{
+	unsigned lane;
+	asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+	return lane;
+}
+/* Nanoseconds from %globaltimer. */
+__device__ inline unsigned long long megaio_globaltimer()
+{
+	unsigned long long t;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+/* The protocol's happens-before edges whose other end is the loop: only
+ * ThreadSanitizer on the CPU launcher needs them told (see their calls). */
+__device__ inline void megaio_hb_release(void *) {}
+__device__ inline void megaio_hb_acquire(void *) {}
+#else
+inline unsigned megaio_lane_id() { return megaio_cpu::lane_id(); }
+inline unsigned long long megaio_globaltimer() { return (unsigned long long)megaio_cpu::globaltimer(); }
+inline void megaio_hb_release(void *p) { megaio_cpu::hb_release(p); }
+inline void megaio_hb_acquire(void *p) { megaio_cpu::hb_acquire(p); }
+#endif
 
 /* A device-side view of a queue and its producer side. */
 struct megaio_dev_queue {
@@ -149,6 +203,10 @@ __device__ inline int megaio_dev_take_ticket(const megaio_dev_queue &q, unsigned
 			}
 		}
 		if (next.compare_exchange_weak(n, n + 1, cuda::memory_order_relaxed, cuda::memory_order_relaxed)) {
+			/* The claim edge: ticket n's slot is free because the loop
+			 * copied ticket n - capacity out of it, after that ticket's
+			 * publisher released it (the hook in megaio_dev_publish). */
+			megaio_hb_acquire(&q.slots[n & q.mask]);
 			*t = n;
 			return 0;
 		}
@@ -174,6 +232,13 @@ __device__ inline void megaio_dev_publish(const megaio_dev_queue &q, unsigned lo
 	slot->length = req.length;
 	slot->tag = req.tag;
 	slot->reserved1 = 0;
+	/* The publish edges, for ThreadSanitizer: the loop reads the slot
+	 * after this (so the slot's next ticket happens after it: the claim
+	 * edge in megaio_dev_take_ticket), and completes the request after it
+	 * (so whoever sees its result does: the completion edge in
+	 * megaio_dev_poll). */
+	megaio_hb_release(slot);
+	megaio_hb_release(&q.completions[cid]);
 	/* P4: system-scope release: every store above is visible to the host
 	 * before seq is, and the loop's acquire load of seq (L1) pairs with it.
 	 * A plain store (st.release.sys), not a read-modify-write. */
@@ -218,7 +283,8 @@ __device__ inline bool megaio_dev_poll(const megaio_dev_queue &q, uint32_t cid, 
 	 * it. */
 	if (megaio_sys_u64(c->done).load(cuda::memory_order_acquire) != (uint64_t)(t + 1))
 		return false;
-	*result = *(volatile long long *)&c->result;
+	megaio_hb_acquire(c); /* the completion edge (megaio_dev_publish) */
+	*result = *(volatile int64_t *)&c->result;
 	return true;
 }
 
@@ -260,29 +326,45 @@ __device__ inline long long megaio_dev_request(const megaio_dev_queue &q, const 
 	return megaio_dev_wait(q, cid, t);
 }
 
-/* The calling thread's lane in its warp (%laneid). In a 2-D or 3-D block
- * threadIdx.x % 32 is not the lane: warps are cut from the linear thread
- * index x + y*Dx + z*Dx*Dy. */
-__device__ inline unsigned megaio_lane_id()
+/* The lanes the calling thread's warp has: all 32, or the first
+ * (threads in the block) mod 32 in the last warp of a block whose size is
+ * not a multiple of 32. The mask for a warp operation over the whole warp. */
+__device__ inline unsigned megaio_warp_lanes()
 {
-	unsigned lane;
-	asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
-	return lane;
+	unsigned per_block = blockDim.x * blockDim.y * blockDim.z;
+	unsigned n = per_block - (megaio_thread_in_block() & ~31u);
+	return n >= 32 ? 0xffffffffu : (1u << n) - 1;
 }
 
-/* Warp-level variant: every active lane calls it; the lowest active lane
- * publishes req (its own copy) for the warp with completion id cid (the
- * warp's own: megaio_dev_warp_cid) and the result is broadcast to all. One
- * request per warp keeps 32x fewer slots and ids busy when a warp reads a
- * chunk together. Works for any block shape. */
-__device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid)
+/* Warp-level request: the lanes named in mask call it together, each with
+ * the same mask, req and cid; the lowest of them publishes req for the
+ * group with completion id cid, and every lane of mask gets the result.
+ * cid must be the group's own: megaio_dev_warp_cid when the group is the
+ * whole warp; two groups of one warp in flight at once need two ids. */
+__device__ inline long long megaio_warp_request_sync(unsigned mask, const megaio_dev_queue &q,
+						     const megaio_request &req, uint32_t cid)
 {
-	unsigned active = __activemask();
-	int leader = __ffs(active) - 1;
+	int leader = __ffs((int)mask) - 1;
 	long long result = 0;
 	if ((int)megaio_lane_id() == leader)
 		result = megaio_dev_request(q, req, cid);
-	return __shfl_sync(active, result, leader);
+	return __shfl_sync(mask, result, leader);
+}
+
+/* Warp-level variant for the whole warp: every thread of the warp calls it
+ * (none has returned, none skips it on a branch of its own), with the same
+ * req and the warp's own completion id (megaio_dev_warp_cid). Lane 0
+ * publishes req and the result is broadcast to all. One request per warp
+ * keeps 32x fewer slots and ids busy when a warp reads a chunk together.
+ * Works for any block shape, short last warp included.
+ *
+ * The group is the warp's lanes, never __activemask(): under independent
+ * thread scheduling (sm_70 and newer) __activemask() may name only part of
+ * a warp even when every lane runs the same code, and leaders elected from
+ * such masks would each publish the request under the one id. */
+__device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const megaio_request &req, uint32_t cid)
+{
+	return megaio_warp_request_sync(megaio_warp_lanes(), q, req, cid);
 }
 
 #endif /* MEGAIO_DEVICE_CUH */

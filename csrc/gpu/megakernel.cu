@@ -1,8 +1,8 @@
 /*
  * megakernel.cu - persistent kernels that do their IO through megaio.
  *
- * megaio_checksum: every block loops over chunks of a file (chunk c goes to
- * block c mod gridDim). Thread 0 publishes the READ of the block's next
+ * megaio_checksum: every block (1-D, any number of threads) loops over
+ * chunks of a file (chunk c goes to block c mod gridDim). Thread 0 publishes the READ of the block's next
  * chunk while the whole block sums the current one (double buffering in the
  * block's two regions of the mapped destination), so disk reads and GPU
  * work overlap. The checksum is position-weighted, so a chunk landing in
@@ -18,7 +18,10 @@
  *
  * Compiled by scripts/cuda-checks.sh (through build.sh) with nvcc for every
  * target architecture (never needed to build or test the Go package);
- * loaded by the Go tests with cuModuleLoadData.
+ * loaded by the Go tests with cuModuleLoadData. The same file compiled by
+ * g++ runs on CPU threads (megaio_cpu.h; the TestCPU* tests): each kernel
+ * is named for that launcher by MEGAIO_CPU_KERNEL, which is nothing on a
+ * GPU, and block-shared variables are MEGAIO_BLOCK_SHARED.
  */
 #include "megaio_device.cuh"
 
@@ -30,10 +33,15 @@ extern "C" __global__ void megaio_checksum(unsigned long long queue, unsigned lo
 					   unsigned long long file_size, unsigned long long chunk,
 					   unsigned long long out, unsigned long long errors)
 {
-	__shared__ megaio_dev_queue q;
-	__shared__ unsigned long long ticket[2];
-	__shared__ long long result;
-	__shared__ unsigned long long partial[32];
+	MEGAIO_BLOCK_SHARED(megaio_dev_queue, q);
+	MEGAIO_BLOCK_SHARED(unsigned long long[2], ticket);
+	MEGAIO_BLOCK_SHARED(long long, result);
+	MEGAIO_BLOCK_SHARED(unsigned long long[32], partial);
+	if (blockDim.y != 1 || blockDim.z != 1) { /* 1-D blocks only: threads are told apart by threadIdx.x */
+		if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)
+			atomicAdd((unsigned long long *)errors, 1ULL);
+		return;
+	}
 	if (threadIdx.x == 0)
 		q = megaio_dev_attach((void *)queue, (void *)side);
 	__syncthreads();
@@ -81,8 +89,15 @@ extern "C" __global__ void megaio_checksum(unsigned long long queue, unsigned lo
 		unsigned long long sum = 0, base = c * chunk;
 		for (long long i = threadIdx.x; i < n; i += blockDim.x)
 			sum += (unsigned long long)data[i] * weight(base + i);
-		for (int off = 16; off > 0; off /= 2)
-			sum += __shfl_down_sync(0xffffffff, sum, off);
+		/* The warp's sum: a shuffle over the lanes the warp has (the last
+		 * warp is short when blockDim.x is not a multiple of 32), adding
+		 * only values that came from one of them. */
+		const unsigned lanes = megaio_warp_lanes(), lane = threadIdx.x % 32;
+		for (unsigned off = 16; off > 0; off /= 2) {
+			unsigned long long v = __shfl_down_sync(lanes, sum, off);
+			if (lane + off < 32 && (lanes >> (lane + off) & 1))
+				sum += v;
+		}
 		if (threadIdx.x % 32 == 0)
 			partial[threadIdx.x / 32] = sum;
 		__syncthreads();
@@ -96,6 +111,7 @@ extern "C" __global__ void megaio_checksum(unsigned long long queue, unsigned lo
 		buf ^= 1;
 	}
 }
+MEGAIO_CPU_KERNEL(megaio_checksum);
 
 extern "C" __global__ void megaio_pingpong(unsigned long long queue, unsigned long long side, unsigned long long n,
 					   unsigned long long times)
@@ -107,13 +123,13 @@ extern "C" __global__ void megaio_pingpong(unsigned long long queue, unsigned lo
 	nop.op = MEGAIO_OP_NOP;
 	long long *out = (long long *)times;
 	for (unsigned long long i = 0; i < n; i++) {
-		unsigned long long t0, t1;
-		asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+		unsigned long long t0 = megaio_globaltimer();
 		long long r = megaio_dev_request(q, nop, 0); /* the one thread's id */
-		asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
+		unsigned long long t1 = megaio_globaltimer();
 		out[i] = r == 0 ? (long long)(t1 - t0) : r;
 	}
 }
+MEGAIO_CPU_KERNEL(megaio_pingpong);
 
 /* megaio_warp2d: every warp of a 2-D block (blockDim 16 x 8 in the test:
  * each warp spans two rows, so threadIdx.x % 32 is not the lane) reads one
@@ -139,22 +155,34 @@ extern "C" __global__ void megaio_warp2d(unsigned long long queue, unsigned long
 	long long r = megaio_warp_request(q, req, megaio_dev_warp_cid(1, 0));
 	((long long *)results)[(unsigned long long)blockIdx.x * per_block + tid] = r;
 }
+MEGAIO_CPU_KERNEL(megaio_warp2d);
 
 /* megaio_stop_restart: every thread sends `rounds` NOPs, one at a time,
- * while the host stops and restarts the loop. A wait that answers
- * -MEGAIO_ESHUTDOWN is legitimate only if the ticket was unserved when the
- * loop stopped: the thread then reads state, polls once and reads state
- * again; served with STOPPED seen on both sides means the loop served it
- * before it stopped (a restart, a serve and a stop again cannot fit between
- * two loads a microsecond apart), so the -ESHUTDOWN was false. Then it waits
- * again. counts[0]: -ESHUTDOWN answers; counts[1]: false ones; counts[2]:
- * NOPs whose result was not 0. */
+ * while the host stops and restarts the loop. What a NOP may see across a
+ * stop (megaio.h, "Stopping"):
+ *   - 0: served;
+ *   - -ECANCELED: claimed after Stop began (the final sweep); the NOP is
+ *     answered, the thread goes on to its next one;
+ *   - -ESHUTDOWN from the wait: the loop stopped without claiming it; the
+ *     thread waits again, and a loop started later serves it.
+ * A -ESHUTDOWN for a ticket the loop had served is a failure. The host
+ * keeps a stop epoch in mapped memory: odd from the moment Stop returned
+ * until just before the next Start. A thread that reads the same odd epoch
+ * before a wait that answered -ESHUTDOWN and after a poll that then found
+ * the ticket served knows no loop ran in between: the ticket was served
+ * before the wait began, and the -ESHUTDOWN was false. (It holds however
+ * long the thread is descheduled, as CPU threads are.)
+ * counts: [0] -ESHUTDOWN answers, [1] false ones, [2] results that are
+ * neither 0 nor -ECANCELED, [3] NOPs answered 0, [4] NOPs answered
+ * -ECANCELED. Every NOP ends as [3] or [4]; the host compares them with the
+ * loop's own counters. */
 extern "C" __global__ void megaio_stop_restart(unsigned long long queue, unsigned long long side,
-					       unsigned long long rounds, unsigned long long counts)
+					       unsigned long long rounds, unsigned long long counts,
+					       unsigned long long epoch)
 {
 	megaio_dev_queue q = megaio_dev_attach((void *)queue, (void *)side);
 	unsigned long long *n = (unsigned long long *)counts;
-	cuda::atomic_ref<uint32_t, cuda::thread_scope_system> state(q.header->state);
+	megaio_sys_u64 stop_epoch(*(uint64_t *)epoch);
 	megaio_request nop = {};
 	nop.op = MEGAIO_OP_NOP;
 	const uint32_t cid = megaio_dev_thread_cid(1, 0);
@@ -163,19 +191,26 @@ extern "C" __global__ void megaio_stop_restart(unsigned long long queue, unsigne
 		while (megaio_dev_submit(q, nop, cid, &t) < 0) /* full and stopped: wait for a restart */
 			__nanosleep(1000);
 		long long r;
-		while ((r = megaio_dev_wait(q, cid, t)) == -MEGAIO_ESHUTDOWN) {
+		for (;;) {
+			uint64_t e0 = stop_epoch.load(cuda::memory_order_acquire);
+			if ((r = megaio_dev_wait(q, cid, t)) != -MEGAIO_ESHUTDOWN)
+				break;
 			atomicAdd(&n[0], 1ULL);
-			bool before = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
 			bool served = megaio_dev_poll(q, cid, t, &r);
-			bool after = state.load(cuda::memory_order_acquire) == MEGAIO_STATE_STOPPED;
+			uint64_t e1 = stop_epoch.load(cuda::memory_order_acquire);
 			if (served) {
-				if (before && after)
+				if (e0 == e1 && (e0 & 1))
 					atomicAdd(&n[1], 1ULL);
 				break;
 			}
 			__nanosleep(1000);
 		}
-		if (r != 0)
+		if (r == 0)
+			atomicAdd(&n[3], 1ULL);
+		else if (r == -MEGAIO_ECANCELED)
+			atomicAdd(&n[4], 1ULL);
+		else
 			atomicAdd(&n[2], 1ULL);
 	}
 }
+MEGAIO_CPU_KERNEL(megaio_stop_restart);

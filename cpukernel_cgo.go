@@ -1,0 +1,216 @@
+package megaio
+
+// The CPU launcher's loader (cpukernel.go has its types and what it is for).
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef int (*megaio_cpu_abi_fn)(void);
+typedef int (*megaio_cpu_launch_fn)(const char *, const unsigned *, const unsigned *, const uint64_t *, int, int,
+				    void **, char *, size_t);
+typedef int (*megaio_cpu_wait_fn)(void *, long long, char *, size_t);
+typedef void (*megaio_cpu_describe_fn)(void *, char *, size_t);
+typedef void (*megaio_cpu_abort_fn)(void *, const char *);
+typedef int (*megaio_cpu_release_fn)(void *);
+
+struct megaio_cpu_lib {
+	void *lib;
+	megaio_cpu_launch_fn launch;
+	megaio_cpu_wait_fn wait;
+	megaio_cpu_describe_fn describe;
+	megaio_cpu_abort_fn abort;
+	megaio_cpu_release_fn release;
+};
+
+// Opens path and resolves the launcher's entry points: 0, -1 (dlopen or a
+// missing entry point: err says which) or the library's launcher ABI when
+// it is not want.
+static int megaio_cpu_open(struct megaio_cpu_lib *m, const char *path, int want, char *err, size_t len)
+{
+	m->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!m->lib) {
+		const char *e = dlerror();
+		snprintf(err, len, "%s", e ? e : "dlopen failed");
+		return -1;
+	}
+	megaio_cpu_abi_fn abi = (megaio_cpu_abi_fn)dlsym(m->lib, "megaio_cpu_abi");
+	m->launch = (megaio_cpu_launch_fn)dlsym(m->lib, "megaio_cpu_launch");
+	m->wait = (megaio_cpu_wait_fn)dlsym(m->lib, "megaio_cpu_wait");
+	m->describe = (megaio_cpu_describe_fn)dlsym(m->lib, "megaio_cpu_describe");
+	m->abort = (megaio_cpu_abort_fn)dlsym(m->lib, "megaio_cpu_abort");
+	m->release = (megaio_cpu_release_fn)dlsym(m->lib, "megaio_cpu_release");
+	if (!abi || !m->launch || !m->wait || !m->describe || !m->abort || !m->release) {
+		snprintf(err, len, "%s has no megaio_cpu_* entry points: was it built from a file that includes "
+			 "megaio_device.cuh, with a host compiler?", path);
+		dlclose(m->lib);
+		return -1;
+	}
+	int v = abi();
+	if (v != want) {
+		dlclose(m->lib);
+		return v;
+	}
+	return 0;
+}
+static int megaio_cpu_call_launch(struct megaio_cpu_lib *m, const char *k, const unsigned *g, const unsigned *b,
+				  const uint64_t *a, int n, int mode, void **out, char *err, size_t len)
+{
+	return m->launch(k, g, b, a, n, mode, out, err, len);
+}
+static int megaio_cpu_call_wait(struct megaio_cpu_lib *m, void *l, long long ns, char *msg, size_t len)
+{
+	return m->wait(l, ns, msg, len);
+}
+static void megaio_cpu_call_describe(struct megaio_cpu_lib *m, void *l, char *msg, size_t len) { m->describe(l, msg, len); }
+static void megaio_cpu_call_abort(struct megaio_cpu_lib *m, void *l, const char *why) { m->abort(l, why); }
+static int megaio_cpu_call_release(struct megaio_cpu_lib *m, void *l) { return m->release(l); }
+*/
+import "C"
+
+import (
+	"context"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// cpuABI is the launcher ABI (MEGAIO_CPU_ABI in include/megaio_cpu.h) this
+// package speaks.
+const cpuABI = 1
+
+// CPUModule is a library of kernels built for the CPU launcher
+// (include/megaio_cpu.h). Its kernels run on OS threads, one per CUDA
+// thread, and see memory by its host address: give them the queue's
+// Memory(), a producer side copied from Queue.DeviceProducerSide into memory
+// that stays put (not the Go heap: mmap it), and buffers' Bytes().
+type CPUModule struct {
+	path string
+	mu   sync.Mutex
+	lib  C.struct_megaio_cpu_lib
+	live int // launches not yet released
+}
+
+// LoadCPUModule opens a library built for the CPU launcher. The library is
+// never unloaded: a kernel that does not end keeps running its code.
+func LoadCPUModule(path string) (*CPUModule, error) {
+	m := &CPUModule{path: path}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var msg [512]C.char
+	switch r := C.megaio_cpu_open(&m.lib, cpath, cpuABI, &msg[0], C.size_t(len(msg))); {
+	case r == -1:
+		return nil, configError("LoadCPUModule: %s", C.GoString(&msg[0]))
+	case r != 0:
+		return nil, configError("LoadCPUModule: %s speaks CPU launcher ABI %d, this package %d: rebuild it "+
+			"against this version's include/megaio_cpu.h", path, int(r), cpuABI)
+	}
+	return m, nil
+}
+
+// CPULaunch is a kernel running on CPU threads.
+type CPULaunch struct {
+	m      *CPUModule
+	kernel string
+	h      unsafe.Pointer
+	mu     sync.Mutex
+	ended  bool
+	err    error
+}
+
+// Launch starts kernel on grid x block threads (every block at once, one OS
+// thread per CUDA thread, at most 1024 a block and 16384 in all) with
+// args, each a 64-bit word (integers and pointers). It does not wait.
+func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOptions, args ...uint64) (*CPULaunch, error) {
+	ck := C.CString(kernel)
+	defer C.free(unsafe.Pointer(ck))
+	g, b := grid.c(), block.c()
+	a := make([]C.uint64_t, len(args)+1) // never empty: &a[0] is valid
+	for i, v := range args {
+		a[i] = C.uint64_t(v)
+	}
+	var msg [512]C.char
+	var h unsafe.Pointer
+	if C.megaio_cpu_call_launch(&m.lib, ck, &g[0], &b[0], &a[0], C.int(len(args)), C.int(opts.ActiveMask), &h,
+		&msg[0], C.size_t(len(msg))) != 0 {
+		return nil, configError("CPUModule.Launch: %s", C.GoString(&msg[0]))
+	}
+	m.mu.Lock()
+	m.live++
+	m.mu.Unlock()
+	return &CPULaunch{m: m, kernel: kernel, h: h}, nil
+}
+
+// Wait waits for every thread of the launch to return. It returns nil;
+// an error matching ErrKernelAborted when a thread broke a rule of the
+// model (the message names the kernel, block, warp and lanes); or, when ctx
+// ends first, an error matching ErrKernelRunning that says what the threads
+// were doing. The launch is then aborted: its threads leave at their next
+// barrier, warp operation or __nanosleep. If they do within grace, the
+// error says so and the launch is over; if not, the error says the threads
+// still run, and the memory they use must stay mapped (Ended reports
+// whether they left later).
+func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return l.err
+	}
+	var msg [2048]C.char
+	for {
+		step := 50 * time.Millisecond
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < step {
+			step = max(time.Until(d), 0)
+		}
+		switch C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(step), &msg[0], C.size_t(len(msg))) {
+		case 0:
+			return l.end(nil)
+		case 2:
+			return l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	C.megaio_cpu_call_describe(&l.m.lib, l.h, &msg[0], C.size_t(len(msg)))
+	state := C.GoString(&msg[0])
+	why := C.CString("the launch's deadline passed")
+	C.megaio_cpu_call_abort(&l.m.lib, l.h, why)
+	C.free(unsafe.Pointer(why))
+	if C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(grace), &msg[0], C.size_t(len(msg))) != 1 {
+		return l.end(errorf("%w: kernel %s did not end before %v (%s); its threads left when asked",
+			ErrKernelRunning, l.kernel, context.Cause(ctx), state))
+	}
+	return errorf("%w: kernel %s did not end before %v (%s), and its threads did not leave within %v: keep "+
+		"the memory they use mapped", ErrKernelRunning, l.kernel, context.Cause(ctx), state, grace)
+}
+
+// end records the launch's outcome and frees it (every thread has returned).
+func (l *CPULaunch) end(err error) error {
+	C.megaio_cpu_call_release(&l.m.lib, l.h)
+	l.ended, l.err = true, err
+	l.m.mu.Lock()
+	l.m.live--
+	l.m.mu.Unlock()
+	return err
+}
+
+// Ended reports whether every thread of the launch has returned.
+func (l *CPULaunch) Ended() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return true
+	}
+	var msg [512]C.char
+	switch C.megaio_cpu_call_wait(&l.m.lib, l.h, 0, &msg[0], C.size_t(len(msg))) {
+	case 0:
+		l.end(nil)
+	case 2:
+		l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
+	}
+	return l.ended
+}
