@@ -51,6 +51,10 @@ type launcher interface {
 	// run starts kernel and returns a function that waits for its end,
 	// failing the test with the kernel's name after timeout.
 	run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) (wait func(timeout time.Duration))
+	// threads is how many threads a block of n threads on a GPU has here:
+	// n, or fewer (never under 2 warps) where each thread costs much more
+	// (ThreadSanitizer on CPU threads).
+	threads(n int) int
 }
 
 // ---- the GPU ----
@@ -87,6 +91,8 @@ func (L *gpuLauncher) addr(t *testing.T, h *harness, b *Buffer) uint64 {
 	}
 	return p
 }
+
+func (L *gpuLauncher) threads(n int) int { return n }
 
 func (L *gpuLauncher) alloc(t *testing.T, n int) uint64 {
 	p, err := L.g.Alloc(n)
@@ -260,6 +266,16 @@ func (L *cpuLauncher) harness(t *testing.T, cfg Config, bufSize int) (*harness, 
 
 func (L *cpuLauncher) addr(t *testing.T, h *harness, b *Buffer) uint64 { return hostAddr(b.Bytes()) }
 
+// threads: under ThreadSanitizer a CPU thread costs about 40 times as much
+// to start and to wake, so blocks are a quarter the size (still several
+// warps, barriers and short warps alike).
+func (L *cpuLauncher) threads(n int) int {
+	if cpuTSan && n >= 256 {
+		return n / 4
+	}
+	return n
+}
+
 // alloc maps n bytes outside the Go heap: the kernel's threads keep the
 // address. They are unmapped at the end of the test unless a kernel did
 // not end (run's wait then marks them kept).
@@ -325,7 +341,7 @@ func testChecksum(t *testing.T, L launcher) {
 		h, queue, side := L.harness(t, Config{}, 2*blocks*chunk)
 		path, data := patternFile(t, tmpfsDir(t), c.size, uint64(c.size))
 		fh := h.register(path, os.O_RDONLY)
-		runChecksum(t, L, h, queue, side, L.addr(t, h, h.buf), fh, h.dest, data, chunk, blocks, c.threads)
+		runChecksum(t, L, h, queue, side, L.addr(t, h, h.buf), fh, h.dest, data, chunk, blocks, L.threads(c.threads))
 		stopWithin(t, h.l, 10*time.Second)
 		if got, want := h.l.Stats().Requests[OpRead], uint64((c.size+chunk-1)/chunk+1); got != want {
 			t.Errorf("size %d: %d READs, want one per chunk and one past EOF: %d", c.size, got, want)
@@ -373,7 +389,7 @@ func testDeviceChecksum(t *testing.T, L launcher, g *GPU) {
 			path, data := patternFile(t, diskDir(t), size, uint64(size)+1)
 			fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
 			t.Logf("%v: buffer on %v (warning %v)", mode, db.Path(), warn)
-			runChecksum(t, L, h, queue, side, db.Pointer(), fh, dest, data, chunk, blocks, 256)
+			runChecksum(t, L, h, queue, side, db.Pointer(), fh, dest, data, chunk, blocks, L.threads(256))
 			stopWithin(t, h.l, 10*time.Second)
 			st := h.l.Stats().Device
 			if st.GDSRequests+st.BounceRequests != uint64((size+chunk-1)/chunk+1) {
@@ -452,7 +468,8 @@ func testWarp2D(t *testing.T, L launcher) {
 // tells a false -ESHUTDOWN by a stop epoch the host keeps in the loop's
 // mapped buffer: odd from Stop's return until just before Start.
 func testStopRestart(t *testing.T, L launcher, rounds int) {
-	const threads, minStops = 256, 30
+	const minStops = 30
+	threads := L.threads(256)
 	h, queue, side := L.harness(t, Config{}, 4096)
 	counts := L.alloc(t, 40)
 	epoch := (*uint64)(unsafe.Pointer(&h.buf.Bytes()[0]))

@@ -113,9 +113,15 @@ struct dim3 {
 	unsigned x, y, z;
 };
 
+/* Thread-local storage in the static TLS block: a library loaded with
+ * dlopen would otherwise get it from malloc in each thread, freed by the
+ * thread that joins it, which ThreadSanitizer reports as a race inside
+ * glibc. It is a few dozen bytes, within what glibc keeps spare. */
+#define MEGAIO_CPU_TLS static thread_local __attribute__((tls_model("initial-exec")))
+
 /* CUDA's built-in indices: per thread, internal to the library. */
-static thread_local uint3 threadIdx, blockIdx;
-static thread_local dim3 blockDim, gridDim;
+MEGAIO_CPU_TLS uint3 threadIdx, blockIdx;
+MEGAIO_CPU_TLS dim3 blockDim, gridDim;
 
 namespace megaio_cpu {
 namespace {
@@ -182,7 +188,7 @@ struct launch {
 	std::string why; /* the first abort's message */
 };
 
-thread_local thread *self = nullptr;
+MEGAIO_CPU_TLS thread *self = nullptr;
 
 /* A kernel the library offers (MEGAIO_CPU_KERNEL). */
 struct kernel_entry {
@@ -190,6 +196,11 @@ struct kernel_entry {
 	void (*call)(const uint64_t *);
 	int nargs;
 };
+/* The library's kernels, filled when it is loaded and read by launches
+ * from whichever thread the caller uses: the lock is what tells
+ * ThreadSanitizer so (the loader's thread and the launcher's are joined
+ * by the Go runtime, which it does not see). */
+std::mutex registry_mu;
 std::vector<kernel_entry> &registry()
 {
 	static std::vector<kernel_entry> r;
@@ -214,7 +225,11 @@ template <class... A> void invoke(void (*k)(A...), const uint64_t *a) { call_wit
 template <class... A> constexpr int arity(void (*)(A...)) { return (int)sizeof...(A); }
 
 struct registrar {
-	registrar(const char *name, void (*call)(const uint64_t *), int n) { registry().push_back({name, call, n}); }
+	registrar(const char *name, void (*call)(const uint64_t *), int n)
+	{
+		std::lock_guard<std::mutex> g(registry_mu);
+		registry().push_back({name, call, n});
+	}
 };
 
 std::string lanes_str(uint32_t m)
@@ -581,6 +596,19 @@ template <class T> static inline T max(T a, T b) { return a < b ? b : a; }
 
 /* ---- The launcher's entry points (C ABI, for megaio's Go loader) ---- */
 
+namespace megaio_cpu {
+/* The caller (Go) calls the entry points from any of its OS threads and
+ * orders the calls itself, where ThreadSanitizer cannot see: each call
+ * acquires what every earlier call released. So a launch's threads happen
+ * before what its caller does after the launch ended (the join is inside
+ * megaio_cpu_release), such as reusing its memory for the next launch. */
+inline char handoff_token;
+struct handoff {
+	handoff() { hb_acquire(&handoff_token); }
+	~handoff() { hb_release(&handoff_token); }
+};
+} // namespace megaio_cpu
+
 extern "C" {
 
 __attribute__((visibility("default"))) int megaio_cpu_abi(void) { return MEGAIO_CPU_ABI; }
@@ -593,6 +621,8 @@ __attribute__((visibility("default"))) int megaio_cpu_launch(const char *kernel,
 							     int mode, void **out, char *msg, size_t len)
 {
 	using namespace megaio_cpu;
+	handoff h;
+	std::unique_lock<std::mutex> rg(registry_mu);
 	const kernel_entry *k = nullptr;
 	for (auto &e : registry())
 		if (strcmp(e.name, kernel) == 0)
@@ -622,9 +652,11 @@ __attribute__((visibility("default"))) int megaio_cpu_launch(const char *kernel,
 		snprintf(msg, len, "unknown __activemask mode %d", mode);
 		return -1;
 	}
+	kernel_entry entry = *k;
+	rg.unlock();
 	launch *l = new launch;
 	l->kernel = kernel;
-	l->entry = k->call;
+	l->entry = entry.call;
 	l->args.assign(args, args + nargs);
 	l->grid = {grid[0], grid[1], grid[2]};
 	l->bdim = {blk[0], blk[1], blk[2]};
@@ -678,6 +710,7 @@ __attribute__((visibility("default"))) int megaio_cpu_launch(const char *kernel,
 __attribute__((visibility("default"))) int megaio_cpu_wait(void *lp, long long timeout_ns, char *msg, size_t len)
 {
 	using namespace megaio_cpu;
+	handoff h;
 	launch *l = (launch *)lp;
 	std::unique_lock<std::mutex> g(l->mu);
 	long long deadline = now_ns() + timeout_ns;
@@ -702,6 +735,7 @@ __attribute__((visibility("default"))) int megaio_cpu_wait(void *lp, long long t
 __attribute__((visibility("default"))) void megaio_cpu_describe(void *lp, char *msg, size_t len)
 {
 	using namespace megaio_cpu;
+	handoff h;
 	launch *l = (launch *)lp;
 	std::map<std::string, unsigned> counts;
 	std::string detail;
@@ -732,6 +766,7 @@ __attribute__((visibility("default"))) void megaio_cpu_describe(void *lp, char *
 /* Asks every thread to leave at its next shim call. */
 __attribute__((visibility("default"))) void megaio_cpu_abort(void *lp, const char *why)
 {
+	megaio_cpu::handoff h;
 	megaio_cpu::abort_launch((megaio_cpu::launch *)lp, why);
 }
 
@@ -739,6 +774,7 @@ __attribute__((visibility("default"))) void megaio_cpu_abort(void *lp, const cha
 __attribute__((visibility("default"))) int megaio_cpu_release(void *lp)
 {
 	using namespace megaio_cpu;
+	handoff h;
 	launch *l = (launch *)lp;
 	{
 		std::lock_guard<std::mutex> g(l->mu);
