@@ -7,8 +7,10 @@
 #   ./build.sh test     ... then install a CUDA toolkit where none is found,
 #                       run the CUDA checks (kernels, declarations, memory
 #                       ordering), go vet, gofmt, the tests with -race
-#                       (fault tests and a short soak included) and bounded
-#                       fuzzing
+#                       (fault tests and a short soak included), the device
+#                       code on CPU threads three more ways (small ring,
+#                       caller-only __activemask, ThreadSanitizer) and
+#                       bounded fuzzing
 #
 # Needs Go 1.22 or newer (as go.mod says) on PATH or in /usr/local/go/bin. Installs
 # liburing-dev, pkg-config and fio with apt-get when they are missing:
@@ -24,6 +26,7 @@ need=()
 [ -f /usr/include/liburing.h ] || need+=(liburing-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v g++ >/dev/null || need+=(g++) # the device code on CPU threads (kernels_test.go)
 command -v fio >/dev/null || need+=(fio) # for `megaio bench -compare`
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
@@ -100,8 +103,23 @@ test)
 	GOTOOLCHAIN="$oldest" go vet ./...
 	(cd cmd && GOTOOLCHAIN="$oldest" go vet ./...)
 	echo "build.sh: $oldest builds and vets both modules"
+	# The device half on CPU threads (kernels_test.go: the TestCPU* twins of
+	# the TestGPU* tests, the same kernels built by g++ against
+	# include/megaio_cpu.h) runs in the suite below, and then three more
+	# ways. With the toolkit installed, a twin that cannot run fails.
+	[ -z "${MEGAIO_NO_CUDA_TOOLKIT:-}" ] && export MEGAIO_REQUIRE_CPU_KERNELS=1
 	go test -race -count=1 ./...
 	(cd cmd && go test -race -count=1 ./...)
+	twins='^TestCPU(Checksum|DeviceChecksum|PingPong|Warp2D|StopRestart|DoublePin)$'
+	echo "build.sh: the CPU twins with a ring of 64 slots (the ring-full path)"
+	MEGAIO_CPU_CAPACITY=64 go test -count=1 -run "$twins" .
+	echo "build.sh: the CPU twins with __activemask() naming only the calling lane"
+	MEGAIO_CPU_ACTIVEMASK=caller go test -count=1 -run "$twins" .
+	# ThreadSanitizer: -tags megaio_tsan builds the kernels with
+	# -fsanitize=thread and links its runtime into the test binary. Go's
+	# -race carries another copy of that runtime, so the two never meet.
+	echo "build.sh: the CPU twins under ThreadSanitizer"
+	TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" go test -tags megaio_tsan -count=1 -run "$twins" .
 	# A program that imports the library gets none of the commands'
 	# dependencies (scripts/consumer-check.sh).
 	scripts/consumer-check.sh

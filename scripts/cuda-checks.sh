@@ -15,7 +15,10 @@
 #      cufile.h (every prototype, struct field and constant the shims use;
 #      cuFile's error codes version-aware);
 #   3. runs the scope check (internal/scopecheck) on the PTX and SASS of
-#      every kernel: $SCOPECHECK, else `go run ./internal/scopecheck`.
+#      every kernel: $SCOPECHECK, else `go run ./internal/scopecheck`;
+#   4. compiles every .cu for the host too, as the CPU launcher
+#      (include/megaio_cpu.h) does, with g++ and with clang++ where
+#      installed, warnings as errors (the TestCPU* tests run them).
 # Prints one line per check and exits 1 if any failed. Missing pieces are
 # failures, never silence: no cufile.h is "FAIL ... not found".
 set -uo pipefail
@@ -124,6 +127,24 @@ if [ -f "$out/protocol_check.fatbin" ]; then
 else
 	fail "scope check not run: protocol_check.cu did not compile"
 fi
+
+# 4. The host build of the device code (libcu++ is next to cuda.h, or
+# under cccl/ from CUDA 13 on).
+libcuxx=(-I"$cuda_inc")
+[ -d "$cuda_inc/cccl" ] && libcuxx+=(-I"$cuda_inc/cccl")
+for cxx in g++ clang++; do
+	if ! command -v "$cxx" >/dev/null; then
+		[ "$cxx" = g++ ] && fail "no g++: the device code's host build (the CPU launcher) unchecked"
+		continue
+	fi
+	while IFS= read -r cu; do
+		if "$cxx" -std=c++17 -O2 -Wall -Wextra -Werror -fsyntax-only -x c++ -I"$root/include" "${libcuxx[@]}" "$cu"; then
+			say "PASS ${cu#"$root"/} compiles for CPU threads with $cxx, warnings as errors"
+		else
+			fail "${cu#"$root"/} does not compile for CPU threads with $cxx"
+		fi
+	done < <(find "$root/csrc" -name '*.cu' | sort)
+done
 
 if [ "$failed" -ne 0 ]; then
 	say "FAILED"

@@ -8,9 +8,11 @@
 #
 #   parts: cuda-checks (declarations, kernels for this GPU, scope check),
 #          cufile (found, and whether GDS or compatibility mode),
-#          gpu-tests (TestGPU*: the persistent kernels), device-gds and
+#          gpu-tests (TestGPU*: the persistent kernels, through the same
+#          test bodies as their TestCPU* twins on CPU threads), device-gds and
 #          device-bounce (TestDevice* on the real driver with and without
-#          cuFile), bench (BenchmarkDevice), all-tests (the whole suite)
+#          cuFile), bench (BenchmarkDevice), all-tests (the whole suite,
+#          the TestCPU* twins included where g++ is installed)
 set -uo pipefail
 cd "$(dirname "$0")"
 logs="${OUT:-$PWD/logs}"
@@ -86,7 +88,7 @@ run_tests() {
 kernels="$PWD/build/megakernel.fatbin"
 if [ -f "$kernels" ]; then
 	run_tests gpu-tests "$logs/gpu-tests.txt" env MEGAIO_GPU_KERNELS="$kernels" \
-		./megaio.test -test.run 'GPU' -test.v -test.count=1 -test.timeout 8m
+		./megaio.test -test.run '^TestGPU' -test.v -test.count=1 -test.timeout 8m
 else
 	part gpu-tests FAIL "build/megakernel.fatbin was not built (see cuda-checks)"
 fi
