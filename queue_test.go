@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -210,4 +212,59 @@ func TestUncollectedTicketBlocksNobody(t *testing.T) {
 	if !bytes.Equal(h.buf.Bytes()[:5*4096], data) {
 		t.Fatal("wrong bytes")
 	}
+}
+
+// TestDuplicateCompletionID: two requests in flight naming one completion
+// id are a producer error, and megaio.h says what the loop guarantees
+// anyway: both run, the loop goes on, another id's completion is untouched,
+// and the shared id's done ends as ticket + 1 of one of the two, with that
+// request's result.
+func TestDuplicateCompletionID(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 64, Completions: 64}, Config{}, 1<<20)
+	path, _ := patternFile(t, tmpfsDir(t), 1<<20, 3)
+	fh := h.register(path, os.O_RDONLY)
+	ids, err := h.p.ReserveCompletions(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, other := ids[0], ids[1]
+	lastWon := 0
+	for round := 0; round < 200; round++ {
+		read := &requestSlot{op: OpRead, file: uint32(fh), dest: uint32(h.dest), length: 1 << 20}
+		t0 := h.p.publishWithID(read, shared)
+		t1 := h.p.publishWithID(&requestSlot{op: OpNop}, shared)
+		t2 := h.p.publishWithID(&requestSlot{op: OpNop}, other)
+		c, o := &h.q.comps[shared], &h.q.comps[other]
+		deadline := time.Now().Add(10 * time.Second)
+		for atomic.LoadUint64(&o.done) != t2+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the other id's NOP (ticket %d) never completed", round, t2)
+			}
+			runtime.Gosched()
+		}
+		// The loop claims in order and completes each request once: once
+		// t2 is done, both of the shared id's requests were claimed; wait
+		// until the loop has nothing in flight.
+		for h.l.Stats().Completed < uint64(3*(round+1)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d completions, want %d", round, h.l.Stats().Completed, 3*(round+1))
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		switch done, res := atomic.LoadUint64(&c.done), c.result; {
+		case done == t1+1 && res == 0:
+		case done == t0+1 && res == 1<<20:
+			lastWon++
+		default:
+			t.Fatalf("round %d: the shared id holds done %d result %d; want ticket %d's (0) or %d's (%d)", round,
+				done, res, t1, t0, 1<<20)
+		}
+		if o.result != 0 {
+			t.Fatalf("round %d: the other id's NOP got %d", round, o.result)
+		}
+	}
+	if err := h.l.Err(); err != nil {
+		t.Fatalf("the loop failed: %v", err)
+	}
+	t.Logf("200 rounds: the earlier ticket's READ completed last (done went back to it) in %d", lastWon)
 }

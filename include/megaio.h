@@ -36,6 +36,16 @@
  * producer side: host threads and GPU threads must not both produce into one
  * queue (their counters would hand out the same tickets).
  *
+ * C producers beside a Go one: when the queue's host producer side belongs
+ * to a Go HostProducer, C code on host threads may produce into the same
+ * queue through it. The side's memory is HostProducer.Memory() (a
+ * megaio_producer_side; do not call megaio_producer_side_init on it), and
+ * the C code must name only completion ids the Go side reserved for it:
+ * HostProducer.ReserveCompletions(n) returns n ids Submit will not hand out
+ * until ReleaseCompletions gives them back. Ids chosen any other way may be
+ * named by a Go request in flight at the same time (see "Why a result is
+ * never overwritten" below).
+ *
  * ------------------------------------------------------------------------
  * Who writes what (every shared word has one writer at a time)
  * ------------------------------------------------------------------------
@@ -103,11 +113,19 @@
  *
  * Why a result is never overwritten before its issuer read it: the loop
  * writes completion c only for a request that names c, and only the issuer
- * that last named c may name it again, after reading its result (P5). Two
- * requests in flight with the same id break this: the later result replaces
- * the earlier one, whose issuer then waits for a done that never comes. That
- * is a producer bug the loop cannot see; give every thread (or warp) ids of
- * its own, e.g. id = thread * k + j for a thread keeping k requests in flight
+ * that last named c may name it again, after reading its result (P5).
+ *
+ * Two requests in flight naming one completion id are a producer error the
+ * loop cannot see (it would have to remember every id in flight). What
+ * happens then: both requests are run; the loop does not crash and no
+ * other id's completion is touched; c's done ends as ticket + 1 of
+ * whichever of the two the loop completed last, which need not be the
+ * later ticket (done may go to t1 + 1 and then back to t0 + 1), and its
+ * result is that request's. What is not guaranteed: that either issuer
+ * sees its own done (one may wait forever, or until Stop), or that a result
+ * read after seeing done belongs to that done's request (the other
+ * completion may land in between). Give every thread (or warp) ids of its
+ * own, e.g. id = thread * k + j for a thread keeping k requests in flight
  * (megaio_device.cuh has helpers).
  *
  * No ABA: seq and done compare for equality with full 64-bit tickets. A
@@ -137,7 +155,8 @@
  * goes on; its issuer, which broke the contract, never sees a result. The
  * producer functions below and in megaio_device.cuh refuse such an id before
  * publishing. Every other fault is answered in the request's completion, and
- * when a request breaks several rules, the first of this list wins:
+ * when a request breaks several rules, the first of this list wins (the
+ * kernel's own errors come after, below):
  *   -EIO        the loop's ring has failed (the loop's Err says why)
  *   -ECANCELED  claimed after Stop began, or cancelled at Stop's deadline
  *   -EINVAL     nonzero flags or reserved field, or an unknown op
@@ -147,6 +166,12 @@
  *   -E2BIG      length > MEGAIO_MAX_LENGTH
  *   -EOVERFLOW  file_offset + length beyond 2^63 - 1
  *   -EFAULT     dest_offset + length beyond the destination
+ * Errors from the kernel come in the result as they are, e.g.:
+ *   -EINVAL     a READ or WRITE of a file opened with O_DIRECT whose
+ *               file_offset, length or place in a host destination is not
+ *               a multiple of the file's logical block size (often 512 or
+ *               4096); device destinations are split by the loop instead
+ *   -EIO, -ENOSPC, -EFBIG ... what the file system says
  * NOP and FENCE ignore file, dest, offsets, length and tag (they are not
  * checked; reserved fields and flags are); FSYNC ignores dest, offsets and
  * length. A loop holds a bounded number of requests at once (its records);
@@ -182,13 +207,25 @@
  * starts on the queue again. Requests claimed after Stop began, and those
  * waiting in the loop for a record, complete with -ECANCELED.
  *
- * What producers see: a producer that sees STOPPED before taking a ticket
- * does not take one (the functions below return -MEGAIO_ESHUTDOWN). A
- * producer waiting for ring space (P1) while the loop stops sees STOPPED and
- * gets -MEGAIO_ESHUTDOWN, with no ticket taken. One waiting (P5) for ticket
- * t >= claim_head knows its request is published but unserved: it may stop
- * waiting and poll again later, and its completion id stays reserved for
- * that request until it is served.
+ * What producers see:
+ *   - Host producers (megaio_host_*) read state on every take: one that
+ *     sees STOPPED takes no ticket and gets -MEGAIO_ESHUTDOWN. GPU
+ *     producers (megaio_device.cuh) read nothing across PCIe while the ring
+ *     has room, so they look at state only when it is full: into a stopped
+ *     queue with room they publish, and the request waits for the next loop.
+ *   - A producer waiting for ring space (P1) while the loop stops gets one
+ *     of two answers. If the ring is still full when it sees STOPPED:
+ *     -MEGAIO_ESHUTDOWN, no ticket taken. But Stop's final sweep claims
+ *     what is published before STOPPED is stored, and so frees slots: a
+ *     waiter that finds room then takes a ticket, and its request is either
+ *     claimed by the sweep (its result is -ECANCELED) or, published after
+ *     the sweep, left for the next loop (as below).
+ *   - One waiting (P5) for ticket t >= claim_head knows its request is
+ *     published but unserved: it may stop waiting and poll again later, and
+ *     its completion id stays reserved for that request until it is served.
+ * So across a stop a producer's request ends as served (its result), as
+ * -ECANCELED (claimed by the sweep), or stays published for the next loop;
+ * a request the loop served is never answered -MEGAIO_ESHUTDOWN.
  *
  * ------------------------------------------------------------------------
  * Designs considered
@@ -252,7 +289,7 @@ enum {
 #define MEGAIO_EBADF 9      /* file handle not registered */
 #define MEGAIO_ENXIO 6      /* destination handle not registered */
 #define MEGAIO_EFAULT 14    /* destination range outside the destination */
-#define MEGAIO_EINVAL 22    /* unknown op, nonzero flags or reserved field, zero length */
+#define MEGAIO_EINVAL 22    /* unknown op, nonzero flags or reserved field, zero length; from the kernel: unaligned O_DIRECT IO */
 #define MEGAIO_E2BIG 7      /* length > MEGAIO_MAX_LENGTH */
 #define MEGAIO_EOVERFLOW 75 /* file_offset + length beyond 2^63 - 1 */
 #define MEGAIO_ECANCELED 125 /* claimed after Stop began, or cancelled at Stop's deadline */
@@ -541,7 +578,9 @@ static inline int megaio_host_poll(const megaio_queue *q, uint32_t c, uint64_t t
 		return 1;
 	}
 	if (MEGAIO_LOAD_ACQ(&q->header->state) == MEGAIO_STATE_STOPPED) {
-		uint64_t head = q->header->claim_head;
+		/* Acquire, like every load of a word the loop writes: a loop
+		 * started again may be storing claim_head now. */
+		uint64_t head = MEGAIO_LOAD_ACQ(&q->header->claim_head);
 		/* Re-check done: the loop stores done before it stops. */
 		if (MEGAIO_LOAD_ACQ(&cp->done) == t + 1) {
 			*result = cp->result;
