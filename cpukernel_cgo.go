@@ -89,9 +89,7 @@ const cpuABI = 1
 // that stays put (not the Go heap: mmap it), and buffers' Bytes().
 type CPUModule struct {
 	path string
-	mu   sync.Mutex
 	lib  C.struct_megaio_cpu_lib
-	live int // launches not yet released
 }
 
 // LoadCPUModule opens a library built for the CPU launcher. The library is
@@ -138,9 +136,6 @@ func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOption
 		&msg[0], C.size_t(len(msg))) != 0 {
 		return nil, configError("CPUModule.Launch: %s", C.GoString(&msg[0]))
 	}
-	m.mu.Lock()
-	m.live++
-	m.mu.Unlock()
 	return &CPULaunch{m: m, kernel: kernel, h: h}, nil
 }
 
@@ -192,9 +187,6 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 func (l *CPULaunch) end(err error) error {
 	C.megaio_cpu_call_release(&l.m.lib, l.h)
 	l.ended, l.err = true, err
-	l.m.mu.Lock()
-	l.m.live--
-	l.m.mu.Unlock()
 	return err
 }
 

@@ -27,7 +27,7 @@ bundle)
 	cp -r include deploy "$dir/"
 	mkdir -p "$dir/csrc/gpu" && cp csrc/gpu/megakernel.cu "$dir/csrc/gpu/" # the TestCPU* twins build it with g++
 	mkdir -p "$dir/scripts" && cp scripts/cuda-env.sh "$dir/scripts/" # TestBundleDiscovery
-	cp testdata/fakecuda/*.c "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
+	cp testdata/fakecuda/*.[ch] "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
 	cp scripts/gpu-run.sh "$dir/run.sh"
 	chmod +x "$dir/run.sh"
 	echo "gpu-check.sh: bundle in $dir ($(du -sh "$dir" | cut -f1)); run $dir/run.sh on the GPU machine"

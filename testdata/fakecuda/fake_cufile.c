@@ -168,22 +168,7 @@ struct batch {
 	pthread_t th;
 };
 
-/* Under ThreadSanitizer (the CPU launcher's race runs, -tags megaio_tsan)
- * the bytes this stand-in moves stand for DMA, which no CPU thread does:
- * the sanitizer is told not to see them, as it sees no real DMA. Weak: with
- * no sanitizer runtime in the process these are null and nothing is done. */
-extern void __tsan_ignore_thread_begin(void) __attribute__((weak));
-extern void __tsan_ignore_thread_end(void) __attribute__((weak));
-static void dma_begin(void)
-{
-	if (__tsan_ignore_thread_begin)
-		__tsan_ignore_thread_begin();
-}
-static void dma_end(void)
-{
-	if (__tsan_ignore_thread_end)
-		__tsan_ignore_thread_end();
-}
+#include "fake_dma.h"
 
 static long run_io(CUfileIOParams_t *p)
 {
