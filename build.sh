@@ -110,7 +110,7 @@ test)
 	[ -z "${MEGAIO_NO_CUDA_TOOLKIT:-}" ] && export MEGAIO_REQUIRE_CPU_KERNELS=1
 	go test -race -count=1 ./...
 	(cd cmd && go test -race -count=1 ./...)
-	twins='^TestCPU(Checksum|DeviceChecksum|PingPong|Warp2D|StopRestart|DoublePin)$'
+	twins='^TestCPU(Checksum|DeviceChecksum|PingPong|Warp2D|StopRestart|DoublePin|Launcher)$'
 	echo "build.sh: the CPU twins with a ring of 64 slots (the ring-full path)"
 	MEGAIO_CPU_CAPACITY=64 go test -count=1 -run "$twins" .
 	echo "build.sh: the CPU twins with __activemask() naming only the calling lane"

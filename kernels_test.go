@@ -148,14 +148,15 @@ type cpuLauncher struct {
 	mem  map[uint64][]byte // alloc's mappings, by address
 }
 
-// cpuKernels is csrc/gpu/megakernel.cu built for the CPU launcher, once
-// per test binary.
+// cpuKernels are the .cu files built for the CPU launcher, each once per
+// test binary, in dir.
 var cpuKernels struct {
 	once sync.Once
-	mod  *CPUModule
 	dir  string
 	skip string // why the twins cannot run here
 	err  error
+	mu   sync.Mutex
+	mods map[string]*CPUModule
 }
 
 // libcuxxInclude is a directory holding libcu++'s cuda/atomic: CUDA 13
@@ -203,7 +204,11 @@ func buildCPUModule(dir, src string) (string, error) {
 	return out, nil
 }
 
-func newCPULauncher(t *testing.T) *cpuLauncher {
+// loadCPUModule builds src (a .cu file, relative to the package) for CPU
+// threads and loads it, once per test binary; it skips, saying why, where
+// there is no C++ compiler or libcu++ (and fails instead under
+// MEGAIO_REQUIRE_CPU_KERNELS).
+func loadCPUModule(t *testing.T, src string) *CPUModule {
 	t.Helper()
 	cpuKernels.once.Do(func() {
 		if _, err := exec.LookPath(cpuCompiler()); err != nil {
@@ -215,14 +220,7 @@ func newCPULauncher(t *testing.T) *cpuLauncher {
 				"scripts/install-cuda-toolkit.sh installs it"
 			return
 		}
-		if cpuKernels.dir, cpuKernels.err = os.MkdirTemp("", "megaio-cpu-kernels-"); cpuKernels.err != nil {
-			return
-		}
-		var lib string
-		if lib, cpuKernels.err = buildCPUModule(cpuKernels.dir, filepath.Join("csrc", "gpu", "megakernel.cu")); cpuKernels.err != nil {
-			return
-		}
-		cpuKernels.mod, cpuKernels.err = LoadCPUModule(lib)
+		cpuKernels.dir, cpuKernels.err = os.MkdirTemp("", "megaio-cpu-kernels-")
 	})
 	if cpuKernels.skip != "" {
 		if os.Getenv("MEGAIO_REQUIRE_CPU_KERNELS") != "" {
@@ -231,9 +229,31 @@ func newCPULauncher(t *testing.T) *cpuLauncher {
 		t.Skipf("skipping: %s", cpuKernels.skip)
 	}
 	if cpuKernels.err != nil {
-		t.Fatalf("building the kernels for CPU threads: %v", cpuKernels.err)
+		t.Fatal(cpuKernels.err)
 	}
-	L := &cpuLauncher{mod: cpuKernels.mod, mem: map[uint64][]byte{}}
+	cpuKernels.mu.Lock()
+	defer cpuKernels.mu.Unlock()
+	if m := cpuKernels.mods[src]; m != nil {
+		return m
+	}
+	lib, err := buildCPUModule(cpuKernels.dir, src)
+	if err != nil {
+		t.Fatalf("building %s for CPU threads: %v", src, err)
+	}
+	m, err := LoadCPUModule(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpuKernels.mods == nil {
+		cpuKernels.mods = map[string]*CPUModule{}
+	}
+	cpuKernels.mods[src] = m
+	return m
+}
+
+func newCPULauncher(t *testing.T) *cpuLauncher {
+	t.Helper()
+	L := &cpuLauncher{mod: loadCPUModule(t, filepath.Join("csrc", "gpu", "megakernel.cu")), mem: map[uint64][]byte{}}
 	if os.Getenv("MEGAIO_CPU_ACTIVEMASK") == "caller" {
 		L.mode = ActiveMaskCaller
 	}
@@ -592,4 +612,119 @@ func inFakeDriverChild(t *testing.T, test string) bool {
 		t.Errorf("the child did not pass %s", test)
 	}
 	return false
+}
+
+// TestCPULauncher checks the CPU launcher itself with the kernels of
+// testdata/cpukernels/launcher.cu: what it promises (block-shared storage
+// per block, both __activemask() modes, ballots over a short warp) and what
+// it catches (a mask naming lanes a short warp lacks, lanes that disagree
+// on a warp operation, a kernel that never ends), and its refusals.
+func TestCPULauncher(t *testing.T) {
+	mod := loadCPUModule(t, filepath.Join("testdata", "cpukernels", "launcher.cu"))
+	L := &cpuLauncher{mod: mod, mem: map[uint64][]byte{}}
+	words := func(p uint64, n int) []uint64 {
+		raw := L.read(t, p, 8*n)
+		w := make([]uint64, n)
+		for i := range w {
+			w[i] = leUint64(raw[8*i:])
+		}
+		return w
+	}
+	run := func(kernel string, grid, block Dim3, mode ActiveMask, args ...uint64) error {
+		l, err := mod.Launch(kernel, grid, block, CPULaunchOptions{ActiveMask: mode}, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", kernel, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return l.Wait(ctx, 10*time.Second)
+	}
+
+	out := L.alloc(t, 8*4*96)
+	if err := run("shared_per_block", Dim3{X: 4}, Dim3{X: 96}, ActiveMaskLive, out); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range words(out, 4*96) {
+		if v != uint64(i/96+1) {
+			t.Fatalf("shared_per_block: thread %d of block %d read %d: block-shared storage is not per block", i%96, i/96, v)
+		}
+	}
+
+	for _, mode := range []ActiveMask{ActiveMaskLive, ActiveMaskCaller} {
+		out := L.alloc(t, 8*2*48)
+		if err := run("masks", Dim3{X: 1}, Dim3{X: 48}, mode, out); err != nil {
+			t.Fatal(err)
+		}
+		w := words(out, 2*48)
+		for i := 0; i < 48; i++ {
+			lanes, ballot := uint64(0xffffffff), uint64(0xaaaaaaaa)
+			if i >= 32 {
+				lanes, ballot = 0xffff, 0xaaaa
+			}
+			active := lanes
+			if mode == ActiveMaskCaller {
+				active = 1 << (i % 32)
+			}
+			if w[2*i] != active || w[2*i+1] != ballot {
+				t.Fatalf("masks (%v): thread %d: __activemask %#x, ballot %#x; want %#x, %#x", mode, i, w[2*i],
+					w[2*i+1], active, ballot)
+			}
+		}
+	}
+
+	out = L.alloc(t, 8*64)
+	if err := run("full_mask_shuffle", Dim3{X: 1}, Dim3{X: 64}, ActiveMaskLive, out); err != nil {
+		t.Fatalf("full_mask_shuffle over whole warps: %v", err)
+	}
+	for i, v := range words(out, 64) {
+		if want := uint64(i + 1); i%32 == 31 && v != uint64(i) || i%32 != 31 && v != want {
+			t.Fatalf("full_mask_shuffle: lane %d got %d", i, v)
+		}
+	}
+	err := run("full_mask_shuffle", Dim3{X: 1}, Dim3{X: 48}, ActiveMaskLive, L.alloc(t, 8*48))
+	if !errors.Is(err, ErrKernelAborted) || !strings.Contains(err.Error(), "kernel full_mask_shuffle, block 0, warp 1") ||
+		!strings.Contains(err.Error(), "lanes 16-31") {
+		t.Errorf("a full mask in a short warp = %v; want ErrKernelAborted naming the kernel, block, warp and lanes 16-31", err)
+	}
+	t.Logf("a full mask in a short warp: %v", err)
+
+	err = run("divergent_syncwarp", Dim3{X: 1}, Dim3{X: 32}, ActiveMaskLive, 0)
+	if !errors.Is(err, ErrKernelAborted) || !strings.Contains(err.Error(), "__syncwarp") {
+		t.Errorf("lanes disagreeing on __syncwarp = %v; want ErrKernelAborted", err)
+	}
+	t.Logf("lanes disagreeing on __syncwarp: %v", err)
+
+	flag := L.alloc(t, 8)
+	l, err := mod.Launch("never_ends", Dim3{X: 2}, Dim3{X: 4}, CPULaunchOptions{}, flag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = l.Wait(ctx, 10*time.Second)
+	if !errors.Is(err, ErrKernelRunning) || !strings.Contains(err.Error(), "never_ends") ||
+		!strings.Contains(err.Error(), "__nanosleep") || !l.Ended() {
+		t.Errorf("a kernel that never ends = %v (ended %v); want ErrKernelRunning naming it and its threads' "+
+			"__nanosleep, and the threads gone", err, l.Ended())
+	}
+	t.Logf("a kernel that never ends: %v", err)
+
+	for _, c := range []struct {
+		kernel string
+		block  Dim3
+		args   []uint64
+		want   string
+	}{
+		{"nope", Dim3{X: 1}, nil, "no kernel nope in this library (it has: "},
+		{"masks", Dim3{X: 1}, []uint64{1, 2}, "kernel masks takes 1 arguments, 2 given"},
+		{"masks", Dim3{X: 2048}, []uint64{out}, "want 1 to 1024 threads a block"},
+	} {
+		if _, err := mod.Launch(c.kernel, Dim3{X: 1}, c.block, CPULaunchOptions{}, c.args...); !errors.Is(err, ErrConfig) ||
+			!strings.Contains(err.Error(), c.want) {
+			t.Errorf("Launch(%s, %v, %d args) = %v; want ErrConfig saying %q", c.kernel, c.block, len(c.args), err, c.want)
+		}
+	}
+	if _, err := LoadCPUModule(filepath.Join("testdata", "cpukernels", "launcher.cu")); !errors.Is(err, ErrConfig) {
+		t.Errorf("LoadCPUModule of a source file = %v; want ErrConfig", err)
+	}
 }

@@ -25,7 +25,7 @@ bundle)
 	cp scripts/cuda-env.sh scripts/cuda-checks.sh "$dir/src/scripts/"
 	# Files the tests read relative to the package directory.
 	cp -r include deploy "$dir/"
-	mkdir -p "$dir/csrc/gpu" && cp csrc/gpu/megakernel.cu "$dir/csrc/gpu/" # the TestCPU* twins build it with g++
+	mkdir -p "$dir/csrc/gpu" "$dir/testdata/cpukernels" && cp csrc/gpu/megakernel.cu "$dir/csrc/gpu/" && cp testdata/cpukernels/*.cu "$dir/testdata/cpukernels/" # the TestCPU* tests build them with g++
 	mkdir -p "$dir/scripts" && cp scripts/cuda-env.sh "$dir/scripts/" # TestBundleDiscovery
 	cp testdata/fakecuda/*.[ch] "$dir/testdata/fakecuda/" # TestDeviceFakeDriver builds them with gcc
 	cp scripts/gpu-run.sh "$dir/run.sh"
