@@ -210,6 +210,32 @@ func buildCPUModule(dir, src string) (string, error) {
 // MEGAIO_REQUIRE_CPU_KERNELS).
 func loadCPUModule(t *testing.T, src string) *CPUModule {
 	t.Helper()
+	requireCPUToolchain(t)
+	cpuKernels.mu.Lock()
+	defer cpuKernels.mu.Unlock()
+	if m := cpuKernels.mods[src]; m != nil {
+		return m
+	}
+	lib, err := buildCPUModule(cpuKernels.dir, src)
+	if err != nil {
+		t.Fatalf("building %s for CPU threads: %v", src, err)
+	}
+	m, err := LoadCPUModule(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpuKernels.mods == nil {
+		cpuKernels.mods = map[string]*CPUModule{}
+	}
+	cpuKernels.mods[src] = m
+	return m
+}
+
+// requireCPUToolchain skips the test, saying why, where kernels cannot be
+// built for CPU threads (no C++ compiler, no libcu++), or fails it under
+// MEGAIO_REQUIRE_CPU_KERNELS.
+func requireCPUToolchain(t *testing.T) {
+	t.Helper()
 	cpuKernels.once.Do(func() {
 		if _, err := exec.LookPath(cpuCompiler()); err != nil {
 			cpuKernels.skip = fmt.Sprintf("no C++ compiler (%s: %v); install g++", cpuCompiler(), err)
@@ -231,24 +257,6 @@ func loadCPUModule(t *testing.T, src string) *CPUModule {
 	if cpuKernels.err != nil {
 		t.Fatal(cpuKernels.err)
 	}
-	cpuKernels.mu.Lock()
-	defer cpuKernels.mu.Unlock()
-	if m := cpuKernels.mods[src]; m != nil {
-		return m
-	}
-	lib, err := buildCPUModule(cpuKernels.dir, src)
-	if err != nil {
-		t.Fatalf("building %s for CPU threads: %v", src, err)
-	}
-	m, err := LoadCPUModule(lib)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cpuKernels.mods == nil {
-		cpuKernels.mods = map[string]*CPUModule{}
-	}
-	cpuKernels.mods[src] = m
-	return m
 }
 
 func newCPULauncher(t *testing.T) *cpuLauncher {
@@ -570,6 +578,7 @@ func TestGPUDeviceChecksum(t *testing.T) {
 // device buffers of the stand-in driver (testdata/fakecuda), whose copies
 // land late on a thread of their own, in a child process.
 func TestCPUDeviceChecksum(t *testing.T) {
+	requireCPUToolchain(t) // here, so that the parent skips rather than its child
 	if !inFakeDriverChild(t, "TestCPUDeviceChecksum") {
 		return
 	}
