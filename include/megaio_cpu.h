@@ -170,7 +170,8 @@ struct thread {
 	unsigned linear = 0, lane = 0;
 	pthread_t th{};
 	bool started = false;
-	const char *waiting = nullptr; /* the shim call it is in, for a stuck launch's report (atomic) */
+	const char *waiting = nullptr; /* the last shim call it made, for a stuck launch's report (atomic) */
+	bool returned = false;         /* (atomic) */
 };
 
 struct launch {
@@ -279,7 +280,8 @@ void abort_launch(launch *l, const std::string &why)
 	l->cv.notify_all();
 }
 
-/* Notes the shim call the calling thread is in (nullptr: kernel code). */
+/* Notes the shim call the calling thread is in; it stays noted after the
+ * call returns, so a thread polling between sleeps reports __nanosleep. */
 void set_waiting(const char *what) { __atomic_store_n(&self->waiting, what, __ATOMIC_RELAXED); }
 
 bool is_aborted(launch *l)
@@ -368,7 +370,6 @@ template <class F> uint64_t warp_op(const char *op, uint32_t mask, uint64_t v, F
 		w->op = nullptr, w->draining = false, w->gen++;
 		w->cv.notify_all();
 	}
-	set_waiting(nullptr);
 	return r;
 }
 
@@ -412,6 +413,7 @@ void *thread_main(void *arg)
 	} catch (aborted &) {
 	}
 	lane_returned(t);
+	__atomic_store_n(&t->returned, true, __ATOMIC_RELAXED);
 	launch *l = t->l;
 	std::lock_guard<std::mutex> g(l->mu);
 	if (--l->running == 0)
@@ -495,7 +497,6 @@ static inline void __syncthreads()
 			b->cv.wait(g);
 		}
 	}
-	set_waiting(nullptr);
 }
 
 static inline unsigned __activemask()
@@ -566,7 +567,6 @@ static inline void __nanosleep(unsigned ns)
 	megaio_cpu::set_waiting("__nanosleep");
 	struct timespec ts = {0, (long)ns};
 	nanosleep(&ts, nullptr);
-	megaio_cpu::set_waiting(nullptr);
 	megaio_cpu::check_aborted();
 }
 
@@ -753,13 +753,14 @@ __attribute__((visibility("default"))) void megaio_cpu_describe(void *lp, char *
 		live += b->live;
 	}
 	for (auto &t : l->threads) {
+		if (__atomic_load_n(&t.returned, __ATOMIC_RELAXED))
+			continue;
 		const char *w = __atomic_load_n(&t.waiting, __ATOMIC_RELAXED);
-		counts[w ? w : "running kernel code"]++;
+		counts[w ? w : "kernel code (no shim call yet)"]++;
 	}
 	std::string s = std::to_string(live) + " of " + std::to_string(l->threads.size()) + " threads not returned";
 	for (auto &kv : counts)
-		if (kv.first != "running kernel code" || live > 0)
-			s += ", " + std::to_string(kv.second) + " last seen in " + kv.first;
+		s += ", " + std::to_string(kv.second) + " last seen in " + kv.first;
 	snprintf(msg, len, "%s%s", s.c_str(), detail.c_str());
 }
 
