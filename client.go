@@ -439,6 +439,13 @@ func (fu *Future) total() (int, error) {
 // staged moves p through the staging chunks: as many pieces at a time as
 // there are chunks free (at least one, waited for), each piece copied in
 // (WRITE) or out (READ).
+//
+// The staging memory is the loop's, and Close unmaps it: every copy runs
+// under c.mapped (shared) after checking c.closed, as Wait reads the queue.
+// The lock is taken around each copy, never across a Wait (which takes it
+// itself: a second shared lock behind Close's waiting exclusive one would
+// deadlock), so a transfer that Close overtakes ends with ErrClosed, with
+// the bytes copied out before it counted.
 func (f *File) staged(op Op, p []byte, off int64) (int, error) {
 	st, err := f.c.stagingMem()
 	if err != nil {
@@ -457,22 +464,26 @@ func (f *File) staged(op Op, p []byte, off int64) (int, error) {
 			chunks = append(chunks, k)
 		}
 		at := done
+		var first error
 		for _, k := range chunks {
 			n := min(st.chunk, len(p)-at)
-			mem := st.buf.mem[k*st.chunk : k*st.chunk+n]
 			if op == OpWrite {
-				copy(mem, p[at:at+n])
+				if first = f.c.withStaging(st, func(mem []byte) { copy(mem[k*st.chunk:k*st.chunk+n], p[at:at+n]) }); first != nil {
+					first = f.errorf(op, off+int64(at), "%w", first)
+					break
+				}
 			}
 			futs = append(futs, f.start(op, st.dest, uint64(k*st.chunk), n, off+int64(at)))
 			at += n
 		}
-		var first error
 		for i, fu := range futs {
 			n, err := fu.Wait(context.Background())
-			if first == nil {
-				if op == OpRead {
-					copy(p[done:done+n], st.buf.mem[chunks[i]*st.chunk:])
+			if first == nil && op == OpRead && n > 0 {
+				if cerr := f.c.withStaging(st, func(mem []byte) { copy(p[done:done+n], mem[chunks[i]*st.chunk:]) }); cerr != nil {
+					n, err = 0, f.errorf(op, off+int64(done), "%w", cerr)
 				}
+			}
+			if first == nil {
 				done += n
 				first = err
 			}
@@ -496,8 +507,27 @@ func tryRecv(ch chan int) (int, bool) {
 	}
 }
 
-// stagingMem maps and registers the staging memory on first use.
+// withStaging runs use on st's memory unless the client is closed (then
+// the memory is gone, and it returns ErrClosed).
+func (c *Client) withStaging(st *staging, use func(mem []byte)) error {
+	c.mapped.RLock()
+	defer c.mapped.RUnlock()
+	if c.closed {
+		return errorf("%w: the client", ErrClosed)
+	}
+	use(st.buf.mem)
+	return nil
+}
+
+// stagingMem maps and registers the staging memory on first use. It holds
+// c.mapped (shared) throughout, so Close cannot unmap the memory while it
+// is being set up.
 func (c *Client) stagingMem() (*staging, error) {
+	c.mapped.RLock()
+	defer c.mapped.RUnlock()
+	if c.closed {
+		return nil, errorf("%w: the client", ErrClosed)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.staging != nil {

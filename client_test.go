@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -348,5 +352,111 @@ func TestClientFullRing(t *testing.T) {
 	}
 	if n, err := fu.Wait(context.Background()); n != len(data) || err != nil || !bytes.Equal(buf.Bytes(), data) {
 		t.Errorf("64 pieces through a 4-slot ring: %d, %v", n, err)
+	}
+}
+
+// TestClientCloseRace closes a client at a random moment while goroutines
+// read and write through plain slices (staged) and client buffers, on both
+// backends, many rounds (run it under -race): nothing panics, faults or
+// races; every call ends with its bytes or with ErrClosed, ErrStopped or
+// -ECANCELED; bytes read into plain slices are the file's; and every call
+// after Close returns ErrClosed.
+func TestClientCloseRace(t *testing.T) {
+	rounds := 150
+	if testing.Short() {
+		rounds = 20
+	}
+	path, data := patternFile(t, tmpfsDir(t), 1<<20, 23)
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(be), 1))
+			var outcomes [4]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED
+			for round := 0; round < rounds; round++ {
+				c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10, StagingSize: 32 << 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, err := c.OpenFile(path, os.O_RDONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf, err := c.NewBuffer(256 << 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cb := buf.Bytes() // not touched after Close: it is unmapped then
+				var wg sync.WaitGroup
+				var closed atomic.Bool
+				errs := make(chan error, 64)
+				for g := 0; g < 6; g++ {
+					seed := rng.Uint64()
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						r := rand.New(rand.NewPCG(seed, 2))
+						for calls := 0; ; calls++ {
+							wasClosed := closed.Load()
+							size, off := 1+r.IntN(100<<10), r.IntN(1<<20)
+							var n int
+							var err error
+							var plain []byte
+							switch kind := r.IntN(4); kind {
+							case 0:
+								plain = make([]byte, size)
+								n, err = f.ReadAt(plain, int64(off))
+							case 1:
+								n, err = w.WriteAt(make([]byte, size), int64(off))
+							case 2:
+								n, err = f.ReadAt(cb[:size], int64(off))
+							default:
+								n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
+							}
+							switch {
+							case err == nil || err == io.EOF:
+								outcomes[0].Add(1)
+								if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) {
+									errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
+									return
+								}
+							case errors.Is(err, ErrClosed):
+								outcomes[1].Add(1)
+							case errors.Is(err, ErrStopped):
+								outcomes[2].Add(1)
+							case errors.Is(err, unix.ECANCELED):
+								outcomes[3].Add(1)
+							default:
+								errs <- fmt.Errorf("call %d: %v", calls, err)
+								return
+							}
+							if wasClosed {
+								if !errors.Is(err, ErrClosed) {
+									errs <- fmt.Errorf("a call started after Close returned %d, %v; want ErrClosed", n, err)
+								}
+								return
+							}
+						}
+					}()
+				}
+				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				if err := c.Close(context.Background()); err != nil {
+					t.Fatalf("round %d: Close: %v", round, err)
+				}
+				closed.Store(true)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				if _, err := c.NewBuffer(4096); !errors.Is(err, ErrClosed) {
+					t.Fatalf("NewBuffer after Close: %v, want ErrClosed", err)
+				}
+			}
+			t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED", rounds,
+				outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load())
+		})
 	}
 }
