@@ -22,8 +22,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // ClientConfig sets up a Client. Zero fields take the environment's value
@@ -166,6 +172,9 @@ func (c *Client) Close(ctx context.Context) error {
 // ReadAt, WriteAt and their Async forms move bytes straight between a file
 // and any slice of it, with no copy.
 func (c *Client) NewBuffer(size int) (*Buffer, error) {
+	if size <= 0 {
+		return nil, configError("Client.NewBuffer(%d): want 1 byte to 1 GiB", size)
+	}
 	b, err := c.l.NewBuffer(size, BufferOptions{})
 	if err != nil {
 		return nil, err
@@ -201,9 +210,11 @@ func (c *Client) NewDeviceBuffer(g *GPU, size int) (*DeviceBuffer, *PathWarning,
 
 // File is a file registered with a Client's loop.
 type File struct {
-	c    *Client
-	h    FileHandle
-	name string
+	c      *Client
+	h      FileHandle
+	name   string
+	fd     int         // the Client's own descriptor, for Stat (the loop has another)
+	closed atomic.Bool // Close was called
 }
 
 // OpenFile opens name (os.OpenFile's flags, O_DIRECT included) and
@@ -218,20 +229,63 @@ func (c *Client) OpenFile(name string, flag int, perm os.FileMode) (*File, error
 }
 
 // Register registers an open file; the Client keeps a duplicate of its
-// descriptor, so f may be closed.
+// descriptor, so f may be closed. A file that cannot be read or written at
+// an offset (a pipe, socket or terminal) is refused with an error matching
+// unix.ESPIPE, as os.File.ReadAt fails on one.
 func (c *Client) Register(f *os.File) (*File, error) {
-	h, err := c.l.RegisterFile(f)
+	raw, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	return &File{c: c, h: h, name: f.Name()}, nil
+	var perr error
+	if err := raw.Control(func(fd uintptr) {
+		_, perr = unix.Pread(int(fd), nil, 0) // a zero-length pread: ESPIPE where offsets mean nothing
+	}); err != nil {
+		return nil, err
+	}
+	if errors.Is(perr, unix.ESPIPE) {
+		return nil, errorf("megaio: registering %s: %w (a pipe, socket or terminal has no offsets to read at)",
+			f.Name(), perr)
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, errorf("megaio: duplicating %s: %w", f.Name(), err)
+	}
+	h, err := c.l.RegisterFile(f)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	file := &File{c: c, h: h, name: f.Name(), fd: fd}
+	runtime.SetFinalizer(file, func(f *File) { unix.Close(f.fd) })
+	return file, nil
 }
 
 // Name is the name the file was opened with.
 func (f *File) Name() string { return f.name }
 
-// Close unregisters the file; requests in flight on it finish.
-func (f *File) Close() error { return f.c.l.UnregisterFile(f.h) }
+// Stat returns the file's FileInfo (fstat of the Client's descriptor), as
+// os.File.Stat does; Size() is its length now.
+func (f *File) Stat() (os.FileInfo, error) {
+	if f.closed.Load() {
+		return nil, &os.PathError{Op: "stat", Path: f.name, Err: os.ErrClosed}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: f.name, Err: err}
+	}
+	return fileInfo{name: filepath.Base(f.name), st: st}, nil
+}
+
+// Close unregisters the file; requests in flight on it finish. A second
+// Close returns an error matching os.ErrClosed, as os.File's does, and so
+// does every call on the file after the first.
+func (f *File) Close() error {
+	if f.closed.Swap(true) {
+		return &os.PathError{Op: "close", Path: f.name, Err: os.ErrClosed}
+	}
+	return f.c.l.UnregisterFile(f.h)
+}
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt: fewer bytes come
 // with io.EOF at the end of the file, or with the failing request's error).
@@ -247,6 +301,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *File) transfer(op Op, p []byte, off int64) (int, error) {
+	if f.closed.Load() {
+		return 0, f.errorf(op, off, "%w", os.ErrClosed)
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -344,6 +401,10 @@ type piece struct {
 // what the published pieces did, then that error.
 func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
 	fu := &Future{f: f, op: op, off: off}
+	if f.closed.Load() {
+		fu.done, fu.err = true, f.errorf(op, off, "%w", os.ErrClosed)
+		return fu
+	}
 	if off < 0 || n < 0 {
 		fu.done, fu.err = true, f.errorf(op, off, "%w: negative offset or length", ErrConfig)
 		return fu
@@ -415,6 +476,39 @@ func (fu *Future) Wait(ctx context.Context) (int, error) {
 	fu.done = true
 	fu.n, fu.err = fu.total()
 	return fu.n, fu.err
+}
+
+// Done reports, without waiting, whether every piece of the request has
+// its result (Wait then returns at once). It collects the results that are
+// in. While another goroutine is in Wait on fu it reports false.
+func (fu *Future) Done() bool {
+	if !fu.mu.TryLock() {
+		return false
+	}
+	defer fu.mu.Unlock()
+	if fu.done {
+		return true
+	}
+	c := fu.f.c
+	c.mapped.RLock()
+	defer c.mapped.RUnlock()
+	if c.closed { // Wait says ErrClosed at once
+		return true
+	}
+	for i := range fu.pieces {
+		pc := &fu.pieces[i]
+		if pc.done {
+			continue
+		}
+		res, done, err := c.p.Poll(pc.t)
+		if !done && err == nil {
+			return false
+		}
+		pc.res, pc.err, pc.done = res, err, true
+	}
+	fu.done = true
+	fu.n, fu.err = fu.total()
+	return true
 }
 
 // total adds the pieces up to the first that came back short or failed.
@@ -549,3 +643,33 @@ func (c *Client) stagingMem() (*staging, error) {
 	c.staging = st
 	return st, nil
 }
+
+// fileInfo is os.FileInfo from fstat.
+type fileInfo struct {
+	name string
+	st   unix.Stat_t
+}
+
+func (fi fileInfo) Name() string { return fi.name }
+func (fi fileInfo) Size() int64  { return fi.st.Size }
+func (fi fileInfo) Mode() os.FileMode {
+	m := os.FileMode(fi.st.Mode & 0o777)
+	switch fi.st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		m |= os.ModeDir
+	case unix.S_IFBLK:
+		m |= os.ModeDevice
+	case unix.S_IFCHR:
+		m |= os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFIFO:
+		m |= os.ModeNamedPipe
+	case unix.S_IFLNK:
+		m |= os.ModeSymlink
+	case unix.S_IFSOCK:
+		m |= os.ModeSocket
+	}
+	return m
+}
+func (fi fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
+func (fi fileInfo) IsDir() bool        { return fi.st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func (fi fileInfo) Sys() any           { return &fi.st }

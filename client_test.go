@@ -149,10 +149,7 @@ func TestClientWaitContext(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	f, err := c.Register(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := registerPipe(t, c, r)
 	buf, err := c.NewBuffer(4096)
 	if err != nil {
 		t.Fatal(err)
@@ -460,3 +457,91 @@ func TestClientCloseRace(t *testing.T) {
 		})
 	}
 }
+
+// TestClientFileAsOSFile: what users of os.File expect of a File: Stat,
+// ESPIPE for what has no offsets, os.ErrClosed after Close, NewBuffer's
+// error naming a bad size, Future.Done without waiting, and the backend's
+// reason naming MEGAIO_BACKEND when the variable chose it.
+func TestClientFileAsOSFile(t *testing.T) {
+	c := newTestClient(t, BackendIOUring)
+	path, data := patternFile(t, tmpfsDir(t), 12345, 9)
+	f, err := c.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != int64(len(data)) || !fi.Mode().IsRegular() || fi.Name() != filepath.Base(path) {
+		t.Fatalf("Stat = %v, %v; want a regular file of %d bytes named %s", fi, err, len(data), filepath.Base(path))
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if _, err := c.Register(r); !errors.Is(err, unix.ESPIPE) {
+		t.Errorf("Register(a pipe) = %v; want ESPIPE, as os.File.ReadAt gives", err)
+	}
+
+	if _, err := c.NewBuffer(-1); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "NewBuffer(-1)") {
+		t.Errorf("NewBuffer(-1) = %v; want ErrConfig naming -1", err)
+	}
+
+	// Done: a READ of a pipe (registered below the Client's check) is not
+	// done until the pipe has bytes.
+	buf, err := c.NewBuffer(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf := registerPipe(t, c, r)
+	fu := pf.ReadAtAsync(buf.Bytes()[:3], 0)
+	time.Sleep(20 * time.Millisecond)
+	if fu.Done() {
+		t.Fatal("Future.Done before the pipe had bytes")
+	}
+	w.WriteString("abc")
+	eventually(t, "Future.Done once the pipe has bytes", fu.Done)
+	if n, err := fu.Wait(context.Background()); n != 3 || err != nil || string(buf.Bytes()[:3]) != "abc" {
+		t.Errorf("Wait after Done = %d, %v (%q)", n, err, buf.Bytes()[:3])
+	}
+
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("File.Close twice = %v; want os.ErrClosed", err)
+	}
+	if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("ReadAt after File.Close = %v; want os.ErrClosed", err)
+	}
+	if _, err := f.ReadAtAsync(buf.Bytes()[:10], 0).Wait(context.Background()); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("ReadAtAsync after File.Close = %v; want os.ErrClosed", err)
+	}
+	if _, err := f.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Stat after File.Close = %v; want os.ErrClosed", err)
+	}
+
+	t.Setenv(EnvBackend, "pool")
+	pc, err := NewClient(ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(context.Background())
+	if why := pc.Loop().Backend().Reason; !strings.Contains(why, EnvBackend) {
+		t.Errorf("backend chosen by %s: reason %q does not name it", EnvBackend, why)
+	}
+}
+
+// registerPipe registers the read end of a pipe with c's loop as a File,
+// past Register's refusal: a READ of it waits until the pipe has bytes,
+// which is how the tests hold a request in flight.
+func registerPipe(t *testing.T, c *Client, r *os.File) *File {
+	t.Helper()
+	h, err := c.Loop().RegisterFile(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &File{c: c, h: h, name: r.Name(), fd: -1}
+}
+

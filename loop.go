@@ -259,6 +259,12 @@ const (
 // errors match ErrIOUringUnavailable, ErrMemlock or ErrConfig with
 // errors.Is.
 func NewLoop(q *Queue, cfg Config) (*Loop, error) {
+	forcedBy := "Config.Backend"
+	if cfg.Backend == BackendAuto {
+		if _, ok := lookupEnv(EnvBackend); ok {
+			forcedBy = EnvBackend // withEnv fills only a zero field
+		}
+	}
 	cfg, err := cfg.withEnv()
 	if err != nil {
 		return nil, err
@@ -277,10 +283,10 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 		switch cfg.Backend {
 		case BackendIOUring:
 			be, err := uring()
-			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring forced by Config.Backend"}, err
+			return be, BackendInfo{Kind: BackendIOUring, Reason: "io_uring forced by " + forcedBy}, err
 		case BackendPool:
 			be, err := pool()
-			return be, BackendInfo{Kind: BackendPool, Reason: "pool forced by Config.Backend"}, err
+			return be, BackendInfo{Kind: BackendPool, Reason: "pool forced by " + forcedBy}, err
 		}
 		be, err := uring()
 		if err == nil {
