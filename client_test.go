@@ -544,4 +544,3 @@ func registerPipe(t *testing.T, c *Client, r *os.File) *File {
 	}
 	return &File{c: c, h: h, name: r.Name(), fd: -1}
 }
-
