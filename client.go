@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -42,7 +43,9 @@ type ClientConfig struct {
 	TaskSize int
 	// StagingSize is the registered host memory ReadAt and WriteAt move
 	// slices through when they are not inside a Client buffer (default 2 x
-	// TaskSize; MEGAIO_STAGING_SIZE). It is mapped on first use.
+	// TaskSize, and with io_uring at most half of what RLIMIT_MEMLOCK lets
+	// a process without CAP_IPC_LOCK lock; MEGAIO_STAGING_SIZE). NewClient
+	// maps it, so a limit too low for it fails there with ErrMemlock.
 	StagingSize int
 }
 
@@ -103,10 +106,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.TaskSize < 4096 || cfg.TaskSize%4096 != 0 || cfg.TaskSize > maxBufferSize {
 		return nil, configError("TaskSize %d: want a multiple of 4 KiB up to 1 GiB", cfg.TaskSize)
 	}
-	if cfg.StagingSize == 0 {
-		cfg.StagingSize = min(2*cfg.TaskSize, maxBufferSize)
-	}
-	if cfg.StagingSize < 4096 || cfg.StagingSize > maxBufferSize {
+	if cfg.StagingSize != 0 && (cfg.StagingSize < 4096 || cfg.StagingSize > maxBufferSize) {
 		return nil, configError("StagingSize %d: want 4 KiB to 1 GiB", cfg.StagingSize)
 	}
 	q, err := NewQueue(cfg.Queue)
@@ -118,9 +118,23 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		q.Close()
 		return nil, err
 	}
+	if cfg.StagingSize == 0 {
+		cfg.StagingSize = min(2*cfg.TaskSize, maxBufferSize)
+		// io_uring's registered staging counts against RLIMIT_MEMLOCK
+		// (8 MiB by default) unless the process has CAP_IPC_LOCK: take
+		// at most half of what may be locked, so a non-root user's client
+		// works out of the box (with smaller staging pieces).
+		if l.Backend().Kind == BackendIOUring {
+			cfg.StagingSize = max(min(cfg.StagingSize, lockableBytes()/2&^4095), 4096)
+		}
+	}
 	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, stageN: cfg.StagingSize}
 	if c.p, err = q.HostProducer(); err == nil {
-		err = l.Start()
+		// The staging memory now, not at the first plain-slice transfer:
+		// a limit too low for it fails here, saying so (ErrMemlock).
+		if _, err = c.stagingMem(); err == nil {
+			err = l.Start()
+		}
 	}
 	if err != nil {
 		l.Close()
@@ -128,6 +142,22 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// lockableBytes is how much memory this process may lock: unlimited
+// (math.MaxInt) with CAP_IPC_LOCK or an infinite RLIMIT_MEMLOCK, else the
+// limit.
+func lockableBytes() int {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) == nil && data[0].Effective&(1<<unix.CAP_IPC_LOCK) != 0 {
+		return math.MaxInt
+	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY || lim.Cur > math.MaxInt {
+		return math.MaxInt
+	}
+	return int(lim.Cur)
 }
 
 // Loop is the client's loop: for its Stats, Backend, MapForGPU and the

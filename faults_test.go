@@ -175,6 +175,64 @@ func TestMemlockChild(t *testing.T) {
 		l.Close()
 		q.Close()
 	}
+	// A Client fits its staging into the limit, or says in NewClient that
+	// it cannot.
+	if _, err := NewClient(ClientConfig{Loop: Config{Backend: BackendIOUring}, StagingSize: 4 << 20}); !errors.Is(err, ErrMemlock) ||
+		!strings.Contains(err.Error(), "RLIMIT_MEMLOCK is 64 KiB") {
+		t.Errorf("NewClient with 4 MiB of staging under a 64 KiB RLIMIT_MEMLOCK = %v; want ErrMemlock naming the limit", err)
+	}
+	// With the defaults it fits or says why in NewClient (at 64 KiB the
+	// ring itself may not fit); the pool needs no locked memory.
+	if c, err := NewClient(ClientConfig{Loop: Config{Backend: BackendIOUring}}); err == nil {
+		c.Close(context.Background())
+		clientRoundTrip(t, ClientConfig{Loop: Config{Backend: BackendIOUring}})
+	} else if !errors.Is(err, ErrMemlock) || !strings.Contains(err.Error(), "RLIMIT_MEMLOCK is 64 KiB") {
+		t.Errorf("NewClient under a 64 KiB RLIMIT_MEMLOCK = %v; want it to work or ErrMemlock naming the limit", err)
+	}
+	clientRoundTrip(t, ClientConfig{Loop: Config{Backend: BackendPool}})
+}
+
+// TestClientNonRoot runs TestClientNonRootChild as a user without
+// CAP_IPC_LOCK (nobody, when the tests run as root) and with the 8 MiB
+// RLIMIT_MEMLOCK most distributions give: a Client made with the defaults
+// works, plain slices and all.
+func TestClientNonRoot(t *testing.T) {
+	runChild(t, "TestClientNonRootChild", "default-memlock")
+}
+
+// TestClientNonRootChild is TestClientNonRoot's child.
+func TestClientNonRootChild(t *testing.T) {
+	if os.Getenv(childEnv) != "default-memlock" {
+		t.Skip("skipping: runs only as the child of TestClientNonRoot, without CAP_IPC_LOCK and an 8 MiB RLIMIT_MEMLOCK")
+	}
+	clientRoundTrip(t, ClientConfig{})
+}
+
+// clientRoundTrip makes a client with cfg and moves a 10 MiB file through
+// plain slices: written, read back, compared.
+func clientRoundTrip(t *testing.T, cfg ClientConfig) {
+	t.Helper()
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	defer c.Close(context.Background())
+	data := make([]byte, 10<<20+77)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	f, err := c.OpenFile(filepath.Join(t.TempDir(), "f"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.WriteAt(data, 3); n != len(data) || err != nil {
+		t.Fatalf("WriteAt = %d, %v", n, err)
+	}
+	back := make([]byte, len(data))
+	if n, err := f.ReadAt(back, 3); n != len(data) || (err != nil && err != io.EOF) || !bytes.Equal(back, data) {
+		t.Fatalf("ReadAt = %d, %v; equal %v", n, err, bytes.Equal(back, data))
+	}
+	t.Logf("uid %d: %s, %d bytes through plain slices", os.Geteuid(), c.Loop().Backend().Kind, len(data))
 }
 
 // runChild runs test in a child process (childCommand) and fails unless the

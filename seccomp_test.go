@@ -23,6 +23,12 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "child: installing the seccomp filter:", err)
 			os.Exit(3)
 		}
+	case "default-memlock": // the limit most distributions give a user
+		lim := unix.Rlimit{Cur: 8 << 20, Max: 8 << 20}
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+			fmt.Fprintln(os.Stderr, "child: lowering RLIMIT_MEMLOCK:", err)
+			os.Exit(3)
+		}
 	case "memlock":
 		lim := unix.Rlimit{Cur: 64 << 10, Max: 64 << 10}
 		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
