@@ -108,6 +108,9 @@ test)
 	# include/megaio_cpu.h) runs in the suite below, and then three more
 	# ways. With the toolkit installed, a twin that cannot run fails.
 	[ -z "${MEGAIO_NO_CUDA_TOOLKIT:-}" ] && export MEGAIO_REQUIRE_CPU_KERNELS=1
+	# A plain `go test ./...` skips TestSeccompProfile without the runtime's
+	# profile; here it was fetched above, and its absence is a failure.
+	export MEGAIO_REQUIRE_RUNTIME_PROFILE=1
 	go test -race -count=1 ./...
 	(cd cmd && go test -race -count=1 ./...)
 	twins='^TestCPU(Checksum|DeviceChecksum|PingPong|Warp2D|StopRestart|DoublePin|Launcher)$'

@@ -2,9 +2,11 @@ package megaio
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -29,9 +31,22 @@ func TestSeccompProfile(t *testing.T) {
 		}
 		return p
 	}
-	runtimeProfile := runtimeProfiles[0]
-	if _, err := os.Stat(runtimeProfile); err != nil {
-		runtimeProfile = runtimeProfiles[1]
+	runtimeProfile := ""
+	for _, p := range runtimeProfiles {
+		if _, err := os.Stat(p); err == nil {
+			runtimeProfile = p
+			break
+		}
+	}
+	if runtimeProfile == "" {
+		// A plain `go test ./...` on a fresh clone has neither; ./build.sh
+		// test fetches it and sets MEGAIO_REQUIRE_RUNTIME_PROFILE.
+		why := fmt.Sprintf("the container runtimes' default seccomp profile is not at %s (./build.sh test extracts "+
+			"it from Debian's golang-github-containers-common)", strings.Join(runtimeProfiles, " or "))
+		if os.Getenv("MEGAIO_REQUIRE_RUNTIME_PROFILE") != "" {
+			t.Fatal(why)
+		}
+		t.Skip("skipping: " + why)
 	}
 	in, out := read(runtimeProfile), read("deploy/seccomp-io_uring.json")
 	rules, _ := out["syscalls"].([]any)
