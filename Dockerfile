@@ -2,8 +2,11 @@
 # than Debian 12's), Go, the module built and its tests run.
 #
 #   docker build -t megaio .
-#   docker run --rm --gpus all --ulimit memlock=-1 -v /run/udev:/run/udev:ro \
+#   docker run --rm --gpus all --ulimit memlock=-1 --shm-size=1g -v /run/udev:/run/udev:ro \
 #       --security-opt seccomp=deploy/seccomp-io_uring.json megaio
+#
+# --shm-size: the demo and the tests put files on /dev/shm, and Docker's
+# default 64 MiB is too small for the demo's 128 MiB file (ENOSPC).
 #
 # --ulimit memlock=-1: io_uring registered buffers and cuMemHostRegister pin
 # memory beyond Docker's default 64 KiB locked-memory limit. /run/udev:
@@ -37,6 +40,18 @@ RUN curl -fsSL "https://go.dev/dl/go${GO_VERSION}.linux-$(dpkg --print-architect
 ENV PATH=/usr/local/go/bin:$PATH CGO_ENABLED=1 GOTOOLCHAIN=local LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH}
 RUN go mod download && cd cmd && go mod download
 COPY . .
+# What `./build.sh test` would otherwise fetch at run time, fetched now so
+# that `docker run` needs no network: the container runtimes' default
+# seccomp profile, which TestSeccompProfile compares
+# deploy/seccomp-io_uring.json with (from golang-github-containers-common,
+# extracted, not installed), and the oldest Go that go.mod names, which
+# build.sh vets both modules with (kept in the module cache).
+RUN mkdir -p build /tmp/profile && cd /tmp/profile && apt-get update \
+    && apt-get download golang-github-containers-common \
+    && dpkg-deb -x golang-github-containers-common_*.deb x \
+    && cp x/usr/share/containers/seccomp.json /src/build/runtime-seccomp.json \
+    && cd / && rm -rf /tmp/profile /var/lib/apt/lists/* \
+    && GOTOOLCHAIN="go$(sed -n 's/^go //p' /src/go.mod)" go version
 # Builds bin/megaio, runs scripts/cuda-checks.sh (csrc/cuda_shim.h and
 # csrc/cufile_shim.h against this image's cuda.h and cufile.h, every kernel
 # compiled for sm_70 to sm_90 with warnings as errors, the scope check), and
