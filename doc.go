@@ -1,6 +1,14 @@
 // Package megaio lets a persistent GPU kernel (a "megakernel") read and
 // write files while it runs.
 //
+// What has been proven where: the host side (queues, the loop, the Client)
+// runs in every test; the device half (include/megaio_device.cuh and the
+// example kernels) executes on CPU threads against a real loop (the CPU
+// launcher: LoadCPUModule), under ThreadSanitizer too; nothing has executed
+// on a GPU yet, so the GPU paths (MapForGPU, NewDeviceBuffer, GPUDirect
+// Storage, the bounce path on a real driver) are compiled and checked, not
+// proven (docs/gpu-results.md).
+//
 // Producers (GPU threads, or host threads in tests and tools) publish IO
 // requests into a Queue in page-aligned host memory. A Loop, one goroutine
 // locked to its OS thread, claims them, runs them through io_uring into
