@@ -81,6 +81,10 @@ const (
 	// completes (the device paths' staged IOs), not a registered index.
 	sqeRawFD = 1
 
+	// sqeNoBuf (bufIndex): addr is plain memory of this process (a call
+	// destination, calldest.go), not inside a registered buffer.
+	sqeNoBuf = 0xffff
+
 	// cancelUserData marks the loop's own cancel request; its completion
 	// belongs to no record.
 	cancelUserData = ^uint64(0)

@@ -69,6 +69,13 @@ type Client struct {
 	mapped     sync.RWMutex
 	closed     bool
 
+	calls  *callTable    // plain slices as call destinations (calldest.go)
+	// stageAll sends every plain slice through staging: the tests' way to
+	// run the staged path on files where in-place would serve.
+	stageAll bool
+	direct atomic.Uint64 // ClientStats.Direct
+	staged atomic.Uint64 // ClientStats.Staged
+
 	mu      sync.Mutex     // guards the tables below
 	bufs    []clientBuffer // buffers from NewBuffer, for the no-copy path
 	devs    map[*DeviceBuffer]DestHandle
@@ -128,8 +135,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			cfg.StagingSize = max(min(cfg.StagingSize, lockableBytes()/2&^4095), 4096)
 		}
 	}
-	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, stageN: cfg.StagingSize}
-	if c.p, err = q.HostProducer(); err == nil {
+	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, stageN: cfg.StagingSize,
+		calls: newCallTable(q)}
+	err = l.exec(func() error { l.tab.calls = c.calls; return nil })
+	if err == nil {
+		c.p, err = q.HostProducer()
+	}
+	if err == nil {
 		// The staging memory now, not at the first plain-slice transfer:
 		// a limit too low for it fails here, saying so (ErrMemlock).
 		if _, err = c.stagingMem(); err == nil {
@@ -142,6 +154,18 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// ClientStats count how a Client's ReadAt and WriteAt calls on plain slices
+// (outside its buffers) moved their bytes.
+type ClientStats struct {
+	Direct uint64 // straight between the file and the caller's slice, no copy
+	Staged uint64 // through the staging memory and a copy: O_DIRECT with a slice, offset or length not 4 KiB aligned, or more calls in flight than call destinations
+}
+
+// Stats returns the Client's counters; the loop's are Loop().Stats().
+func (c *Client) Stats() ClientStats {
+	return ClientStats{Direct: c.direct.Load(), Staged: c.staged.Load()}
 }
 
 // lockableBytes is how much memory this process may lock: unlimited
@@ -244,6 +268,7 @@ type File struct {
 	h      FileHandle
 	name   string
 	fd     int         // the Client's own descriptor, for Stat (the loop has another)
+	direct bool        // opened with O_DIRECT
 	closed atomic.Bool // Close was called
 }
 
@@ -286,7 +311,8 @@ func (c *Client) Register(f *os.File) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	file := &File{c: c, h: h, name: f.Name(), fd: fd}
+	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	file := &File{c: c, h: h, name: f.Name(), fd: fd, direct: fl&unix.O_DIRECT != 0}
 	runtime.SetFinalizer(file, func(f *File) { unix.Close(f.fd) })
 	return file, nil
 }
@@ -319,8 +345,10 @@ func (f *File) Close() error {
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt: fewer bytes come
 // with io.EOF at the end of the file, or with the failing request's error).
-// A p inside a buffer from NewBuffer is read into directly; any other p
-// goes through the Client's staging memory and one copy.
+// Any p is read into directly, with no copy: a p inside a buffer from
+// NewBuffer as it is, any other p pinned for the call. Only an O_DIRECT
+// file with p, off or len(p) not 4 KiB aligned goes through the Client's
+// staging memory and one copy (ClientStats says which path calls took).
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return f.transfer(OpRead, p, off)
 }
@@ -340,7 +368,39 @@ func (f *File) transfer(op Op, p []byte, off int64) (int, error) {
 	if d, base, ok := f.c.hostDest(p); ok {
 		return f.start(op, d, base, len(p), off).Wait(context.Background())
 	}
+	if !f.c.stageAll {
+		if n, err, ok := f.inPlace(op, p, off); ok {
+			return n, err
+		}
+	}
+	f.c.staged.Add(1)
 	return f.staged(op, p, off)
+}
+
+// inPlace moves p's bytes straight between the file and p, pinned, as a
+// call destination (calldest.go): no copy and no registered memory. It
+// declines (ok false) where the kernel would refuse p: O_DIRECT needs the
+// address, offset and length aligned (4 KiB covers every logical block
+// size), and when every call destination is in use.
+func (f *File) inPlace(op Op, p []byte, off int64) (n int, err error, ok bool) {
+	addr := uintptr(unsafe.Pointer(&p[0]))
+	if f.direct && (addr|uintptr(off)|uintptr(len(p)))%4096 != 0 {
+		return 0, nil, false
+	}
+	d, ok := f.c.calls.acquire(addr, len(p))
+	if !ok {
+		return 0, nil, false
+	}
+	var pin runtime.Pinner
+	pin.Pin(&p[0]) // the kernel writes or reads it until every piece completes
+	n, err = f.start(op, d, 0, len(p), off).Wait(context.Background())
+	// Wait returned with every published piece complete (or the client
+	// closed, after its loop stopped with nothing in the kernel): the loop
+	// is done with p.
+	pin.Unpin()
+	f.c.calls.release(d)
+	f.c.direct.Add(1)
+	return n, err, true
 }
 
 // ReadAtAsync starts reading len(p) bytes at off into p, which must lie

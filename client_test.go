@@ -9,12 +9,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -381,6 +383,7 @@ func TestClientCloseRace(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				c.stageAll = round%2 == 1 // plain slices in place, then staged (the copies Close must not unmap under)
 				buf, err := c.NewBuffer(256 << 10)
 				if err != nil {
 					t.Fatal(err)
@@ -543,4 +546,134 @@ func registerPipe(t *testing.T, c *Client, r *os.File) *File {
 		t.Fatal(err)
 	}
 	return &File{c: c, h: h, name: r.Name(), fd: -1}
+}
+
+// TestClientInPlace: plain slices are read into and written from in place
+// (no staging copy: ClientStats.Direct), on both backends, across pieces;
+// an O_DIRECT file takes aligned slices in place and unaligned ones through
+// staging, with the right bytes either way; and only the Client's own queue
+// may name a call destination.
+func TestClientInPlace(t *testing.T) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c := newTestClient(t, be)
+			path, data := patternFile(t, tmpfsDir(t), 300<<10+17, 41)
+			f, err := c.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, size := range []int{1, 4096, 100<<10 + 3, 300<<10 + 17} {
+				p := make([]byte, size)
+				if n, err := f.ReadAt(p, 0); n != size || (err != nil && err != io.EOF) || !bytes.Equal(p, data[:size]) {
+					t.Fatalf("ReadAt(%d) = %d, %v; equal %v", size, n, err, bytes.Equal(p, data[:size]))
+				}
+			}
+			w := bytes.Repeat([]byte("megaio"), 20000)
+			if n, err := f.WriteAt(w, 5); n != len(w) || err != nil {
+				t.Fatalf("WriteAt = %d, %v", n, err)
+			}
+			back := make([]byte, len(w))
+			if n, err := f.ReadAt(back, 5); n != len(w) || err != nil || !bytes.Equal(back, w) {
+				t.Fatalf("read back = %d, %v; equal %v", n, err, bytes.Equal(back, w))
+			}
+			if st := c.Stats(); st.Direct != 6 || st.Staged != 0 {
+				t.Errorf("ClientStats %+v: want 6 calls in place and none staged", st)
+			}
+
+			// O_DIRECT: aligned in place, unaligned staged.
+			dpath, ddata := patternFile(t, diskDir(t), 256<<10, 43)
+			df, err := c.OpenFile(dpath, os.O_RDONLY|unix.O_DIRECT, 0)
+			if err != nil {
+				t.Skipf("skipping the O_DIRECT part: %v", err)
+			}
+			mem, err := unix.Mmap(-1, 0, 256<<10+4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Munmap(mem)
+			if n, err := df.ReadAt(mem[:128<<10], 64<<10); n != 128<<10 || err != nil || !bytes.Equal(mem[:n], ddata[64<<10:192<<10]) {
+				t.Fatalf("aligned O_DIRECT ReadAt = %d, %v", n, err)
+			}
+			if n, err := df.ReadAt(mem[1:1+(64<<10)], 4096); n != 64<<10 || err != nil || !bytes.Equal(mem[1:1+n], ddata[4096:4096+(64<<10)]) {
+				t.Fatalf("O_DIRECT ReadAt into an unaligned slice = %d, %v", n, err)
+			}
+			if st := c.Stats(); st.Direct != 7 || st.Staged != 1 {
+				t.Errorf("ClientStats %+v: want the aligned O_DIRECT call in place (7) and the unaligned one staged (1)", st)
+			}
+
+			// A call destination belongs to the Client's queue only.
+			pinned := make([]byte, 4096)
+			var pin runtime.Pinner
+			pin.Pin(&pinned[0])
+			defer pin.Unpin()
+			d, ok := c.calls.acquire(uintptr(unsafe.Pointer(&pinned[0])), len(pinned))
+			if !ok {
+				t.Fatal("no call destination free")
+			}
+			defer c.calls.release(d)
+			if err := c.l.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			other, err := NewQueue(QueueConfig{Capacity: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.l.AddQueue(other); err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			if err := c.l.Start(); err != nil {
+				t.Fatal(err)
+			}
+			op, err := other.HostProducer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fh := f.h
+			if res, err := op.Do(Request{Op: OpRead, File: fh, Dest: d, Length: 10}); err != nil || !errors.Is(res.Err(), unix.ENXIO) {
+				t.Errorf("another queue naming the Client's call destination: %d (%v), %v; want -ENXIO", res, res.Err(), err)
+			}
+			want := append(append([]byte{}, data[:5]...), w[:5]...) // the WRITE above landed at 5
+			if res, err := c.p.Do(Request{Op: OpRead, File: fh, Dest: d, Length: 10}); err != nil || res != 10 || !bytes.Equal(pinned[:10], want) {
+				t.Errorf("the Client's queue naming it: %d, %v", res, err)
+			}
+			if res, err := c.p.Do(Request{Op: OpRead, File: fh, Dest: d, DestOffset: 4090, Length: 10}); err != nil || !errors.Is(res.Err(), unix.EFAULT) {
+				t.Errorf("past the call destination's end: %d, %v; want -EFAULT", res, err)
+			}
+		})
+	}
+}
+
+// TestCallTable: entries are handed out once each, refused when all are
+// held, and a released entry reads as not held.
+func TestCallTable(t *testing.T) {
+	q, err := NewQueue(QueueConfig{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	c := newCallTable(q)
+	seen := map[DestHandle]bool{}
+	for i := 0; i < callDestCount; i++ {
+		d, ok := c.acquire(uintptr(4096*(i+1)), 100)
+		if !ok || seen[d] || uint32(d)&callDestBit == 0 {
+			t.Fatalf("entry %d: %#x, %v", i, uint32(d), ok)
+		}
+		seen[d] = true
+	}
+	if _, ok := c.acquire(1, 1); ok {
+		t.Fatal("an entry beyond the table's size was handed out")
+	}
+	for d := range seen {
+		if got, ok := c.lookup(q, uint32(d)); !ok || got.length != 100 || got.buf != sqeNoBuf {
+			t.Fatalf("lookup(%#x) = %+v, %v", uint32(d), got, ok)
+		}
+		if _, ok := c.lookup(nil, uint32(d)); ok {
+			t.Fatal("another queue looked an entry up")
+		}
+		c.release(d)
+		if _, ok := c.lookup(q, uint32(d)); ok {
+			t.Fatalf("a released entry %#x is still found", uint32(d))
+		}
+	}
 }

@@ -84,6 +84,9 @@ type tables struct {
 	files []fileEntry
 	bufs  []*Buffer
 	dests []destination
+
+	calls   *callTable  // call destinations (calldest.go), or nil
+	scratch destination // the call destination checkRange returned last
 }
 
 func newTables(nfiles, nbufs int) tables {
@@ -94,14 +97,25 @@ func newTables(nfiles, nbufs int) tables {
 	return t
 }
 
-// checkRange validates a READ or WRITE against the tables and returns its
-// destination, or the negative errno that completes the request.
-func (t *tables) checkRange(file, dest uint32, fileOffset, destOffset, length uint64) (*destination, int64) {
+// checkRange validates a READ or WRITE of queue q against the tables and
+// returns its destination (valid until the next call), or the negative
+// errno that completes the request.
+func (t *tables) checkRange(q *Queue, file, dest uint32, fileOffset, destOffset, length uint64) (*destination, int64) {
 	if file >= uint32(len(t.files)) || !t.files[file].valid {
 		return nil, -int64(unix.EBADF)
 	}
-	if dest >= uint32(len(t.dests)) || !t.dests[dest].valid {
+	var d *destination
+	if dest&callDestBit != 0 {
+		cd, ok := t.calls.lookup(q, dest)
+		if !ok {
+			return nil, -int64(unix.ENXIO)
+		}
+		t.scratch = cd
+		d = &t.scratch
+	} else if dest >= uint32(len(t.dests)) || !t.dests[dest].valid {
 		return nil, -int64(unix.ENXIO)
+	} else {
+		d = &t.dests[dest]
 	}
 	switch {
 	case length == 0:
@@ -111,7 +125,6 @@ func (t *tables) checkRange(file, dest uint32, fileOffset, destOffset, length ui
 	case fileOffset > 1<<63-1-length:
 		return nil, -int64(unix.EOVERFLOW)
 	}
-	d := &t.dests[dest]
 	if destOffset > d.length || length > d.length-destOffset {
 		return nil, -int64(unix.EFAULT)
 	}

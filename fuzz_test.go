@@ -24,7 +24,7 @@ func FuzzCheckRange(f *testing.F) {
 	tab.files[0].valid = true
 	tab.dests = []destination{{buf: 0, addr: 1 << 20, length: 8192, valid: true}, {length: 8192}}
 	f.Fuzz(func(t *testing.T, file, dest uint32, fileOff, destOff, length uint64) {
-		d, e := tab.checkRange(file, dest, fileOff, destOff, length)
+		d, e := tab.checkRange(nil, file, dest, fileOff, destOff, length)
 		var want unix.Errno
 		switch {
 		case file != 0:

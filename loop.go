@@ -595,7 +595,7 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 		l.retireFences(s, now)
 		return
 	case req.op == OpRead || req.op == OpWrite:
-		d, e := l.tab.checkRange(req.file, req.dest, req.fileOffset, req.destOffset, req.length)
+		d, e := l.tab.checkRange(s.q, req.file, req.dest, req.fileOffset, req.destOffset, req.length)
 		if e != 0 {
 			res = e
 			break

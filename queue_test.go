@@ -60,7 +60,7 @@ func TestLayout(t *testing.T) {
 		"sqe.op": uint64(unsafe.Offsetof(s.op)), "sqe.flags": uint64(unsafe.Offsetof(s.flags)),
 		"sqe.file": uint64(unsafe.Offsetof(s.file)),
 		"cqe":      uint64(unsafe.Sizeof(q)), "cqe.user_data": uint64(unsafe.Offsetof(q.userData)), "cqe.res": uint64(unsafe.Offsetof(q.res)),
-		"SQE_READ": sqeRead, "SQE_WRITE": sqeWrite, "SQE_FSYNC": sqeFsync, "SQE_RAW_FD": sqeRawFD,
+		"SQE_READ": sqeRead, "SQE_WRITE": sqeWrite, "SQE_FSYNC": sqeFsync, "SQE_RAW_FD": sqeRawFD, "SQE_NO_BUF": sqeNoBuf,
 		"CANCEL_USER_DATA": cancelUserData}
 	if diff := cmp.Diff(clayout.Layout(), shim); diff != "" {
 		t.Errorf("Go sqe, cqe and their constants differ from csrc/backend.h (-C +Go):\n%s", diff)

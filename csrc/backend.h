@@ -16,6 +16,11 @@ enum { MEGAIO_SQE_READ = 1, MEGAIO_SQE_WRITE = 2, MEGAIO_SQE_FSYNC = 3 };
  * paths' staged IOs, which outlive the file's registration). */
 #define MEGAIO_SQE_RAW_FD 1
 
+/* megaio_sqe.buf_index: addr is plain memory of the loop's own process (a
+ * Client's caller's slice, pinned), not inside a registered buffer: the
+ * io_uring shim uses READ and WRITE instead of their _FIXED forms. */
+#define MEGAIO_SQE_NO_BUF 0xffff
+
 /* user_data of the loop's own cancel SQE; its CQE is not a request's. */
 #define MEGAIO_CANCEL_USER_DATA UINT64_MAX
 

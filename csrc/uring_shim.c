@@ -88,11 +88,18 @@ int megaio_ring_enter(struct megaio_ring *r, const struct megaio_sqe *sqes, unsi
 			break;
 		switch (d->op) {
 		case MEGAIO_SQE_READ:
-			io_uring_prep_read_fixed(sqe, d->file, (void *)(uintptr_t)d->addr, d->len, d->off, d->buf_index);
+			if (d->buf_index == MEGAIO_SQE_NO_BUF)
+				io_uring_prep_read(sqe, d->file, (void *)(uintptr_t)d->addr, d->len, d->off);
+			else
+				io_uring_prep_read_fixed(sqe, d->file, (void *)(uintptr_t)d->addr, d->len, d->off,
+							 d->buf_index);
 			break;
 		case MEGAIO_SQE_WRITE:
-			io_uring_prep_write_fixed(sqe, d->file, (const void *)(uintptr_t)d->addr, d->len, d->off,
-						  d->buf_index);
+			if (d->buf_index == MEGAIO_SQE_NO_BUF)
+				io_uring_prep_write(sqe, d->file, (const void *)(uintptr_t)d->addr, d->len, d->off);
+			else
+				io_uring_prep_write_fixed(sqe, d->file, (const void *)(uintptr_t)d->addr, d->len,
+							  d->off, d->buf_index);
 			break;
 		default: /* MEGAIO_SQE_FSYNC */
 			io_uring_prep_fsync(sqe, d->file, IORING_FSYNC_DATASYNC);

@@ -161,7 +161,10 @@
  *   -ECANCELED  claimed after Stop began, or cancelled at Stop's deadline
  *   -EINVAL     nonzero flags or reserved field, or an unknown op
  *   -EBADF      file handle not registered (READ, WRITE, FSYNC)
- *   -ENXIO      destination handle not registered (READ, WRITE)
+ *   -ENXIO      destination handle not registered (READ, WRITE); handles
+ *               from 2^31 up are the loop owner's own (a Go Client's
+ *               callers' memory, one call at a time) and -ENXIO in any
+ *               other queue
  *   -EINVAL     length 0 (READ, WRITE)
  *   -E2BIG      length > MEGAIO_MAX_LENGTH
  *   -EOVERFLOW  file_offset + length beyond 2^63 - 1

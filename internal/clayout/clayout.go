@@ -31,6 +31,7 @@ func Layout() map[string]uint64 {
 		"cqe":      uint64(unsafe.Sizeof(q)), "cqe.user_data": uint64(unsafe.Offsetof(q.user_data)),
 		"cqe.res":  uint64(unsafe.Offsetof(q.res)),
 		"SQE_READ": C.MEGAIO_SQE_READ, "SQE_WRITE": C.MEGAIO_SQE_WRITE, "SQE_FSYNC": C.MEGAIO_SQE_FSYNC,
-		"SQE_RAW_FD": C.MEGAIO_SQE_RAW_FD, "CANCEL_USER_DATA": C.MEGAIO_CANCEL_USER_DATA,
+		"SQE_RAW_FD": C.MEGAIO_SQE_RAW_FD, "SQE_NO_BUF": C.MEGAIO_SQE_NO_BUF,
+		"CANCEL_USER_DATA": C.MEGAIO_CANCEL_USER_DATA,
 	}
 }
