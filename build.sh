@@ -122,7 +122,8 @@ test)
 	# -fsanitize=thread and links its runtime into the test binary. Go's
 	# -race carries another copy of that runtime, so the two never meet.
 	echo "build.sh: the CPU twins under ThreadSanitizer"
-	TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" go test -tags megaio_tsan -count=1 -run "$twins" .
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/testdata/tsan.supp ${TSAN_OPTIONS:-}" \
+		go test -tags megaio_tsan -count=1 -run "$twins" .
 	# A program that imports the library gets none of the commands'
 	# dependencies (scripts/consumer-check.sh).
 	scripts/consumer-check.sh

@@ -335,16 +335,19 @@ template <class F> uint64_t warp_op(const char *op, uint32_t mask, uint64_t v, F
 		if (!w->draining && w->mask == mask && w->op == op)
 			break; /* join the operation being gathered */
 		if (!w->draining && (w->mask & mask)) {
+			std::string waiting = lanes_str(w->arrived); /* read under the lock */
+			const char *other = w->op;
+			uint32_t other_mask = w->mask;
 			g.unlock();
 			fail("%s(mask %#x) while lanes %s wait in %s(mask %#x): the lanes of a warp operation must all "
 			     "call the same operation with the same mask",
-			     op, mask, lanes_str(w->arrived).c_str(), w->op, w->mask);
+			     op, mask, waiting.c_str(), other, other_mask);
 		}
 		w->cv.wait(g); /* another group's operation, or results being read */
 	}
-	if (mask & ~w->live) {
+	if (uint32_t gone = mask & ~w->live) {
 		g.unlock();
-		fail("%s(mask %#x) names lanes %s, which have returned", op, mask, lanes_str(mask & ~w->live).c_str());
+		fail("%s(mask %#x) names lanes %s, which have returned", op, mask, lanes_str(gone).c_str());
 	}
 	if (!w->op)
 		w->op = op, w->mask = mask, w->arrived = 0;
