@@ -69,12 +69,12 @@ type Client struct {
 	mapped     sync.RWMutex
 	closed     bool
 
-	calls  *callTable    // plain slices as call destinations (calldest.go)
+	calls *callTable // plain slices as call destinations (calldest.go)
 	// stageAll sends every plain slice through staging: the tests' way to
 	// run the staged path on files where in-place would serve.
 	stageAll bool
-	direct atomic.Uint64 // ClientStats.Direct
-	staged atomic.Uint64 // ClientStats.Staged
+	direct   atomic.Uint64 // ClientStats.Direct
+	staged   atomic.Uint64 // ClientStats.Staged
 
 	mu      sync.Mutex     // guards the tables below
 	bufs    []clientBuffer // buffers from NewBuffer, for the no-copy path
