@@ -292,26 +292,35 @@ func (c *Client) Register(f *os.File) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	var perr error
-	if err := raw.Control(func(fd uintptr) {
-		_, perr = unix.Pread(int(fd), nil, 0) // a zero-length pread: ESPIPE where offsets mean nothing
+	// Through Control, not f.Fd(), which would put f in blocking mode.
+	fd, fl := -1, 0
+	var perr, derr error
+	if err := raw.Control(func(sfd uintptr) {
+		// A zero-length pread: ESPIPE where offsets mean nothing.
+		if _, perr = unix.Pread(int(sfd), nil, 0); errors.Is(perr, unix.ESPIPE) {
+			return
+		}
+		if fd, derr = unix.FcntlInt(sfd, unix.F_DUPFD_CLOEXEC, 0); derr == nil {
+			fl, derr = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		}
 	}); err != nil {
 		return nil, err
 	}
-	if errors.Is(perr, unix.ESPIPE) {
+	switch {
+	case errors.Is(perr, unix.ESPIPE):
 		return nil, errorf("megaio: registering %s: %w (a pipe, socket or terminal has no offsets to read at)",
 			f.Name(), perr)
-	}
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, errorf("megaio: duplicating %s: %w", f.Name(), err)
+	case derr != nil:
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, errorf("megaio: duplicating %s: %w", f.Name(), derr)
 	}
 	h, err := c.l.RegisterFile(f)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	file := &File{c: c, h: h, name: f.Name(), fd: fd, direct: fl&unix.O_DIRECT != 0}
 	runtime.SetFinalizer(file, func(f *File) { unix.Close(f.fd) })
 	return file, nil

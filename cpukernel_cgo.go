@@ -88,14 +88,13 @@ const cpuABI = 1
 // Memory(), a producer side copied from Queue.DeviceProducerSide into memory
 // that stays put (not the Go heap: mmap it), and buffers' Bytes().
 type CPUModule struct {
-	path string
-	lib  C.struct_megaio_cpu_lib
+	lib C.struct_megaio_cpu_lib
 }
 
 // LoadCPUModule opens a library built for the CPU launcher. The library is
 // never unloaded: a kernel that does not end keeps running its code.
 func LoadCPUModule(path string) (*CPUModule, error) {
-	m := &CPUModule{path: path}
+	m := &CPUModule{}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	var msg [512]C.char
@@ -123,6 +122,9 @@ type CPULaunch struct {
 // thread per CUDA thread, at most 1024 a block and 16384 in all) with
 // args, each a 64-bit word (integers and pointers). It does not wait.
 func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOptions, args ...uint64) (*CPULaunch, error) {
+	if min(grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z) < 0 {
+		return nil, configError("CPUModule.Launch: grid %+v, block %+v: negative dimension", grid, block)
+	}
 	ck := C.CString(kernel)
 	defer C.free(unsafe.Pointer(ck))
 	g, b := grid.c(), block.c()
@@ -154,22 +156,19 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 	if l.ended {
 		return l.err
 	}
-	var msg [2048]C.char
 	for {
 		step := 50 * time.Millisecond
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < step {
 			step = max(time.Until(d), 0)
 		}
-		switch C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(step), &msg[0], C.size_t(len(msg))) {
-		case 0:
-			return l.end(nil)
-		case 2:
-			return l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
+		if l.waitFor(step) {
+			return l.err
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
+	var msg [2048]C.char
 	C.megaio_cpu_call_describe(&l.m.lib, l.h, &msg[0], C.size_t(len(msg)))
 	state := C.GoString(&msg[0])
 	why := C.CString("the launch's deadline passed")
@@ -183,6 +182,20 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 		"the memory they use mapped", ErrKernelRunning, l.kernel, context.Cause(ctx), state, grace)
 }
 
+// waitFor waits up to d for the launch to end; when it has, it records the
+// outcome (nil, or ErrKernelAborted with the abort's message), frees the
+// launch and returns true. Called with l.mu held.
+func (l *CPULaunch) waitFor(d time.Duration) bool {
+	var msg [2048]C.char
+	switch C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(d), &msg[0], C.size_t(len(msg))) {
+	case 0:
+		l.end(nil)
+	case 2:
+		l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
+	}
+	return l.ended
+}
+
 // end records the launch's outcome and frees it (every thread has returned).
 func (l *CPULaunch) end(err error) error {
 	C.megaio_cpu_call_release(&l.m.lib, l.h)
@@ -194,15 +207,5 @@ func (l *CPULaunch) end(err error) error {
 func (l *CPULaunch) Ended() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ended {
-		return true
-	}
-	var msg [512]C.char
-	switch C.megaio_cpu_call_wait(&l.m.lib, l.h, 0, &msg[0], C.size_t(len(msg))) {
-	case 0:
-		l.end(nil)
-	case 2:
-		l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
-	}
-	return l.ended
+	return l.ended || l.waitFor(0)
 }

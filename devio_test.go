@@ -72,21 +72,26 @@ func TestDeviceFakeDriver(t *testing.T) {
 			[]string{"TestDeviceGDSRetryLimit"}},
 		{"kernel launches", nil, []string{"TestDeviceLaunchStream"}},
 	} {
-		t.Run(run.name, func(t *testing.T) {
-			out, err := runWithStandIns(t, run.tests, run.env)
-			t.Logf("child output:\n%s", out)
-			if err != nil {
-				t.Fatalf("child: %v", err)
-			}
-			for _, name := range run.tests {
-				if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
-					t.Errorf("the child did not pass %s", name)
-				}
-			}
-			if bytes.Contains(out, []byte("--- SKIP")) {
-				t.Errorf("a test skipped in the child")
-			}
-		})
+		t.Run(run.name, func(t *testing.T) { checkChild(t, run.tests, run.env) })
+	}
+}
+
+// checkChild runs tests against the stand-ins (runWithStandIns) and fails
+// unless the child passed every one of them and skipped none.
+func checkChild(t *testing.T, tests, env []string) {
+	t.Helper()
+	out, err := runWithStandIns(t, tests, env)
+	t.Logf("child output:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	for _, name := range tests {
+		if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
+			t.Errorf("the child did not pass %s", name)
+		}
+	}
+	if bytes.Contains(out, []byte("--- SKIP")) {
+		t.Errorf("a test skipped in the child")
 	}
 }
 

@@ -612,14 +612,7 @@ func inFakeDriverChild(t *testing.T, test string) bool {
 	if os.Getenv(fakeDriverEnv) != "" {
 		return true
 	}
-	out, err := runWithStandIns(t, []string{test}, nil)
-	t.Logf("child output:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: "+test+" ")) || bytes.Contains(out, []byte("--- SKIP")) {
-		t.Errorf("the child did not pass %s", test)
-	}
+	checkChild(t, []string{test}, nil)
 	return false
 }
 
@@ -727,6 +720,7 @@ func TestCPULauncher(t *testing.T) {
 		{"nope", Dim3{X: 1}, nil, "no kernel nope in this library (it has: "},
 		{"masks", Dim3{X: 1}, []uint64{1, 2}, "kernel masks takes 1 arguments, 2 given"},
 		{"masks", Dim3{X: 2048}, []uint64{out}, "want 1 to 1024 threads a block"},
+		{"masks", Dim3{X: -1}, []uint64{out}, "negative dimension"},
 	} {
 		if _, err := mod.Launch(c.kernel, Dim3{X: 1}, c.block, CPULaunchOptions{}, c.args...); !errors.Is(err, ErrConfig) ||
 			!strings.Contains(err.Error(), c.want) {
