@@ -19,6 +19,13 @@ type backend interface {
 	// cancelAll asks every request in flight to end early; each still
 	// completes through enter (with -ECANCELED or its real result).
 	cancelAll() error
+	// cancel asks the request in flight with userData (a record index)
+	// to end early. With ended, the backend gave it back unrun: it will
+	// not complete through enter, and the caller completes it. Otherwise
+	// it still completes through enter; for an interrupter, call cancel
+	// again each cycle until it does (a signal can land just before a
+	// worker's system call).
+	cancel(userData uint64) (ended bool, err error)
 	// setFile points registered file index at fd (-1 clears it).
 	setFile(index uint32, fd int) error
 	// setBuffer points registered buffer index at mem (nil clears it).

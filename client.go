@@ -6,7 +6,8 @@ package megaio
 //
 //	c, err := megaio.NewClient(megaio.ClientConfig{})
 //	f, err := c.OpenFile("weights.bin", os.O_RDONLY, 0)
-//	n, err := f.ReadAt(p, off)             // any []byte: io.ReaderAt
+//	n, err := f.ReadAt(p, off)             // any []byte, in place: io.ReaderAt
+//	n, err = f.ReadAtContext(ctx, p, off)  // ctx ends it early, IO in flight included
 //	buf, err := c.NewBuffer(64 << 20)      // registered: no copy
 //	fut := f.ReadAtAsync(buf.Bytes(), off) // runs while you do other work
 //	n, err = fut.Wait(ctx)
@@ -21,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -41,12 +41,6 @@ type ClientConfig struct {
 	// TaskSize is the largest piece a request is split into (default 4
 	// MiB; MEGAIO_TASK_SIZE). At least 4 KiB, a multiple of 4 KiB.
 	TaskSize int
-	// StagingSize is the registered host memory ReadAt and WriteAt move
-	// slices through when they are not inside a Client buffer (default 2 x
-	// TaskSize, and with io_uring at most half of what RLIMIT_MEMLOCK lets
-	// a process without CAP_IPC_LOCK lock; MEGAIO_STAGING_SIZE). NewClient
-	// maps it, so a limit too low for it fails there with ErrMemlock.
-	StagingSize int
 }
 
 // Client is a loop, its queue and a host producer for Go code. Its methods
@@ -69,31 +63,19 @@ type Client struct {
 	mapped     sync.RWMutex
 	closed     bool
 
-	calls *callTable // plain slices as call destinations (calldest.go)
-	// stageAll sends every plain slice through staging: the tests' way to
-	// run the staged path on files where in-place would serve.
-	stageAll bool
-	direct   atomic.Uint64 // ClientStats.Direct
-	staged   atomic.Uint64 // ClientStats.Staged
+	calls     *callTable    // plain slices as call destinations (calldest.go)
+	inPlace   atomic.Uint64 // ClientStats.InPlace
+	pageCache atomic.Uint64 // ClientStats.PageCache
+	cancelled atomic.Uint64 // ClientStats.Cancelled
 
-	mu      sync.Mutex     // guards the tables below
-	bufs    []clientBuffer // buffers from NewBuffer, for the no-copy path
-	devs    map[*DeviceBuffer]DestHandle
-	staging *staging // nil until first needed
-	stageN  int      // StagingSize
+	mu   sync.Mutex     // guards the tables below
+	bufs []clientBuffer // buffers from NewBuffer
+	devs map[*DeviceBuffer]DestHandle
 }
 
 type clientBuffer struct {
 	base, end uintptr
 	dest      DestHandle
-}
-
-// staging is registered memory in chunks, handed out one per piece.
-type staging struct {
-	buf   *Buffer
-	dest  DestHandle
-	chunk int
-	free  chan int // indices of free chunks
 }
 
 // NewClient makes a queue and a loop, starts the loop and returns the
@@ -104,17 +86,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := envSize(EnvTaskSize, &cfg.TaskSize); err != nil {
 		return nil, err
 	}
-	if err := envSize(EnvStagingSize, &cfg.StagingSize); err != nil {
-		return nil, err
-	}
 	if cfg.TaskSize == 0 {
 		cfg.TaskSize = 4 << 20
 	}
 	if cfg.TaskSize < 4096 || cfg.TaskSize%4096 != 0 || cfg.TaskSize > maxBufferSize {
 		return nil, configError("TaskSize %d: want a multiple of 4 KiB up to 1 GiB", cfg.TaskSize)
-	}
-	if cfg.StagingSize != 0 && (cfg.StagingSize < 4096 || cfg.StagingSize > maxBufferSize) {
-		return nil, configError("StagingSize %d: want 4 KiB to 1 GiB", cfg.StagingSize)
 	}
 	q, err := NewQueue(cfg.Queue)
 	if err != nil {
@@ -125,28 +101,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		q.Close()
 		return nil, err
 	}
-	if cfg.StagingSize == 0 {
-		cfg.StagingSize = min(2*cfg.TaskSize, maxBufferSize)
-		// io_uring's registered staging counts against RLIMIT_MEMLOCK
-		// (8 MiB by default) unless the process has CAP_IPC_LOCK: take
-		// at most half of what may be locked, so a non-root user's client
-		// works out of the box (with smaller staging pieces).
-		if l.Backend().Kind == BackendIOUring {
-			cfg.StagingSize = max(min(cfg.StagingSize, lockableBytes()/2&^4095), 4096)
-		}
-	}
-	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, stageN: cfg.StagingSize,
-		calls: newCallTable(q)}
+	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, calls: newCallTable(q)}
 	err = l.exec(func() error { l.tab.calls = c.calls; return nil })
 	if err == nil {
 		c.p, err = q.HostProducer()
 	}
 	if err == nil {
-		// The staging memory now, not at the first plain-slice transfer:
-		// a limit too low for it fails here, saying so (ErrMemlock).
-		if _, err = c.stagingMem(); err == nil {
-			err = l.Start()
-		}
+		err = l.Start()
 	}
 	if err != nil {
 		l.Close()
@@ -156,32 +117,24 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-// ClientStats count how a Client's ReadAt and WriteAt calls on plain slices
-// (outside its buffers) moved their bytes.
+// ClientStats count how a Client's ReadAt and WriteAt calls (and their
+// Context forms) moved their bytes. No call copies: there is no staging.
 type ClientStats struct {
-	Direct uint64 // straight between the file and the caller's slice, no copy
-	Staged uint64 // through the staging memory and a copy: O_DIRECT with a slice, offset or length not 4 KiB aligned, or more calls in flight than call destinations
+	// InPlace: calls on plain slices (outside the Client's buffers), read
+	// into or written from the caller's slice itself, pinned for the call.
+	InPlace uint64
+	// PageCache: calls on an O_DIRECT file whose slice, offset or length
+	// is not aligned as the file needs, sent through the file's second
+	// descriptor, opened without O_DIRECT (so through the page cache).
+	PageCache uint64
+	// Cancelled: calls whose context ended before their IO did, and that
+	// asked the loop to cancel it.
+	Cancelled uint64
 }
 
 // Stats returns the Client's counters; the loop's are Loop().Stats().
 func (c *Client) Stats() ClientStats {
-	return ClientStats{Direct: c.direct.Load(), Staged: c.staged.Load()}
-}
-
-// lockableBytes is how much memory this process may lock: unlimited
-// (math.MaxInt) with CAP_IPC_LOCK or an infinite RLIMIT_MEMLOCK, else the
-// limit.
-func lockableBytes() int {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if unix.Capget(&hdr, &data[0]) == nil && data[0].Effective&(1<<unix.CAP_IPC_LOCK) != 0 {
-		return math.MaxInt
-	}
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY || lim.Cur > math.MaxInt {
-		return math.MaxInt
-	}
-	return int(lim.Cur)
+	return ClientStats{InPlace: c.inPlace.Load(), PageCache: c.pageCache.Load(), Cancelled: c.cancelled.Load()}
 }
 
 // Loop is the client's loop: for its Stats, Backend, MapForGPU and the
@@ -268,8 +221,19 @@ type File struct {
 	h      FileHandle
 	name   string
 	fd     int         // the Client's own descriptor, for Stat (the loop has another)
-	direct bool        // opened with O_DIRECT
 	closed atomic.Bool // Close was called
+
+	// An O_DIRECT file: the alignment it needs (statx's STATX_DIOALIGN, or
+	// 4 KiB, which covers every logical block size, where the kernel does
+	// not say), and a second registration of the file opened without
+	// O_DIRECT, for the calls that are not aligned (KvikIO's way). When
+	// the second open failed, buffered is false and unaligned calls get
+	// the kernel's EINVAL, with bufErr saying why.
+	direct             bool
+	memAlign, offAlign int64
+	buffered           bool
+	hb                 FileHandle
+	bufErr             error
 }
 
 // OpenFile opens name (os.OpenFile's flags, O_DIRECT included) and
@@ -322,8 +286,38 @@ func (c *Client) Register(f *os.File) (*File, error) {
 		return nil, err
 	}
 	file := &File{c: c, h: h, name: f.Name(), fd: fd, direct: fl&unix.O_DIRECT != 0}
+	if file.direct {
+		file.memAlign, file.offAlign = dioAlign(fd)
+		file.hb, file.bufErr = c.registerBuffered(fd, fl, f.Name())
+		file.buffered = file.bufErr == nil
+	}
 	runtime.SetFinalizer(file, func(f *File) { unix.Close(f.fd) })
 	return file, nil
+}
+
+// dioAlign is the alignment O_DIRECT IO on fd needs in memory and in the
+// file (offset and length): statx's STATX_DIOALIGN (Linux 6.1), else 4 KiB.
+func dioAlign(fd int) (mem, off int64) {
+	var st unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st) == nil &&
+		st.Mask&unix.STATX_DIOALIGN != 0 && st.Dio_mem_align > 0 && st.Dio_offset_align > 0 {
+		return int64(st.Dio_mem_align), int64(st.Dio_offset_align)
+	}
+	return 4096, 4096
+}
+
+// registerBuffered opens the O_DIRECT file fd again without O_DIRECT
+// (through /proc/self/fd, with the same access mode) and registers that
+// descriptor, for the calls O_DIRECT would refuse. The kernel keeps the two
+// coherent: an O_DIRECT read writes back the range's dirty pages first, and
+// an O_DIRECT write drops the range's cached pages.
+func (c *Client) registerBuffered(fd, flags int, name string) (FileHandle, error) {
+	bf, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), flags&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, errorf("megaio: opening %s a second time without O_DIRECT: %w", name, err)
+	}
+	defer bf.Close()
+	return c.l.RegisterFile(bf)
 }
 
 // Name is the name the file was opened with.
@@ -349,67 +343,101 @@ func (f *File) Close() error {
 	if f.closed.Swap(true) {
 		return &os.PathError{Op: "close", Path: f.name, Err: os.ErrClosed}
 	}
-	return f.c.l.UnregisterFile(f.h)
+	err := f.c.l.UnregisterFile(f.h)
+	if f.buffered {
+		err = errors.Join(err, f.c.l.UnregisterFile(f.hb))
+	}
+	return err
 }
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt: fewer bytes come
 // with io.EOF at the end of the file, or with the failing request's error).
-// Any p is read into directly, with no copy: a p inside a buffer from
-// NewBuffer as it is, any other p pinned for the call. Only an O_DIRECT
-// file with p, off or len(p) not 4 KiB aligned goes through the Client's
-// staging memory and one copy (ClientStats says which path calls took).
+// p is read into in place, with no copy: a p inside a buffer from
+// NewBuffer as it is, any other p pinned for the call. On an O_DIRECT file,
+// a call whose p, off or len(p) is not aligned as the file needs goes
+// through the file's second, buffered descriptor (ClientStats.PageCache).
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
-	return f.transfer(OpRead, p, off)
+	return f.transfer(context.Background(), OpRead, p, off)
 }
 
 // WriteAt writes p at off (io.WriterAt), like ReadAt the other way.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
-	return f.transfer(OpWrite, p, off)
+	return f.transfer(context.Background(), OpWrite, p, off)
 }
 
-func (f *File) transfer(op Op, p []byte, off int64) (int, error) {
+// ReadAtContext is ReadAt that ctx can end early. When ctx ends before the
+// read has completed, the loop is asked to cancel what is still in flight
+// (io_uring's ASYNC_CANCEL; the pool signals its worker), ReadAtContext
+// waits until every piece has ended, and returns the bytes read before
+// the first piece that did not finish, with an error wrapping ctx.Err().
+// A read that was already being copied runs to its end: a read that
+// finished despite ctx returns its bytes and no error. Either way p is the
+// caller's again when it returns.
+func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return f.transfer(ctx, OpRead, p, off)
+}
+
+// WriteAtContext is WriteAt that ctx can end early, as ReadAtContext.
+// Bytes of a cancelled write may or may not have reached the file.
+func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return f.transfer(ctx, OpWrite, p, off)
+}
+
+func (f *File) transfer(ctx context.Context, op Op, p []byte, off int64) (int, error) {
 	if f.closed.Load() {
 		return 0, f.errorf(op, off, "%w", os.ErrClosed)
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if d, base, ok := f.c.hostDest(p); ok {
-		return f.start(op, d, base, len(p), off).Wait(context.Background())
+	if err := ctx.Err(); err != nil && !f.c.isClosing() { // a closed client says so first
+		return 0, f.errorf(op, off, "%w", err)
 	}
-	if !f.c.stageAll {
-		if n, err, ok := f.inPlace(op, p, off); ok {
-			return n, err
+	h := f.handleFor(p, off)
+	d, base, ok := f.c.hostDest(p)
+	if !ok {
+		// A plain slice: a call destination for it, pinned, until every
+		// piece has completed (calldest.go). Wait wins only when every
+		// entry is in use: that many calls in flight at once.
+		addr := uintptr(unsafe.Pointer(&p[0]))
+		var w waitSteps
+		for d, ok = f.c.calls.acquire(addr, len(p)); !ok; d, ok = f.c.calls.acquire(addr, len(p)) {
+			if err := ctx.Err(); err != nil {
+				return 0, f.errorf(op, off, "%w", err)
+			}
+			w.step()
 		}
+		var pin runtime.Pinner
+		pin.Pin(&p[0]) // the kernel writes or reads it until every piece completes
+		defer func() {
+			// wait returned with every published piece complete (or the
+			// client closed, after its loop stopped with nothing in the
+			// kernel): the loop is done with p.
+			pin.Unpin()
+			f.c.calls.release(d)
+		}()
+		f.c.inPlace.Add(1)
 	}
-	f.c.staged.Add(1)
-	return f.staged(op, p, off)
+	n, err := f.start(h, op, d, base, len(p), off).wait(ctx, true)
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		f.c.cancelled.Add(1)
+	}
+	return n, err
 }
 
-// inPlace moves p's bytes straight between the file and p, pinned, as a
-// call destination (calldest.go): no copy and no registered memory. It
-// declines (ok false) where the kernel would refuse p: O_DIRECT needs the
-// address, offset and length aligned (4 KiB covers every logical block
-// size), and when every call destination is in use.
-func (f *File) inPlace(op Op, p []byte, off int64) (n int, err error, ok bool) {
-	addr := uintptr(unsafe.Pointer(&p[0]))
-	if f.direct && (addr|uintptr(off)|uintptr(len(p)))%4096 != 0 {
-		return 0, nil, false
+// handleFor is the registration a call on p at off goes through: the
+// file's own, or for an O_DIRECT file and a call O_DIRECT would refuse, the
+// buffered one.
+func (f *File) handleFor(p []byte, off int64) FileHandle {
+	if !f.direct || !f.buffered {
+		return f.h
 	}
-	d, ok := f.c.calls.acquire(addr, len(p))
-	if !ok {
-		return 0, nil, false
+	addr := int64(uintptr(unsafe.Pointer(&p[0])))
+	if addr%f.memAlign == 0 && off%f.offAlign == 0 && int64(len(p))%f.offAlign == 0 {
+		return f.h
 	}
-	var pin runtime.Pinner
-	pin.Pin(&p[0]) // the kernel writes or reads it until every piece completes
-	n, err = f.start(op, d, 0, len(p), off).Wait(context.Background())
-	// Wait returned with every published piece complete (or the client
-	// closed, after its loop stopped with nothing in the kernel): the loop
-	// is done with p.
-	pin.Unpin()
-	f.c.calls.release(d)
-	f.c.direct.Add(1)
-	return n, err, true
+	f.c.pageCache.Add(1)
+	return f.hb
 }
 
 // ReadAtAsync starts reading len(p) bytes at off into p, which must lie
@@ -429,7 +457,11 @@ func (f *File) async(op Op, p []byte, off int64) *Future {
 	if !ok && len(p) > 0 {
 		return &Future{done: true, err: f.errorf(op, off, "%w: the slice is not inside a buffer from Client.NewBuffer", ErrNotRegistered)}
 	}
-	return f.start(op, d, base, len(p), off)
+	h := f.h
+	if len(p) > 0 {
+		h = f.handleFor(p, off)
+	}
+	return f.start(h, op, d, base, len(p), off)
 }
 
 // ReadToDevice starts reading n bytes at file offset off into b at
@@ -450,7 +482,7 @@ func (f *File) device(op Op, b *DeviceBuffer, bufOff uint64, n int, off int64) *
 	if !ok {
 		return &Future{done: true, err: f.errorf(op, off, "%w: the device buffer is not from Client.NewDeviceBuffer", ErrNotRegistered)}
 	}
-	return f.start(op, d, bufOff, n, off)
+	return f.start(f.h, op, d, bufOff, n, off)
 }
 
 // hostDest finds the client buffer holding p: its destination and p's
@@ -494,11 +526,11 @@ type piece struct {
 	done bool
 }
 
-// start publishes the pieces of one request: n bytes at file offset off to
-// or from destination d at dOff. A piece that cannot be published (the loop
+// start publishes the pieces of one request: n bytes at offset off of
+// the file's registration h to or from destination d at dOff. A piece that cannot be published (the loop
 // stopped, every completion id held) ends the request there: Wait reports
 // what the published pieces did, then that error.
-func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
+func (f *File) start(h FileHandle, op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
 	fu := &Future{f: f, op: op, off: off}
 	if f.closed.Load() {
 		fu.done, fu.err = true, f.errorf(op, off, "%w", os.ErrClosed)
@@ -512,7 +544,7 @@ func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future
 	var full waitSteps
 	for at := uint64(0); at < uint64(n); {
 		size := min(f.c.task, uint64(n)-at)
-		t, err := f.c.publish(Request{Op: op, File: f.h, Dest: d, FileOffset: uint64(off) + at, DestOffset: dOff + at, Length: size})
+		t, err := f.c.publish(Request{Op: op, File: h, Dest: d, FileOffset: uint64(off) + at, DestOffset: dOff + at, Length: size})
 		if errors.Is(err, ErrFull) {
 			full.step() // the loop has not claimed a lap back yet
 			continue
@@ -528,6 +560,13 @@ func (f *File) start(op Op, d DestHandle, dOff uint64, n int, off int64) *Future
 		fu.done = true
 	}
 	return fu
+}
+
+// isClosing reports whether Close has begun.
+func (c *Client) isClosing() bool {
+	c.publishing.RLock()
+	defer c.publishing.RUnlock()
+	return c.closing
 }
 
 // publish publishes one piece unless the client is closing. It never waits
@@ -550,6 +589,14 @@ func (c *Client) publish(r Request) (Ticket, error) {
 // wrapping ctx.Err() and the future stays valid: wait again to collect it
 // (until then its pieces hold completion ids).
 func (fu *Future) Wait(ctx context.Context) (int, error) {
+	return fu.wait(ctx, false)
+}
+
+// wait is Wait; with cancel, a ctx that ends first asks the loop to cancel
+// the pieces not yet complete, waits for all of them, and returns the bytes
+// moved with an error wrapping ctx.Err() (none when every piece completed
+// in full anyway).
+func (fu *Future) wait(ctx context.Context, cancel bool) (int, error) {
 	fu.mu.Lock()
 	defer fu.mu.Unlock()
 	if fu.done {
@@ -561,20 +608,70 @@ func (fu *Future) Wait(ctx context.Context) (int, error) {
 	if c.closed { // the results went with the queue
 		return 0, fu.f.errorf(fu.op, fu.off, "%w: the client", ErrClosed)
 	}
+	var ended error // ctx.Err(), once the pieces left were asked to end
 	for i := range fu.pieces {
 		pc := &fu.pieces[i]
 		if pc.done {
 			continue
 		}
-		res, err := c.p.WaitContext(ctx, pc.t)
-		if err != nil && ctx.Err() != nil {
-			return 0, err
+		if ended == nil {
+			res, err := c.p.WaitContext(ctx, pc.t)
+			if err == nil || ctx.Err() == nil {
+				pc.res, pc.err, pc.done = res, err, true
+				continue
+			}
+			if !cancel {
+				return 0, err
+			}
+			ended = ctx.Err()
+			fu.cancelFrom(i)
+			if pc.done {
+				continue
+			}
 		}
-		pc.res, pc.err, pc.done = res, err, true
+		pc.res, pc.err = c.p.WaitContext(context.Background(), pc.t)
+		pc.done = true
 	}
 	fu.done = true
 	fu.n, fu.err = fu.total()
+	if ended != nil && !fu.complete() {
+		fu.err = fu.f.errorf(fu.op, fu.off, "%w (%d bytes moved before it took effect)", ended, fu.n)
+	}
 	return fu.n, fu.err
+}
+
+// cancelFrom asks the loop to end pieces i onward that are not yet
+// complete. A piece not yet claimed (or waiting for a record) is not yet
+// the loop's to end: it is asked again shortly, until the loop has it or it
+// has completed. The caller holds fu.mu and c.mapped.
+func (fu *Future) cancelFrom(i int) {
+	c := fu.f.c
+	for k := i; k < len(fu.pieces); k++ {
+		pc := &fu.pieces[k]
+		var w waitSteps
+		for !pc.done {
+			res, done, err := c.p.Poll(pc.t)
+			if done || err != nil {
+				pc.res, pc.err, pc.done = res, err, true
+				break
+			}
+			found, err := c.l.cancelTicket(c.q, pc.t)
+			if found || err != nil {
+				break // wait collects it
+			}
+			w.step()
+		}
+	}
+}
+
+// complete reports whether every piece moved all its bytes.
+func (fu *Future) complete() bool {
+	for _, pc := range fu.pieces {
+		if pc.err != nil || pc.res < 0 || uint64(pc.res) != pc.n {
+			return false
+		}
+	}
+	return fu.err == nil
 }
 
 // Done reports, without waiting, whether every piece of the request has
@@ -627,120 +724,6 @@ func (fu *Future) total() (int, error) {
 		n += pc.n
 	}
 	return int(n), fu.err // fu.err: a piece that was never published
-}
-
-// staged moves p through the staging chunks: as many pieces at a time as
-// there are chunks free (at least one, waited for), each piece copied in
-// (WRITE) or out (READ).
-//
-// The staging memory is the loop's, and Close unmaps it: every copy runs
-// under c.mapped (shared) after checking c.closed, as Wait reads the queue.
-// The lock is taken around each copy, never across a Wait (which takes it
-// itself: a second shared lock behind Close's waiting exclusive one would
-// deadlock), so a transfer that Close overtakes ends with ErrClosed, with
-// the bytes copied out before it counted.
-func (f *File) staged(op Op, p []byte, off int64) (int, error) {
-	st, err := f.c.stagingMem()
-	if err != nil {
-		return 0, err
-	}
-	var chunks []int
-	var futs []*Future
-	done := 0
-	for done < len(p) {
-		chunks, futs = append(chunks[:0], <-st.free), futs[:0]
-		for need := (len(p) - done + st.chunk - 1) / st.chunk; len(chunks) < need; {
-			k, ok := tryRecv(st.free)
-			if !ok {
-				break
-			}
-			chunks = append(chunks, k)
-		}
-		at := done
-		var first error
-		for _, k := range chunks {
-			n := min(st.chunk, len(p)-at)
-			if op == OpWrite {
-				if first = f.c.withStaging(st, func(mem []byte) { copy(mem[k*st.chunk:k*st.chunk+n], p[at:at+n]) }); first != nil {
-					first = f.errorf(op, off+int64(at), "%w", first)
-					break
-				}
-			}
-			futs = append(futs, f.start(op, st.dest, uint64(k*st.chunk), n, off+int64(at)))
-			at += n
-		}
-		for i, fu := range futs {
-			n, err := fu.Wait(context.Background())
-			if first == nil && op == OpRead && n > 0 {
-				if cerr := f.c.withStaging(st, func(mem []byte) { copy(p[done:done+n], mem[chunks[i]*st.chunk:]) }); cerr != nil {
-					n, err = 0, f.errorf(op, off+int64(done), "%w", cerr)
-				}
-			}
-			if first == nil {
-				done += n
-				first = err
-			}
-		}
-		for _, k := range chunks {
-			st.free <- k
-		}
-		if first != nil {
-			return done, first
-		}
-	}
-	return done, nil
-}
-
-func tryRecv(ch chan int) (int, bool) {
-	select {
-	case k := <-ch:
-		return k, true
-	default:
-		return 0, false
-	}
-}
-
-// withStaging runs use on st's memory unless the client is closed (then
-// the memory is gone, and it returns ErrClosed).
-func (c *Client) withStaging(st *staging, use func(mem []byte)) error {
-	c.mapped.RLock()
-	defer c.mapped.RUnlock()
-	if c.closed {
-		return errorf("%w: the client", ErrClosed)
-	}
-	use(st.buf.mem)
-	return nil
-}
-
-// stagingMem maps and registers the staging memory on first use. It holds
-// c.mapped (shared) throughout, so Close cannot unmap the memory while it
-// is being set up.
-func (c *Client) stagingMem() (*staging, error) {
-	c.mapped.RLock()
-	defer c.mapped.RUnlock()
-	if c.closed {
-		return nil, errorf("%w: the client", ErrClosed)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.staging != nil {
-		return c.staging, nil
-	}
-	buf, err := c.l.NewBuffer(c.stageN, BufferOptions{})
-	if err != nil {
-		return nil, errorf("megaio: the client's staging memory (ClientConfig.StagingSize, %s): %w", EnvStagingSize, err)
-	}
-	d, err := c.l.AddDestination(buf, 0, uint64(len(buf.mem)))
-	if err != nil {
-		return nil, err
-	}
-	st := &staging{buf: buf, dest: d, chunk: min(int(c.task), len(buf.mem))}
-	st.free = make(chan int, len(buf.mem)/st.chunk)
-	for k := range cap(st.free) {
-		st.free <- k
-	}
-	c.staging = st
-	return st, nil
 }
 
 // fileInfo is os.FileInfo from fstat.

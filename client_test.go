@@ -21,11 +21,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newTestClient makes a client with small pieces (16 KiB) and staging (two
-// chunks), so that splitting and staging windows happen at test sizes.
+// newTestClient makes a client with small pieces (16 KiB), so that requests
+// are split at test sizes.
 func newTestClient(t *testing.T, be BackendKind) *Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10, StagingSize: 32 << 10})
+	c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -204,6 +204,177 @@ func TestClientWaitContext(t *testing.T) {
 	}
 }
 
+// TestClientReadAtContext: a context that ends cancels the IO in flight,
+// on both backends. Two READs of a pipe wait for a writer (with the pool's
+// single worker, one in its system call and one queued behind it); each is
+// ended by its own context, in turn, while the other goes on waiting; the
+// slices are untouched and the bytes written afterwards go to the next
+// read, so neither cancelled READ was left running. A context already ended
+// starts nothing; a read that completes ignores its context.
+func TestClientReadAtContext(t *testing.T) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c, err := NewClient(ClientConfig{Loop: Config{Backend: be, PoolWorkers: 1}, TaskSize: 16 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			f := registerPipe(t, c, r)
+
+			type outcome struct {
+				n   int
+				err error
+			}
+			start := func(ctx context.Context, p []byte) chan outcome {
+				out := make(chan outcome, 1)
+				go func() {
+					n, err := f.ReadAtContext(ctx, p, 0)
+					out <- outcome{n, err}
+				}()
+				return out
+			}
+			ctx1, cancel1 := context.WithCancel(context.Background())
+			defer cancel1()
+			ctx2, cancel2 := context.WithCancel(context.Background())
+			defer cancel2()
+			p1, p2 := make([]byte, 5), make([]byte, 5)
+			out1 := start(ctx1, p1)
+			eventually(t, "the first READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 1 })
+			out2 := start(ctx2, p2)
+			eventually(t, "the second READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
+
+			cancel2()
+			select {
+			case o := <-out2:
+				if o.n != 0 || !errors.Is(o.err, context.Canceled) {
+					t.Errorf("the cancelled second READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
+				}
+			case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+				t.Fatal("ReadAtContext did not return after its context was cancelled")
+			}
+			select {
+			case o := <-out1:
+				t.Fatalf("the first READ ended with the second's context: %d, %v", o.n, o.err)
+			case <-time.After(20 * time.Millisecond):
+			}
+			cancel1()
+			select {
+			case o := <-out1:
+				if o.n != 0 || !errors.Is(o.err, context.Canceled) {
+					t.Errorf("the cancelled first READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("ReadAtContext did not return after its context was cancelled")
+			}
+			if !bytes.Equal(p1, make([]byte, 5)) || !bytes.Equal(p2, make([]byte, 5)) {
+				t.Errorf("a cancelled READ wrote into its slice: %q %q", p1, p2)
+			}
+			if st := c.Stats(); st.Cancelled != 2 {
+				t.Errorf("ClientStats.Cancelled = %d, want 2", st.Cancelled)
+			}
+
+			w.WriteString("hello")
+			p := make([]byte, 5)
+			if n, err := f.ReadAtContext(context.Background(), p, 0); n != 5 || err != nil || string(p) != "hello" {
+				t.Errorf("a READ after the cancelled ones = %d, %v, %q; want hello: a cancelled READ took the bytes", n, err, p)
+			}
+			done, stop := context.WithCancel(context.Background())
+			stop()
+			if n, err := f.ReadAtContext(done, p, 0); n != 0 || !errors.Is(err, context.Canceled) {
+				t.Errorf("ReadAtContext with an ended context = %d, %v; want context.Canceled", n, err)
+			}
+			eventually(t, "the third READ counted", func() bool { return c.Loop().Stats().Requests[OpRead] >= 3 })
+			time.Sleep(5 * time.Millisecond) // Stats are published every few cycles
+			if got := c.Loop().Stats().Requests[OpRead]; got != 3 {
+				t.Errorf("the loop saw %d READs, want 3: a call with an ended context published one", got)
+			}
+
+			path, data := patternFile(t, tmpfsDir(t), 100<<10, 5)
+			g, err := c.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			q := make([]byte, len(data))
+			if n, err := g.ReadAtContext(ctx, q, 0); n != len(data) || err != nil || !bytes.Equal(q, data) {
+				t.Errorf("ReadAtContext of a tmpfs file = %d, %v", n, err)
+			}
+			if n, err := g.WriteAtContext(ctx, q[:100], 7); n != 100 || err != nil {
+				t.Errorf("WriteAtContext = %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// TestClientCancelStorm: goroutines read with contexts that end at random
+// moments, mid-request (requests of up to 13 pieces), on both backends:
+// every call returns; the n bytes it reports are the file's, whatever its
+// error; the only errors are the calls' own contexts; and the loop ends with
+// every record free.
+func TestClientCancelStorm(t *testing.T) {
+	calls := 300
+	if testing.Short() {
+		calls = 50
+	}
+	path, data := patternFile(t, tmpfsDir(t), 1<<20, 29)
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c := newTestClient(t, be)
+			f, err := c.OpenFile(path, os.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var ended, whole atomic.Int64
+			errs := make(chan error, 8)
+			for g := 0; g < 8; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(uint64(g), uint64(be)))
+					for k := 0; k < calls; k++ {
+						size, off := 1+r.IntN(200<<10), r.IntN(1<<20)
+						p := make([]byte, size)
+						ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.IntN(300))*time.Microsecond)
+						n, err := f.ReadAtContext(ctx, p, int64(off))
+						cancel()
+						if !bytes.Equal(p[:n], data[off:off+n]) {
+							errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v: wrong bytes", size, off, n, err)
+							return
+						}
+						switch {
+						case err == nil || err == io.EOF:
+							whole.Add(1)
+						case errors.Is(err, context.DeadlineExceeded):
+							ended.Add(1)
+						default:
+							errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v", size, off, n, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if ended.Load() == 0 {
+				t.Errorf("no call was ended by its context (%d whole): the test did not test cancelling", whole.Load())
+			}
+			t.Logf("%d calls whole, %d ended by their context; ClientStats %+v", whole.Load(), ended.Load(), c.Stats())
+			eventually(t, "every request completed", func() bool { return c.Loop().Stats().Queues[0].InFlight == 0 })
+		})
+	}
+}
+
 // TestClientEnv: MEGAIO_* variables fill the fields a program leaves zero,
 // a field set in code wins, and a value that does not parse is an ErrConfig
 // naming the variable.
@@ -233,7 +404,7 @@ func TestClientEnv(t *testing.T) {
 	t.Setenv(EnvInlineMax, "")
 	for _, bad := range []struct{ name, value string }{
 		{EnvBackend, "uring"}, {EnvPoolWorkers, "0"}, {EnvDevicePath, "dma"}, {EnvGDSThreshold, "big"}, {EnvInlineMax, "lots"},
-		{EnvTaskSize, "4M4"}, {EnvTaskSize, "1000"}, {EnvStagingSize, "-1"},
+		{EnvTaskSize, "4M4"}, {EnvTaskSize, "1000"},
 	} {
 		t.Run(bad.name+"="+bad.value, func(t *testing.T) {
 			t.Setenv(bad.name, bad.value)
@@ -355,7 +526,8 @@ func TestClientFullRing(t *testing.T) {
 }
 
 // TestClientCloseRace closes a client at a random moment while goroutines
-// read and write through plain slices (staged) and client buffers, on both
+// read and write through plain slices and client buffers, some with
+// contexts that end mid-call (a per-request cancel racing Close), on both
 // backends, many rounds (run it under -race): nothing panics, faults or
 // races; every call ends with its bytes or with ErrClosed, ErrStopped or
 // -ECANCELED; bytes read into plain slices are the file's; and every call
@@ -369,9 +541,9 @@ func TestClientCloseRace(t *testing.T) {
 	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
 		t.Run(be.String(), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(be), 1))
-			var outcomes [4]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED
+			var outcomes [5]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED, the call's context
 			for round := 0; round < rounds; round++ {
-				c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10, StagingSize: 32 << 10})
+				c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -383,7 +555,6 @@ func TestClientCloseRace(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.stageAll = round%2 == 1 // plain slices in place, then staged (the copies Close must not unmap under)
 				buf, err := c.NewBuffer(256 << 10)
 				if err != nil {
 					t.Fatal(err)
@@ -404,16 +575,27 @@ func TestClientCloseRace(t *testing.T) {
 							var n int
 							var err error
 							var plain []byte
-							switch kind := r.IntN(4); kind {
+							var ctx context.Context = context.Background()
+							switch kind := r.IntN(5); kind {
 							case 0:
 								plain = make([]byte, size)
 								n, err = f.ReadAt(plain, int64(off))
+							case 4: // a context that may end first: the loop asked to cancel
+								var cancel context.CancelFunc
+								ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
+								plain = make([]byte, size)
+								n, err = f.ReadAtContext(ctx, plain, int64(off))
+								cancel()
 							case 1:
 								n, err = w.WriteAt(make([]byte, size), int64(off))
 							case 2:
 								n, err = f.ReadAt(cb[:size], int64(off))
 							default:
 								n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
+							}
+							if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) { // whatever the error, n bytes are the file's
+								errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
+								return
 							}
 							switch {
 							case err == nil || err == io.EOF:
@@ -428,6 +610,8 @@ func TestClientCloseRace(t *testing.T) {
 								outcomes[2].Add(1)
 							case errors.Is(err, unix.ECANCELED):
 								outcomes[3].Add(1)
+							case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+								outcomes[4].Add(1)
 							default:
 								errs <- fmt.Errorf("call %d: %v", calls, err)
 								return
@@ -455,8 +639,8 @@ func TestClientCloseRace(t *testing.T) {
 					t.Fatalf("NewBuffer after Close: %v, want ErrClosed", err)
 				}
 			}
-			t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED", rounds,
-				outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load())
+			t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED, %d ended by their context",
+				rounds, outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load(), outcomes[4].Load())
 		})
 	}
 }
@@ -576,13 +760,15 @@ func TestClientInPlace(t *testing.T) {
 			if n, err := f.ReadAt(back, 5); n != len(w) || err != nil || !bytes.Equal(back, w) {
 				t.Fatalf("read back = %d, %v; equal %v", n, err, bytes.Equal(back, w))
 			}
-			if st := c.Stats(); st.Direct != 6 || st.Staged != 0 {
-				t.Errorf("ClientStats %+v: want 6 calls in place and none staged", st)
+			if st := c.Stats(); st.InPlace != 6 || st.PageCache != 0 {
+				t.Errorf("ClientStats %+v: want 6 calls in place, none through the page cache", st)
 			}
 
-			// O_DIRECT: aligned in place, unaligned staged.
+			// O_DIRECT: aligned calls go straight to the disk; a slice,
+			// offset or length it would refuse goes through the file's
+			// buffered descriptor, and the two stay coherent.
 			dpath, ddata := patternFile(t, diskDir(t), 256<<10, 43)
-			df, err := c.OpenFile(dpath, os.O_RDONLY|unix.O_DIRECT, 0)
+			df, err := c.OpenFile(dpath, os.O_RDWR|unix.O_DIRECT, 0)
 			if err != nil {
 				t.Fatalf("opening %s with O_DIRECT: %v", dpath, err)
 			}
@@ -594,11 +780,31 @@ func TestClientInPlace(t *testing.T) {
 			if n, err := df.ReadAt(mem[:128<<10], 64<<10); n != 128<<10 || err != nil || !bytes.Equal(mem[:n], ddata[64<<10:192<<10]) {
 				t.Fatalf("aligned O_DIRECT ReadAt = %d, %v", n, err)
 			}
-			if n, err := df.ReadAt(mem[1:1+(64<<10)], 4096); n != 64<<10 || err != nil || !bytes.Equal(mem[1:1+n], ddata[4096:4096+(64<<10)]) {
-				t.Fatalf("O_DIRECT ReadAt into an unaligned slice = %d, %v", n, err)
+			if st := c.Stats(); st.InPlace != 7 || st.PageCache != 0 {
+				t.Errorf("ClientStats %+v: want the aligned O_DIRECT call in place, not through the page cache", st)
 			}
-			if st := c.Stats(); st.Direct != 7 || st.Staged != 1 {
-				t.Errorf("ClientStats %+v: want the aligned O_DIRECT call in place (7) and the unaligned one staged (1)", st)
+			for _, u := range []struct {
+				name          string
+				at, off, size int
+			}{{"slice", 1, 4096, 64 << 10}, {"offset", 0, 4097, 64 << 10}, {"length", 0, 8192, 64<<10 + 5}} {
+				p := mem[u.at : u.at+u.size]
+				if n, err := df.ReadAt(p, int64(u.off)); n != u.size || err != nil || !bytes.Equal(p, ddata[u.off:u.off+u.size]) {
+					t.Fatalf("O_DIRECT ReadAt with an unaligned %s = %d, %v", u.name, n, err)
+				}
+			}
+			odd := bytes.Repeat([]byte("O_DIRECT"), 700) // 5600 bytes at 10: unaligned
+			if n, err := df.WriteAt(odd, 10); n != len(odd) || err != nil {
+				t.Fatalf("unaligned O_DIRECT WriteAt = %d, %v", n, err)
+			}
+			if n, err := df.ReadAt(mem[:8192], 0); n != 8192 || err != nil || !bytes.Equal(mem[10:10+len(odd)], odd) ||
+				!bytes.Equal(mem[:10], ddata[:10]) {
+				t.Fatalf("an aligned O_DIRECT read after an unaligned write = %d, %v: the write is not seen", n, err)
+			}
+			if st := c.Stats(); st.InPlace != 12 || st.PageCache != 4 {
+				t.Errorf("ClientStats %+v: want 12 calls in place, the 4 unaligned ones through the page cache", st)
+			}
+			if err := df.Close(); err != nil {
+				t.Errorf("closing the O_DIRECT file (both registrations): %v", err)
 			}
 
 			// A call destination belongs to the Client's queue only.

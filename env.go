@@ -20,9 +20,8 @@ import (
 //	MEGAIO_GDS_THRESHOLD  Config.Device.GDSThreshold   a size: 0, 4096, 64KiB, 1MiB
 //	MEGAIO_INLINE_MAX     Config.InlineMax             a size, or off
 //	MEGAIO_TASK_SIZE      ClientConfig.TaskSize        a size (Client: the piece of a split request)
-//	MEGAIO_STAGING_SIZE   ClientConfig.StagingSize     a size (Client: memory for unregistered slices)
 //
-// NewLoop applies the first five; NewClient all seven.
+// NewLoop applies the first five; NewClient all six.
 const (
 	EnvBackend       = "MEGAIO_BACKEND"
 	EnvPoolWorkers   = "MEGAIO_POOL_WORKERS"
@@ -30,7 +29,6 @@ const (
 	EnvGDSThreshold  = "MEGAIO_GDS_THRESHOLD"
 	EnvInlineMax     = "MEGAIO_INLINE_MAX"
 	EnvTaskSize      = "MEGAIO_TASK_SIZE"
-	EnvStagingSize   = "MEGAIO_STAGING_SIZE"
 	maxEnvPoolWorker = 1024
 )
 

@@ -189,6 +189,7 @@ type Loop struct {
 	dev          *devEngine // device destinations (devio.go), from the first device buffer
 	recs         []record
 	free         []uint32     // free record indices
+	cancels      []uint32     // records asked to end early (cancelStep)
 	pending      fifo[uint32] // records waiting for a slot in the SQE batch
 	nwaiting     int          // claimed requests waiting for a record, all queues
 	nextClaim    int          // the queue the next cycle claims from first
@@ -240,7 +241,19 @@ type record struct {
 	queue     uint16 // index in l.qs
 	op        Op
 	lane      uint8
+	live      bool      // taken and not yet completed
+	dev       bool      // the device engine's (devio.go): not cancelled one by one
+	cancel    cancelled // asked to end early (cancelRequest)
 }
+
+// cancelled is how far a record's cancel went.
+type cancelled uint8
+
+const (
+	notCancelled cancelled = iota
+	cancelWanted           // asked; the backend not yet told
+	cancelSent             // the backend was asked to end it
+)
 
 type command struct {
 	fn   func() error
@@ -383,7 +396,10 @@ func (l *Loop) serve() {
 		if claimed > 0 {
 			l.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
 		}
-		l.dispatch()             // claimed requests -> SQE batch
+		l.dispatch() // claimed requests -> SQE batch
+		if len(l.cancels) > 0 {
+			l.cancelStep() // requests asked to end early (cancel.go)
+		}
 		advanced := l.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
 		l.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
 		if l.stopReq.Load() && l.stopStep() {
@@ -403,6 +419,7 @@ func (l *Loop) serve() {
 
 func (l *Loop) beginRun() {
 	l.stopping, l.cancelling, l.cancelIssued = false, false, false
+	l.cancels = l.cancels[:0] // records of the last run: all complete
 	l.bo.reset()
 	l.quietSince = -1
 	l.dev.begin()
@@ -447,7 +464,7 @@ func (l *Loop) reaped(i uint32, res int64, now int64) {
 		r.done += uint64(res)
 		r.remaining -= uint64(res)
 		l.st.bytes += uint64(res)
-		if r.remaining > 0 && !l.cancelling {
+		if r.remaining > 0 && !l.cancelling && r.cancel == notCancelled {
 			// Short transfer: go on from where it stopped. A READ
 			// that reaches EOF gets 0 next and ends.
 			r.fileOff += uint64(res)
@@ -607,6 +624,7 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 				break
 			}
 			i := l.take(s, t, req.completion, req.op, now)
+			l.recs[i].dev = true
 			s.fence.add(&l.recs[i])
 			l.dev.admit(i, req, d, p, l.tab.files[req.file].lane)
 			return
@@ -644,6 +662,10 @@ func (l *Loop) dispatch() {
 	for l.pending.len() > 0 {
 		i := l.pending.pop()
 		r := &l.recs[i]
+		if r.cancel != notCancelled { // between two pieces of a short transfer
+			l.finishCancelled(i, l.now())
+			continue
+		}
 		if r.op == OpRead && int64(r.remaining) <= int64(l.cfg.InlineMax) && l.tab.files[r.file].inlineOK() {
 			l.readInline(i, r) // may push i again: a short read goes on
 			continue
@@ -888,6 +910,7 @@ func (l *Loop) fail(err error) {
 	for l.pending.len() > 0 {
 		l.pending.pop()
 	}
+	l.cancels = l.cancels[:0]
 	isFree := make([]bool, len(l.recs))
 	for _, i := range l.free {
 		isFree[i] = true
@@ -896,7 +919,7 @@ func (l *Loop) fail(err error) {
 		if !isFree[i] {
 			r := &l.recs[i]
 			l.complete(l.qs[r.queue], r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
-			l.free = append(l.free, uint32(i))
+			l.release(uint32(i))
 		}
 	}
 	for _, sq := range l.qs {
@@ -911,7 +934,7 @@ func (l *Loop) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
 	l.taken++
 	s.taken++
 	s.othersAtTake = l.taken - s.taken
-	l.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now}
+	l.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now, live: true}
 	return i
 }
 
@@ -922,8 +945,14 @@ func (l *Loop) finish(i uint32, result int64, now int64) {
 	s := l.qs[r.queue]
 	l.complete(s, r.ticket, r.cid, result, now-r.claimedAt)
 	s.fence.done(r)
-	l.free = append(l.free, i)
+	l.release(i)
 	l.retireFences(s, now)
+}
+
+// release returns record i to the free list.
+func (l *Loop) release(i uint32) {
+	l.recs[i].live = false
+	l.free = append(l.free, i)
 }
 
 // complete publishes the result of queue s's ticket t into its completion
@@ -955,7 +984,7 @@ func (l *Loop) retireFences(s *served, now int64) {
 		}
 		r := &l.recs[i]
 		l.complete(s, r.ticket, r.cid, 0, now-r.claimedAt)
-		l.free = append(l.free, i)
+		l.release(i)
 	}
 }
 

@@ -25,6 +25,7 @@ type noBackend struct{}
 
 func (noBackend) enter([]sqe, []cqe, waitFor) (int, int, error) { return 0, 0, errNoCgo("enter") }
 func (noBackend) cancelAll() error                              { return errNoCgo("cancel") }
+func (noBackend) cancel(uint64) (bool, error)                   { return false, errNoCgo("cancel") }
 func (noBackend) setFile(uint32, int) error                     { return errNoCgo("register a file") }
 func (noBackend) setBuffer(uint16, []byte) error                { return errNoCgo("register a buffer") }
 func (noBackend) describe() string                              { return "none (built without cgo)" }

@@ -29,7 +29,7 @@ type poolBackend struct {
 func openPool(workers int, sqEntries uint32, maxInflight int, nfiles int) (*poolBackend, error) {
 	p := &poolBackend{workers: uint32(workers), sq: sqEntries}
 	sq, cq := max(ceilPow2(sqEntries), 2), max(ceilPow2(uint32(maxInflight)+1), 2) // the shim's queues want powers of two
-	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sq), C.uint(cq), C.uint(nfiles)); ret < 0 {
+	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sq), C.uint(cq), C.uint(nfiles), C.uint(maxInflight)); ret < 0 {
 		return nil, errorf("megaio: starting %d pool workers: %w", workers, unix.Errno(-ret))
 	}
 	return p, nil
@@ -56,6 +56,12 @@ func (p *poolBackend) cancelAll() error {
 	C.megaio_pool_cancel_all(p.pool)
 	p.interrupt()
 	return nil
+}
+
+// cancel ends one job: one no worker has taken yet is given back (ended);
+// one in its system call has its worker signalled (megaio_pool_cancel).
+func (p *poolBackend) cancel(userData uint64) (bool, error) {
+	return C.megaio_pool_cancel(p.pool, C.uint64_t(userData)) == 1, nil
 }
 
 func (p *poolBackend) interrupt() int { return int(C.megaio_pool_interrupt(p.pool)) }

@@ -77,6 +77,13 @@ func (b *uringBackend) cancelAll() error {
 	return nil
 }
 
+func (b *uringBackend) cancel(userData uint64) (bool, error) {
+	if ret := C.megaio_ring_cancel(b.ring, C.uint64_t(userData)); ret < 0 {
+		return false, unix.Errno(-ret)
+	}
+	return false, nil
+}
+
 func (b *uringBackend) setFile(index uint32, fd int) error {
 	if ret := C.megaio_ring_set_file(b.ring, C.uint(index), C.int(fd)); ret < 0 {
 		return errorf("megaio: registering file slot %d with io_uring: %w", index, unix.Errno(-ret))

@@ -5,8 +5,8 @@
  * The ordering argument
  * ------------------------------------------------------------------------
  * Two kinds of thread share this pool: the loop's thread (megaio_pool_enter,
- * _cancel_all, _interrupt, _set_file, _close: one thread, never two at once)
- * and the workers. Every shared word, who writes it, and what pairs with
+ * _cancel_all, _cancel, _interrupt, _set_file, _close: one thread, never two
+ * at once) and the workers. Every shared word, who writes it, and what pairs with
  * what (all atomics are seq_cst unless named otherwise):
  *
  *   sq (cells, enq, deq)  the loop pushes jobs, workers pop them. A cell's
@@ -42,6 +42,28 @@
  *                         -ECANCELED and no call) or C2 sees R1 (the worker
  *                         is signalled). A signal that lands between R2 and
  *                         the call is lost; C2 runs again next cycle.
+ *   state[ud]             one request's cancel (megaio_pool_cancel):
+ *                         epoch << 2 | QUEUED, RUNNING, DONE or
+ *                         CANCELLING, for the job whose user_data is ud (a
+ *                         loop record; one job per record at a time). The
+ *                         loop stores a new epoch with QUEUED before it
+ *                         pushes the job (the push's release publishes
+ *                         it). A worker takes the job with a CAS QUEUED ->
+ *                         RUNNING, and stores DONE before it pushes the
+ *                         result. The loop's cancel takes a queued job
+ *                         back with a CAS QUEUED -> DONE: then no worker
+ *                         runs it (their CAS fails, and a later job of
+ *                         the record has a new epoch), it never reaches
+ *                         cq, and the loop completes the request itself.
+ *                         A running job it marks with a CAS RUNNING ->
+ *                         CANCELLING and signals the worker announcing ud
+ *                         + 1 in ws[i].call_ud (stored before call_gen, so
+ *                         before the worker's R2, where it also loads
+ *                         state): either the worker sees CANCELLING or the
+ *                         loop sees the announcement. A lost signal is
+ *                         sent again next cycle; a stray one (a signal for
+ *                         an earlier job of the worker) costs a retried
+ *                         system call.
  *   stopping              written by close; workers read it when idle.
  *   fds, stream           the loop's alone (set_file writes, enter reads):
  *                         a job carries its descriptor, resolved when
@@ -81,7 +103,8 @@
 
 struct job {
 	struct megaio_sqe sqe;
-	uint64_t gen; /* cancel generation it was queued in */
+	uint64_t gen;   /* cancel generation it was queued in */
+	uint32_t epoch; /* its epoch in state[sqe.user_data] (none past nrecs) */
 	int fd;       /* resolved when queued, as io_uring resolves fixed files at submission;
 		       * the graveyard keeps the number open until nothing is in flight */
 	int stream;
@@ -108,6 +131,7 @@ struct mpmc {
  * interrupt it (megaio_pool_interrupt). */
 struct worker_state {
 	_Alignas(64) _Atomic uint64_t call_gen;
+	_Atomic uint64_t call_ud; /* the job's user_data + 1 while in its call, else 0 */
 	pthread_t tid;
 	struct megaio_pool *pool;
 };
@@ -127,8 +151,30 @@ struct megaio_pool {
 	_Alignas(64) _Atomic uint32_t comp_seq; /* futex: bumped per completion */
 	_Atomic int loop_waits;                 /* 1 while the loop waits for a completion */
 	_Atomic uint64_t cancel_gen;
+	_Atomic uint32_t *state; /* per user_data below nrecs: megaio_pool_cancel */
+	unsigned nrecs;
 	_Atomic int stopping;
 };
+
+/* A job's state word: epoch << 2 | one of these. */
+enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_CANCELLING };
+
+/* The state word of the job with user_data ud, or NULL: the loop's records
+ * are 0..nrecs-1; other user_data (the device engine's) are never
+ * cancelled one by one. */
+static _Atomic uint32_t *state_of(struct megaio_pool *p, uint64_t ud)
+{
+	return ud < p->nrecs ? &p->state[ud] : NULL;
+}
+
+/* take moves a popped job from QUEUED to RUNNING; false when the loop took
+ * it back first (megaio_pool_cancel): the job is dropped unrun. */
+static int take(struct megaio_pool *p, const struct job *j)
+{
+	_Atomic uint32_t *st = state_of(p, j->sqe.user_data);
+	uint32_t queued = j->epoch << 2 | JOB_QUEUED;
+	return !st || atomic_compare_exchange_strong(st, &queued, j->epoch << 2 | JOB_RUNNING);
+}
 
 /* size: a power of two, at least 2 (pool.go rounds it). */
 static int mpmc_init(struct mpmc *q, unsigned size)
@@ -281,12 +327,15 @@ static int32_t run(struct megaio_pool *p, struct worker_state *w, const struct j
 	const struct megaio_sqe *s = &j->sqe;
 	/* Announce the call before checking the generation: a cancel after
 	 * the check finds us announced and interrupts us. */
+	atomic_store(&w->call_ud, s->user_data + 1);
 	atomic_store(&w->call_gen, j->gen + 1);
+	_Atomic uint32_t *st = state_of(p, s->user_data);
+	const uint32_t cancelling = j->epoch << 2 | JOB_CANCELLING;
 	int32_t res = 0;
 	int fd = j->fd, stream = j->stream;
 	void *addr = (void *)(uintptr_t)s->addr;
 	for (;;) {
-		if (j->gen != atomic_load(&p->cancel_gen)) {
+		if (j->gen != atomic_load(&p->cancel_gen) || (st && atomic_load(st) == cancelling)) {
 			res = -ECANCELED;
 			break;
 		}
@@ -317,6 +366,9 @@ static int32_t run(struct megaio_pool *p, struct worker_state *w, const struct j
 		/* EINTR: a cancel's signal (the loop checks above), or a stray one. */
 	}
 	atomic_store(&w->call_gen, 0);
+	atomic_store(&w->call_ud, 0);
+	if (st)
+		atomic_store(st, j->epoch << 2 | JOB_DONE); /* before the result is pushed */
 	return res;
 }
 
@@ -351,6 +403,8 @@ static void *worker(void *arg)
 			continue;
 		}
 		idle = 0;
+		if (!take(p, &j))
+			continue; /* taken back by megaio_pool_cancel: the loop completed it */
 		j.res = run(p, w, &j);
 		mpmc_push(&p->cq, &j); /* cannot fail: sized above the in-flight cap */
 		atomic_fetch_add(&p->comp_seq, 1);
@@ -376,23 +430,26 @@ void megaio_pool_close(struct megaio_pool *p)
 	free(p->ws);
 	free((void *)p->fds);
 	free((void *)p->stream);
+	free((void *)p->state);
 	free(p->sq.cells);
 	free(p->cq.cells);
 	free(p);
 }
 
 int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_entries, unsigned cq_entries,
-		     unsigned nfiles)
+		     unsigned nfiles, unsigned nrecs)
 {
 	struct megaio_pool *p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->nfiles = nfiles;
+	p->nrecs = nrecs;
+	p->state = calloc(nrecs ? nrecs : 1, sizeof(*p->state));
 	p->fds = calloc(nfiles, sizeof(*p->fds));
 	p->stream = calloc(nfiles, sizeof(*p->stream));
 	p->tids = calloc(workers, sizeof(*p->tids));
 	p->ws = calloc(workers, sizeof(*p->ws));
-	if (!p->fds || !p->stream || !p->tids || !p->ws || mpmc_init(&p->sq, sq_entries) || mpmc_init(&p->cq, cq_entries)) {
+	if (!p->fds || !p->stream || !p->state || !p->tids || !p->ws || mpmc_init(&p->sq, sq_entries) || mpmc_init(&p->cq, cq_entries)) {
 		megaio_pool_close(p);
 		return -ENOMEM;
 	}
@@ -458,6 +515,11 @@ int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsi
 	unsigned i;
 	for (i = 0; i < n; i++) {
 		struct job j = {.sqe = sqes[i], .gen = gen, .fd = -1};
+		_Atomic uint32_t *st = state_of(p, sqes[i].user_data);
+		if (st) { /* a new epoch: the record's earlier job, if taken back and still queued, cannot take this one */
+			j.epoch = (atomic_load(st) >> 2) + 1;
+			atomic_store(st, j.epoch << 2 | JOB_QUEUED);
+		}
 		if (sqes[i].flags & MEGAIO_SQE_RAW_FD) {
 			j.fd = sqes[i].file; /* kept open by the loop until the job completes; positional IO */
 		} else if (sqes[i].file >= 0 && (unsigned)sqes[i].file < p->nfiles) {
@@ -490,6 +552,27 @@ int megaio_pool_enter(struct megaio_pool *p, const struct megaio_sqe *sqes, unsi
 }
 
 void megaio_pool_cancel_all(struct megaio_pool *p) { atomic_fetch_add(&p->cancel_gen, 1); }
+
+int megaio_pool_cancel(struct megaio_pool *p, uint64_t user_data)
+{
+	_Atomic uint32_t *st = state_of(p, user_data);
+	if (!st)
+		return 0;
+	uint32_t old = atomic_load(st), epoch = old >> 2;
+	if ((old & 3) == JOB_QUEUED) {
+		if (atomic_compare_exchange_strong(st, &old, epoch << 2 | JOB_DONE)) {
+			p->inflight--; /* no worker will run it, nor push its result */
+			return 1;
+		}
+		/* a worker took it meanwhile: old is now what it stored */
+	}
+	if ((old & 3) == JOB_RUNNING)
+		atomic_compare_exchange_strong(st, &old, epoch << 2 | JOB_CANCELLING);
+	for (unsigned i = 0; i < p->nworkers; i++)
+		if (atomic_load(&p->ws[i].call_ud) == user_data + 1)
+			pthread_kill(p->ws[i].tid, megaio_pool_signal());
+	return 0;
+}
 
 int megaio_pool_set_file(struct megaio_pool *p, unsigned idx, int fd)
 {

@@ -9,9 +9,9 @@
  * needs no Go scheduler slot, so the pool does not compete with the loop and
  * the application for GOMAXPROCS.
  *
- * Threads: megaio_pool_enter, _cancel_all, _set_file and _close are called by
- * the loop's thread only; the workers touch only the queues, the file table
- * (read) and the futex words.
+ * Threads: megaio_pool_enter, _cancel_all, _cancel, _interrupt, _set_file and
+ * _close are called by the loop's thread only; the workers touch only the
+ * queues, the file table (read), the cancel words and the futex words.
  */
 #ifndef MEGAIO_POOL_SHIM_H
 #define MEGAIO_POOL_SHIM_H
@@ -23,9 +23,10 @@ struct megaio_pool;
 /* Starts workers threads. The submission queue holds sq_entries jobs (more
  * is backpressure), the completion queue cq_entries (at least the most jobs
  * ever in flight); both powers of two, at least 2 (-EINVAL otherwise).
- * Returns 0 or -errno. */
+ * user_data 0..nrecs-1 name requests megaio_pool_cancel may cancel one by
+ * one. Returns 0 or -errno. */
 int megaio_pool_open(struct megaio_pool **out, unsigned workers, unsigned sq_entries, unsigned cq_entries,
-		     unsigned nfiles);
+		     unsigned nfiles, unsigned nrecs);
 
 /* As megaio_ring_enter: queues sqes[0..n) while the submission queue has
  * room, then copies up to max completions; with wait_ns > 0 and none ready,
@@ -44,6 +45,16 @@ void megaio_pool_cancel_all(struct megaio_pool *p);
  * again (each cycle) until that is 0 or their jobs have completed; a worker
  * in an uninterruptible wait stays there. */
 unsigned megaio_pool_interrupt(struct megaio_pool *p);
+
+/* Cancels the job in flight with user_data (below nrecs). A job no worker
+ * has taken yet is taken back: it will never run nor be reaped, and 1 is
+ * returned: the caller completes the request itself. A job inside its
+ * system call is marked and its worker signalled (an interruptible wait
+ * fails with EINTR and the job ends with -ECANCELED, or the bytes it
+ * moved); the signal can land just before the call, so call it again each
+ * cycle until the job completes. Returns 0 then, and for a job already
+ * done. */
+int megaio_pool_cancel(struct megaio_pool *p, uint64_t user_data);
 
 /* The signal megaio_pool_interrupt sends (SIGRTMAX - 2). Its handler is
  * installed by the first megaio_pool_open, without SA_RESTART; on threads

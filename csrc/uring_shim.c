@@ -144,6 +144,16 @@ int megaio_ring_cancel_all(struct megaio_ring *r)
 	return 0;
 }
 
+int megaio_ring_cancel(struct megaio_ring *r, uint64_t user_data)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, user_data, 0);
+	io_uring_sqe_set_data64(sqe, MEGAIO_CANCEL_USER_DATA);
+	return 0;
+}
+
 int megaio_ring_set_file(struct megaio_ring *r, unsigned idx, int fd)
 {
 	int ret = io_uring_register_files_update(&r->ring, idx, &fd, 1);

@@ -48,6 +48,13 @@ int megaio_ring_enter(struct megaio_ring *r, const struct megaio_sqe *sqes, unsi
  * megaio_ring_enter submits it. Returns 0 or -EBUSY when the SQ is full. */
 int megaio_ring_cancel_all(struct megaio_ring *r);
 
+/* Queues an IORING_OP_ASYNC_CANCEL of the request in flight with user_data;
+ * the next megaio_ring_enter submits it. The request completes as usual:
+ * with -ECANCELED, or its own result when it was past cancelling (a read
+ * of a regular file the kernel is already copying). Returns 0 or -EBUSY
+ * when the SQ is full. */
+int megaio_ring_cancel(struct megaio_ring *r, uint64_t user_data);
+
 /* Points registered file slot idx at fd (-1 clears it). Returns 0 or -errno. */
 int megaio_ring_set_file(struct megaio_ring *r, unsigned idx, int fd);
 
