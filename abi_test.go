@@ -385,10 +385,11 @@ func TestStopUnderFlood(t *testing.T) {
 	})
 }
 
-// TestWaitParks: goroutines in Wait on requests that take long park (they
-// do not spin or sleep-poll), and each is woken by its own completion: 8
-// READs of a pipe, released one byte at a time, then the rest cancelled at
-// Stop's deadline.
+// TestWaitParks: goroutines in Wait on requests that take long block (the
+// first GOMAXPROCS in a futex, the others parked on a channel: they do not
+// spin or sleep-poll), and each is woken by its own completion: 8 READs of a
+// pipe, released one byte at a time, then the rest cancelled at Stop's
+// deadline.
 func TestWaitParks(t *testing.T) { forBackends(t, testWaitParks) }
 
 func testWaitParks(t *testing.T, be BackendKind) {
@@ -412,11 +413,22 @@ func testWaitParks(t *testing.T, be BackendKind) {
 	parked := func() int {
 		c := 0
 		for i := range h.p.waiters {
-			c += int(h.p.waiters[i].waiting.Load())
+			if h.p.waiters[i].waiting.Load() != 0 {
+				c++
+			}
 		}
 		return c
 	}
 	eventually(t, "every Wait to park", func() bool { return parked() == n })
+	futex := 0
+	for i := range h.p.waiters {
+		if h.p.waiters[i].waiting.Load() == parkedFutex {
+			futex++
+		}
+	}
+	if want := min(n, int(h.p.maxFutex)); futex != want {
+		t.Errorf("%d waiters in a futex, want %d (GOMAXPROCS): the others park on a channel", futex, want)
+	}
 	for i := range n / 2 {
 		if _, err := w.Write([]byte{byte(i)}); err != nil {
 			t.Fatal(err)
