@@ -369,7 +369,10 @@ type HostProducer struct {
 	waiters []waiter // by completion id: where Wait parks (the loop wakes it)
 
 	// Goroutines blocked in a futex (waitFutex) and how many may be: each
-	// holds an OS thread, so only the first few wait that way.
+	// holds an OS thread while it waits, as a goroutine in os.File.ReadAt
+	// does, so only the first 64 (or GOMAXPROCS, if more) wait that way and
+	// the rest park in the Go scheduler. 64 rather than GOMAXPROCS: with 2,
+	// 8 goroutines reading 4 KiB O_DIRECT took 43 µs a read against 35.
 	futexWaiters atomic.Int32
 	maxFutex     int32
 }
@@ -430,7 +433,7 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 		return nil, errorf("megaio: mapping the host producer side: %w", err)
 	}
 	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps)),
-		waiters: make([]waiter, len(q.comps)), maxFutex: int32(runtime.GOMAXPROCS(0))}
+		waiters: make([]waiter, len(q.comps)), maxFutex: int32(max(runtime.GOMAXPROCS(0), 64))}
 	q.host = p
 	q.waiters.Store(&p.waiters)
 	return p, nil
