@@ -18,7 +18,7 @@ import (
 // and on a disk file with O_DIRECT. They report IOPS, MB/s, p50 and p99
 // latency (publish to result), the loop thread's CPU time per request and
 // allocations per request. Side-by-side comparisons with fio and plain Go
-// are `megaio bench -compare`'s job.
+// are `megaio bench`'s job.
 
 type ioCase struct {
 	name  string

@@ -15,7 +15,7 @@
 # Needs Go 1.22 or newer (as go.mod says) on PATH or in /usr/local/go/bin. Installs
 # liburing-dev, pkg-config and fio with apt-get when they are missing:
 # liburing is linked statically, so the binaries need no liburing at run
-# time; fio is only for `megaio bench -compare`.
+# time; fio is only for `megaio bench`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,7 +27,7 @@ need=()
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v g++ >/dev/null || need+=(g++) # the device code on CPU threads (kernels_test.go)
-command -v fio >/dev/null || need+=(fio) # for `megaio bench -compare`
+command -v fio >/dev/null || need+=(fio) # for `megaio bench`
 if [ ${#need[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"

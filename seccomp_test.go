@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -36,8 +37,17 @@ func TestMain(m *testing.M) {
 			os.Exit(3)
 		}
 	}
+	// cuFile, where the machine has it, logs to cufile.log in the working
+	// directory unless told otherwise: into a temporary directory instead.
+	logDir := ""
+	if _, set := os.LookupEnv("CUFILE_LOGFILE_PATH"); !set {
+		if d, err := os.MkdirTemp("", "megaio-cufile-log-"); err == nil {
+			logDir = d
+			os.Setenv("CUFILE_LOGFILE_PATH", filepath.Join(d, "cufile.log"))
+		}
+	}
 	code := m.Run()
-	for _, d := range []string{standIns.dir, cpuKernels.dir} {
+	for _, d := range []string{standIns.dir, cpuKernels.dir, logDir} {
 		if d != "" {
 			os.RemoveAll(d)
 		}

@@ -26,11 +26,12 @@ import (
 	"github.com/megaio/megaio/internal/benchrun"
 )
 
-// allEngines are the engines `megaio bench --compare` runs, in this order
+// allEngines are the engines `megaio bench` runs, in this order
 // within each round.
 var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-gpu-uring", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
 
-// engineNotes say what each engine is, under the table.
+// engineNotes say what each engine is, under the table (for the engines
+// that ran).
 var engineNotes = []string{
 	"megaio-io_uring: one host producer thread keeps -depth requests in flight; the loop on io_uring",
 	"megaio-gpu: -depth independent producers with one request each, refilled in the order they complete, polling without sleeping as GPU threads do (one host thread drives them all, at SCHED_IDLE: it never takes a CPU from the loop or the kernel's workers, as a GPU would not); the loop on io_uring",
@@ -45,7 +46,6 @@ var engineNotes = []string{
 }
 
 type benchConfig struct {
-	compare             bool
 	dir, path           string
 	size                int64
 	rw                  string
@@ -63,7 +63,6 @@ type benchConfig struct {
 func runBench(args []string) error {
 	var c benchConfig
 	fs := newFlagSet("bench")
-	fs.BoolVar(&c.compare, "compare", true, "compare megaio with fio and plain Go side by side (the only mode, and the default)")
 	fs.StringVar(&c.dir, "dir", defaultDir(), "directory for the generated file (use a disk directory with -direct)")
 	fs.StringVar(&c.path, "file", "", "use this file instead of generating one (at least -size bytes)")
 	size := int64(256 << 20)
@@ -96,9 +95,6 @@ func runBench(args []string) error {
 		return fmt.Errorf("bench: -block at most 1 GiB")
 	}
 	c.block = int(block)
-	if !c.compare {
-		return fmt.Errorf("bench: -compare is the only mode")
-	}
 	switch c.rw {
 	case "randread", "read", "randwrite", "write":
 	default: // checked before the file is made and any engine runs
@@ -144,11 +140,23 @@ func bench(c benchConfig, out io.Writer) error {
 		Direct: c.direct, Duration: c.duration, Huge: c.huge}
 	fmt.Fprintf(out, "workload: %s, %d-byte blocks, depth %d, batch %d, direct=%v, %v per run, %d rounds, file %s\n",
 		c.rw, c.block, c.depth, c.batch, c.direct, c.duration, c.rounds, path)
+	engines := c.engines
+	if !hasFio {
+		engines = slices.DeleteFunc(slices.Clone(engines), func(e string) bool { return strings.HasPrefix(e, "fio-") })
+	}
+	prog := newProgress(out, c, len(engines))
+	fmt.Fprintf(out, "plan: %d rounds of %d engines (%s), %v each", c.rounds, len(engines), strings.Join(engines, ", "), c.duration)
+	if len(c.sweep) > 0 {
+		fmt.Fprintf(out, "; then a sweep of depths %v, %d rounds, %v each", c.sweep, c.sweepRounds, c.sweepDur)
+	}
+	fmt.Fprintf(out, ": %d runs, about %v\n", prog.runs, prog.estimate().Round(time.Second))
 
 	var all []benchrun.Result
 	for round := 1; round <= c.rounds; round++ {
-		for _, e := range c.engines {
+		for _, e := range engines {
+			prog.start(fmt.Sprintf("round %d/%d, %s", round, c.rounds, e), c.duration)
 			r, err := runEngine(e, spec, hasFio)
+			prog.end()
 			if err != nil {
 				return fmt.Errorf("%s: %w", e, err)
 			}
@@ -174,8 +182,10 @@ func bench(c benchConfig, out io.Writer) error {
 		for _, d := range c.sweep {
 			s := spec
 			s.Depth, s.Batch, s.Duration = d, min(c.batch, d), c.sweepDur
-			for _, e := range c.engines {
+			for _, e := range engines {
+				prog.start(fmt.Sprintf("sweep round %d/%d, depth %d, %s", round, c.sweepRounds, d, e), c.sweepDur)
 				r, err := runEngine(e, s, hasFio)
+				prog.end()
 				if err != nil {
 					return fmt.Errorf("sweep depth %d, %s: %w", d, e, err)
 				}
@@ -202,6 +212,70 @@ func bench(c benchConfig, out io.Writer) error {
 		fmt.Fprintf(out, "wrote %s\n", c.plotPath)
 	}
 	return nil
+}
+
+// benchProgress says, before each run, which run it is and about how long the
+// whole bench has left: one line redrawn in place on a terminal, a plain
+// line each otherwise.
+type benchProgress struct {
+	out         io.Writer
+	tty         bool
+	runs, done  int
+	left        time.Duration // the runs not yet done, at their nominal length
+	began       time.Time     // the first run's start
+	spent, plan time.Duration // done runs: time taken, and nominal length
+}
+
+// runOverhead is a run's cost beyond its duration (set-up, fio's start),
+// for the first estimate; later ones scale by what the runs took.
+const runOverhead = 300 * time.Millisecond
+
+func newProgress(out io.Writer, c benchConfig, engines int) *benchProgress {
+	p := &benchProgress{out: out, tty: isTerminal(out)}
+	p.runs = c.rounds*engines + c.sweepRounds*len(c.sweep)*engines
+	p.left = time.Duration(c.rounds*engines)*(c.duration+runOverhead) +
+		time.Duration(c.sweepRounds*len(c.sweep)*engines)*(c.sweepDur+runOverhead)
+	return p
+}
+
+// estimate is the time the runs left should take: their nominal length,
+// scaled by how the runs so far compared with theirs.
+func (p *benchProgress) estimate() time.Duration {
+	if p.plan == 0 {
+		return p.left
+	}
+	return time.Duration(float64(p.left) * float64(p.spent) / float64(p.plan))
+}
+
+func (p *benchProgress) start(what string, d time.Duration) {
+	p.began = time.Now()
+	line := fmt.Sprintf("[%d/%d] %s, about %v left", p.done+1, p.runs, what, p.estimate().Round(time.Second))
+	if p.tty {
+		fmt.Fprintf(p.out, "\r\033[K%s", line)
+	} else {
+		fmt.Fprintln(p.out, line)
+	}
+	p.left -= d + runOverhead
+	p.plan += d + runOverhead
+}
+
+func (p *benchProgress) end() {
+	p.done++
+	p.spent += time.Since(p.began)
+	if p.tty {
+		fmt.Fprint(p.out, "\r\033[K") // the result line takes its place
+	}
+}
+
+// isTerminal reports whether w is a terminal (then progress redraws one
+// line).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // placeOutputs puts the JSON and the plot, when given as bare names, in
@@ -356,7 +430,11 @@ func printTable(out io.Writer, rows []row, hasFio bool) {
 	fmt.Fprintf(out, "(the last four columns are ratios to %s)\n", base)
 	fmt.Fprintln(out, "(medians over the rounds, the IOPS range beside them; CPU µs/req is what serving costs: megaio's excludes its producer threads (their own is the producers column), fio's is the whole fio process, go's the whole pool; loop is megaio's loop thread alone; in flight is megaio's mean by Little's law; disk busy is the file's disk (direct runs); runs/MiB are megaio's destination buffer's physically contiguous runs)")
 	for _, n := range engineNotes {
-		fmt.Fprintln(out, "  "+n)
+		for _, r := range rows {
+			if strings.HasPrefix(n, r.Engine+":") {
+				fmt.Fprintln(out, "  "+n)
+			}
+		}
 	}
 }
 

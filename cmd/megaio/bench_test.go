@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,16 +13,17 @@ import (
 	"github.com/megaio/megaio/internal/benchrun"
 )
 
-// TestBenchCompare runs a tiny `megaio bench -compare` and checks that it
-// prints the table with ratios and writes the JSON and the plot.
-func TestBenchCompare(t *testing.T) {
+// TestBench runs a tiny `megaio bench` and checks that it prints its plan
+// and progress, the table with ratios and the notes of the engines that ran
+// (no others), and writes the JSON and the plot.
+func TestBench(t *testing.T) {
 	dir := t.TempDir()
 	engines := allEngines
 	if why := ioURingRefused(t); why != "" {
 		t.Logf("io_uring is refused here, so its engines are left out: %s", why)
 		engines = []string{"megaio-pool", "fio-psync", "go"}
 	}
-	c := benchConfig{compare: true, dir: defaultDir(), size: 8 << 20, rw: "randread", block: 4096, depth: 4, batch: 1,
+	c := benchConfig{dir: defaultDir(), size: 8 << 20, rw: "randread", block: 4096, depth: 4, batch: 1,
 		duration: 300 * time.Millisecond, rounds: 1, sweep: []int{1, 4}, sweepDur: 200 * time.Millisecond, sweepRounds: 1,
 		engines: engines, jsonPath: filepath.Join(dir, "r.json"), plotPath: filepath.Join(dir, "p.svg"),
 		mdPath: filepath.Join(dir, "t.md")}
@@ -39,9 +41,17 @@ func TestBenchCompare(t *testing.T) {
 	if engines[0] == "megaio-io_uring" {
 		wants = append(wants, "megaio-io_uring", "go-io_uring", "ratios to "+base, "1.00x")
 	}
+	wants = append(wants, "plan: 1 rounds of", "[1/", "about ")
 	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, n := range engineNotes {
+		e, _, _ := strings.Cut(n, ":")
+		ran := slices.Contains(engines, e) && (!strings.HasPrefix(e, "fio-") || benchrun.FioAvailable())
+		if got := strings.Contains(out.String(), "  "+n); got != ran {
+			t.Errorf("the note of %s printed: %v, ran: %v", e, got, ran)
 		}
 	}
 	var doc struct {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +27,14 @@ func TestMain(m *testing.M) {
 // runCLI runs `megaio args...` and returns its exit status and output.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIIn(t, "", args...)
+}
+
+// runCLIIn is runCLI in working directory dir ("": this one).
+func runCLIIn(t *testing.T, dir string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "MEGAIO_CLI=1", "MEGAIO_CLI_ARGS="+strings.Join(args, " "))
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -59,6 +68,13 @@ func TestCLIConventions(t *testing.T) {
 		{[]string{"bench", "-rw", "foo"}, 1, "", `-rw "foo"`},
 		{[]string{"demo", "-backend", "nope"}, 1, "", `backend "nope"`},
 		{[]string{"version"}, 0, "megaio v", ""},
+		{[]string{"--version"}, 0, "megaio v", ""},
+		{[]string{"-version"}, 0, "megaio v", ""},
+		{[]string{"check", "-h"}, 0, "", "-for"},
+		{[]string{"check", "-h"}, 0, "", "exit status is 0"},
+		{[]string{"check", "now"}, 1, "", `megaio check: unexpected argument "now"`},
+		{[]string{"check", "-for", "tpu"}, 1, "", `-for "tpu"`},
+		{[]string{"bench", "-compare"}, 2, "", "flag provided but not defined: -compare"},
 	} {
 		code, out, errText := runCLI(t, c.args...)
 		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errText, c.errText) {
@@ -68,7 +84,7 @@ func TestCLIConventions(t *testing.T) {
 		if n := strings.Count(errText, "megaio:"); n > 1 {
 			t.Errorf("megaio %v: %q says megaio: %d times", c.args, errText, n)
 		}
-		if strings.Contains(out+errText, "generating") {
+		if strings.Contains(out, "generating") {
 			t.Errorf("megaio %v did work before refusing its arguments: %q", c.args, out)
 		}
 	}
@@ -126,26 +142,59 @@ func TestBenchOutputs(t *testing.T) {
 }
 
 // TestCheck: `megaio check` runs here and prints a line per capability,
-// each ok or no, every no with a fix.
+// each ok or no, every no with a fix; it exits 0 for the host configuration
+// (io_uring and memlock are what this machine has) and 1 for gpu (no GPU
+// here), saying what is missing; -json parses and says the same; nothing
+// but megaio's own error reaches stderr, and no cufile.log lands in the
+// working directory.
 func TestCheck(t *testing.T) {
-	code, out, errText := runCLI(t, "check")
-	if code != 0 {
-		t.Fatalf("megaio check: exit %d\n%s%s", code, out, errText)
+	dir := t.TempDir()
+	code, out, errText := runCLIIn(t, dir, "check")
+	if code != 0 || errText != "" {
+		t.Fatalf("megaio check: exit %d, stderr %q\n%s", code, errText, out)
 	}
 	t.Log(out)
-	for _, name := range []string{"io_uring:", "memlock:", "hugepages:", "inline:", "seccomp:", "CUDA:", "cuFile:", "device:"} {
+	for _, name := range []string{"io_uring:", "memlock:", "hugepages:", "inline:", "seccomp:", "CUDA:", "device:", "cuFile:", "nvidia-fs:"} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
-			if strings.HasPrefix(l, name) {
+			f := strings.Fields(strings.TrimPrefix(l, "*"))
+			if len(f) > 0 && f[0] == name {
 				found = true
-				f := strings.Fields(l)
 				if len(f) < 3 || (f[1] != "ok" && f[1] != "no") || (f[1] == "no" && !strings.Contains(l, "(fix: ")) {
 					t.Errorf("line %q: want name, ok or no, what was found, and a fix for a no", l)
+				}
+				if name == "device:" && f[1] == "ok" && strings.Contains(out, "CUDA:      no") {
+					t.Errorf("device ok without CUDA: %q", l)
 				}
 			}
 		}
 		if !found {
 			t.Errorf("no %s line", name)
 		}
+	}
+
+	code, out, errText = runCLIIn(t, dir, "check", "-for", "gpu")
+	if _, err := megaio.OpenGPU(0); err == nil {
+		t.Logf("a GPU is here: -for gpu exits %d", code)
+	} else if code != 1 || !strings.Contains(errText, "the gpu configuration lacks CUDA, device") ||
+		strings.Count(errText, "\n") != 1 {
+		t.Errorf("megaio check -for gpu without a GPU: exit %d, stderr %q; want 1 and one line naming CUDA and device", code, errText)
+	}
+
+	code, out, errText = runCLIIn(t, dir, "check", "-json", "-for", "gds")
+	var rep checkReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("check -json: %v\n%s", err, out)
+	}
+	if rep.For != "gds" || rep.Version != megaio.Version || len(rep.Capabilities) != 9 || (code == 0) != rep.OK {
+		t.Errorf("check -json -for gds: exit %d, %+v", code, rep)
+	}
+	for _, c := range rep.Capabilities {
+		if c.Required != slices.Contains(checkNeeds["gds"], c.Name) || (!c.OK && c.Fix == "") || c.Found == "" {
+			t.Errorf("capability %+v", c)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("megaio check left %v in its working directory", entries)
 	}
 }

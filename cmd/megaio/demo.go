@@ -287,7 +287,7 @@ func makeFile(dir string, size int) (string, []byte, error) {
 // returned function is called; only on a terminal (the line is redrawn with
 // carriage returns, which a log file would keep).
 func progress(served *atomic.Int64, total int) func() {
-	if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err != nil {
+	if !isTerminal(os.Stderr) {
 		return func() {}
 	}
 	done := make(chan struct{})

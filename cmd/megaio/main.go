@@ -3,9 +3,9 @@
 //
 //	megaio demo [-requests N] [-producers P] [-depth D] [-block B] [-size S] [-dir DIR] [-direct] [-backend B] [-deny-io-uring]
 //	megaio soak [-duration D] [-cycle D] [-producers P] [-backend B] [-seed S]
-//	megaio bench -compare [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
-//	megaio check
-//	megaio version
+//	megaio bench [-rw RW] [-block B] [-depth D] [-batch N] [-direct] [-dir DIR] [-json F] [-plot F]
+//	megaio check [-for host|gpu|gds] [-json]
+//	megaio version (or -version, --version)
 package main
 
 import (
@@ -28,7 +28,7 @@ func main() {
 	case "-h", "-help", "--help", "help":
 		usage(os.Stdout) // asked for: not an error
 		return
-	case "version":
+	case "version", "-version", "--version":
 		printVersion(os.Stdout)
 	case "check":
 		err = runCheck(os.Args[2:])
@@ -45,7 +45,7 @@ func main() {
 	}
 	if err != nil {
 		msg := err.Error()
-		if !strings.HasPrefix(msg, "megaio:") { // the library's errors name it already
+		if !strings.HasPrefix(msg, "megaio") { // the library's errors (and flag sets') name it already
 			msg = "megaio: " + msg
 		}
 		fmt.Fprintln(os.Stderr, msg)
@@ -61,12 +61,12 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `usage: megaio <command> [flags]
 
 commands:
-  demo   serve random READs from host producers through the loop and verify every byte
-  bench  megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
-  soak   many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
-  check  what this machine offers megaio (io_uring, memlock, huge pages, seccomp, CUDA, cuFile), with fixes
-  version  print the release and the queue ABI version
-  help   this text
+  demo     serve random READs from host producers through the loop and verify every byte
+  bench    megaio against fio and plain Go on one file, side by side, with a table, JSON and a plot
+  soak     many producers, a random mix of requests, Stop/Start cycles; every READ verified, lost must be 0
+  check    what this machine offers megaio (io_uring, memlock, huge pages, seccomp, CUDA, cuFile), with fixes
+  version  the release and the queue ABI version (also -version, --version)
+  help     this text
 
 Run 'megaio <command> -h' for the flags.`)
 }

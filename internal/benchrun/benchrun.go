@@ -2,7 +2,7 @@
 // way for every engine: megaio (host producers publishing through the queue,
 // a loop serving on io_uring or the worker pool), plain Go (goroutines
 // calling os.File.ReadAt / WriteAt), and fio. The package's benchmarks and
-// `megaio bench --compare` both use it, so their figures mean the same.
+// `megaio bench` both use it, so their figures mean the same.
 package benchrun
 
 import (
