@@ -9,9 +9,12 @@ package megaio
 // A request is in one of four places while the loop holds it, and each has
 // its way out:
 //
-//	unclaimed, or claimed and waiting for a record: not yet the loop's to
-//	  end; cancelRequest reports it not found and the caller asks again
-//	  (the Client does, until the request is found or complete);
+//	unclaimed: not yet the loop's to end; cancelRequest reports it not
+//	  found and the caller asks again (the Client does, until the request
+//	  is found or complete);
+//	claimed and waiting for a record (every record held): cancelRequest
+//	  completes it at once with -ECANCELED and marks it, so admitWaiting
+//	  skips it when its turn comes;
 //	pending (between two pieces of a short transfer): dispatch completes
 //	  it instead of issuing the next piece;
 //	in a lane's batch, not yet taken by the backend: cancelStep takes it
@@ -59,6 +62,22 @@ func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
 			l.cancels = append(l.cancels, uint32(i))
 		}
 		return true
+	}
+	for _, s := range l.qs {
+		if s.q != q {
+			continue
+		}
+		for k := range s.waiting.len() {
+			c := s.waiting.at(k)
+			if c.ticket != seq {
+				continue
+			}
+			if !c.cancelled && (c.req.op == OpRead || c.req.op == OpWrite) {
+				c.cancelled = true
+				l.complete(s, c.ticket, c.req.completion, -int64(unix.ECANCELED), 0)
+			}
+			return true
+		}
 	}
 	return false
 }

@@ -313,6 +313,62 @@ func TestClientReadAtContext(t *testing.T) {
 	}
 }
 
+// TestClientCancelWaiting: a call whose request waits for a record (every
+// record held by READs of an empty pipe) ends when its context does, and
+// takes no bytes: the two READs holding the records get all ten written
+// afterwards.
+func TestClientCancelWaiting(t *testing.T) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			c, err := NewClient(ClientConfig{Loop: Config{Backend: be, MaxInflight: 2, PoolWorkers: 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			f := registerPipe(t, c, r)
+			got := make(chan string, 2)
+			for range 2 {
+				go func() {
+					p := make([]byte, 5)
+					n, err := f.ReadAt(p, 0)
+					if err != nil {
+						t.Errorf("a READ holding a record: %d, %v", n, err)
+					}
+					got <- string(p[:n])
+				}()
+			}
+			eventually(t, "both records held", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
+			ctx, cancel := context.WithCancel(context.Background())
+			ended := make(chan error, 1)
+			go func() {
+				_, err := f.ReadAtContext(ctx, make([]byte, 5), 0)
+				ended <- err
+			}()
+			eventually(t, "the third READ waiting for a record", func() bool { return c.Loop().Stats().Waited == 1 })
+			cancel()
+			select {
+			case err := <-ended:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("the waiting READ: %v, want context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+				t.Fatal("a READ waiting for a record did not end with its context")
+			}
+			w.WriteString("helloworld")
+			a, b := <-got, <-got
+			if len(a+b) != 10 {
+				t.Errorf("the READs holding the records got %q and %q; want all ten bytes", a, b)
+			}
+		})
+	}
+}
+
 // TestClientCancelStorm: goroutines read with contexts that end at random
 // moments, mid-request (requests of up to 13 pieces), on both backends:
 // every call returns; the n bytes it reports are the file's, whatever its

@@ -569,6 +569,9 @@ func (l *Loop) admitWaiting(now int64) {
 		if s.waiting.len() > 0 {
 			c := s.waiting.pop()
 			l.nwaiting--
+			if c.cancelled {
+				continue // its result is out already
+			}
 			// Records that went to other queues since this one last got
 			// one or since c began to wait, whichever is later.
 			s.st.maxOvertaken = max(s.st.maxOvertaken, l.taken-s.taken-max(c.others, s.othersAtTake))
@@ -1278,13 +1281,15 @@ func (f *fifo[T]) full() bool      { return f.len() == len(f.buf) }
 func (f *fifo[T]) push(v T)        { f.buf[f.tail&uint64(len(f.buf)-1)] = v; f.tail++ }
 func (f *fifo[T]) pop() (v T)      { v = f.peek(); f.head++; return v }
 func (f *fifo[T]) peek() T         { return f.buf[f.head&uint64(len(f.buf)-1)] }
+func (f *fifo[T]) at(k int) *T     { return &f.buf[(f.head+uint64(k))&uint64(len(f.buf)-1)] }
 
 // claimed is a request the loop copied out of the ring, with its ticket,
 // while it waits for a record.
 type claimed struct {
-	ticket uint64
-	others uint64 // records taken for other queues when it began to wait
-	req    requestSlot
+	ticket    uint64
+	others    uint64 // records taken for other queues when it began to wait
+	req       requestSlot
+	cancelled bool // completed by cancelRequest while it waited: skipped when its turn comes
 }
 
 // fences implements FENCE: requests are counted by epoch, and each FENCE
