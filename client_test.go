@@ -518,6 +518,90 @@ func TestDeviceClient(t *testing.T) {
 	}
 }
 
+// TestDeviceClientCloseRace closes a client at random moments while
+// goroutines move bytes into and out of device buffers (TestDeviceFakeDriver
+// runs it against the stand-in driver, with and without cuFile) beside
+// plain-slice reads: every call ends with its bytes or ErrClosed, ErrStopped
+// or -ECANCELED, the plain slices hold the file's bytes, and calls after
+// Close return ErrClosed.
+func TestDeviceClientCloseRace(t *testing.T) {
+	g := requireGPU(t)
+	path, data := patternFile(t, diskDir(t), 1<<20, 31)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := 0; round < 40; round++ {
+		c, err := NewClient(ClientConfig{TaskSize: 64 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, _, err := c.NewDeviceBuffer(g, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var closed atomic.Bool
+		errs := make(chan error, 16)
+		for k := 0; k < 4; k++ {
+			seed := rng.Uint64()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed, 3))
+				for {
+					wasClosed := closed.Load()
+					size, off := 1+r.IntN(200<<10), r.IntN(800<<10)
+					var n int
+					var err error
+					var plain []byte
+					switch r.IntN(3) {
+					case 0:
+						n, err = f.ReadToDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
+					case 1:
+						n, err = w.WriteFromDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
+					default:
+						plain = make([]byte, size)
+						n, err = f.ReadAt(plain, int64(off))
+					}
+					if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) {
+						errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
+						return
+					}
+					switch {
+					case err == nil || err == io.EOF || errors.Is(err, ErrClosed) || errors.Is(err, ErrStopped) ||
+						errors.Is(err, unix.ECANCELED):
+					default:
+						errs <- err
+						return
+					}
+					if wasClosed {
+						if !errors.Is(err, ErrClosed) {
+							errs <- fmt.Errorf("a call started after Close: %d, %v; want ErrClosed", n, err)
+						}
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatalf("round %d: Close: %v", round, err)
+		}
+		closed.Store(true)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
+
 // TestDoContext: DoContext gives up when its context ends; the request
 // still runs, and its completion id comes back to the pool once it does.
 func TestDoContext(t *testing.T) {

@@ -54,7 +54,7 @@ func TestDeviceFakeDriver(t *testing.T) {
 		t.Skip("skipping: this is the child")
 	}
 	all := []string{"TestDeviceReads", "TestDeviceWrites", "TestDeviceConcurrent", "TestDeviceStop",
-		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom", "TestDeviceClient"}
+		"TestDeviceUnregisterInFlight", "TestDeviceForcedPaths", "TestDeviceMemory", "TestDeviceZeroAllocs", "TestDeviceRandom", "TestDeviceClient", "TestDeviceClientCloseRace"}
 	for _, run := range []struct {
 		name  string
 		env   []string
