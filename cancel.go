@@ -57,7 +57,7 @@ func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
 		if !r.live || r.ticket != seq || l.qs[r.queue].q != q {
 			continue
 		}
-		if r.cancel == notCancelled && !r.dev && (r.op == OpRead || r.op == OpWrite) {
+		if r.cancel == notCancelled && !r.dev && r.op.spec().transfer() {
 			r.cancel = cancelWanted
 			l.cancels = append(l.cancels, uint32(i))
 		}
@@ -72,7 +72,7 @@ func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
 			if c.ticket != seq {
 				continue
 			}
-			if !c.cancelled && (c.req.op == OpRead || c.req.op == OpWrite) {
+			if !c.cancelled && c.req.op.spec().transfer() {
 				c.cancelled = true
 				l.complete(s, c.ticket, c.req.completion, -int64(unix.ECANCELED), 0)
 			}

@@ -176,7 +176,7 @@ func (e *devEngine) plan(req *requestSlot, d *destination) (planParams, int64) {
 	if fs.f == nil {
 		return planParams{}, -int64(unix.EBADF) // the device paths hold no descriptor for it (see gdsWhy)
 	}
-	return requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fs.f.fh != nil, fs.f.direct, req.op == OpWrite,
+	return requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fs.f.fh != nil, fs.f.direct, req.op.spec().write,
 		req.fileOffset, req.length, e.cfg)
 }
 
@@ -185,7 +185,7 @@ func (e *devEngine) admit(i uint32, req *requestSlot, d *destination, p planPara
 	f := e.files[req.file].f
 	end := req.fileOffset + req.length
 	e.recs[i] = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
-		stopAt: end, plan: p, f: f, write: req.op == OpWrite, lane: lane, queued: true}
+		stopAt: end, plan: p, f: f, write: req.op.spec().write, lane: lane, queued: true}
 	f.refs++ // released when the request finishes
 	if p.gds && alignUp(req.fileOffset, gdsAlign) < alignDown(end, gdsAlign) {
 		e.st.gdsReqs++

@@ -456,7 +456,7 @@ func (l *Loop) drain() int {
 // reaped handles one completion of record i.
 func (l *Loop) reaped(i uint32, res int64, now int64) {
 	r := &l.recs[i]
-	if r.op == OpFsync {
+	if !r.op.spec().transfer() { // FSYNC: its result as it is
 		l.finish(i, res, now)
 		return
 	}
@@ -555,7 +555,7 @@ func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
 
 // needsRecord reports whether a request with op would take a record now.
 func (l *Loop) needsRecord(op Op) bool {
-	return (op == OpRead || op == OpWrite || op == OpFsync || op == OpFence) && !l.stopping && !l.failed
+	return op.spec().record() && !l.stopping && !l.failed
 }
 
 // admitWaiting admits claimed requests that waited for a record while
@@ -600,6 +600,7 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 		l.st.badOps++
 	}
 	var res int64
+	spec := req.op.spec()
 	switch {
 	case l.failed:
 		res = -int64(unix.EIO)
@@ -607,14 +608,14 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 		res = -int64(unix.ECANCELED)
 	case req.flags != 0 || req.reserved1 != 0:
 		res = -int64(unix.EINVAL)
-	case req.op == OpNop:
+	case spec.kind == kindNop:
 		res = 0
-	case req.op == OpFence:
+	case spec.kind == kindFence:
 		i := l.take(s, t, req.completion, req.op, now)
 		s.fence.open(i, &l.recs[i])
 		l.retireFences(s, now)
 		return
-	case req.op == OpRead || req.op == OpWrite:
+	case spec.kind == kindTransfer:
 		d, e := l.tab.checkRange(s.q, req.file, req.dest, req.fileOffset, req.destOffset, req.length)
 		if e != 0 {
 			res = e
@@ -639,7 +640,7 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 		s.fence.add(r)
 		l.pending.push(i)
 		return
-	case req.op == OpFsync:
+	case spec.kind == kindFile:
 		if res = l.tab.checkFile(req.file); res != 0 {
 			break
 		}
@@ -648,7 +649,7 @@ func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
 		s.fence.add(&l.recs[i])
 		l.pending.push(i)
 		return
-	default:
+	default: // kindNone: not an op
 		res = -int64(unix.EINVAL)
 	}
 	l.complete(s, t, req.completion, res, 0)
@@ -674,15 +675,7 @@ func (l *Loop) dispatch() {
 			continue
 		}
 		s := sqe{userData: uint64(i), off: r.fileOff, addr: r.addr, len: uint32(r.remaining), bufIndex: r.buf,
-			file: int32(r.file)}
-		switch r.op {
-		case OpRead:
-			s.op = sqeRead
-		case OpWrite:
-			s.op = sqeWrite
-		default:
-			s.op = sqeFsync
-		}
+			file: int32(r.file), op: r.op.spec().sqe}
 		ln := &l.lanes[r.lane]
 		ln.sqes = append(ln.sqes, s) // room: a record is in at most one batch
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
@@ -916,6 +917,61 @@ func testDeepIdle(t *testing.T, be BackendKind) {
 	eventually(t, "the loop to sleep deeply", func() bool { return h.l.Stats().DeepSleeps > 0 })
 	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
 		t.Fatalf("Stop of a loop in deep idle: %v", err)
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnknownOps: an op number the ABI does not define is refused with
+// -EINVAL at each layer that takes one: the loop's admit (every number from
+// 5 to 300 and the largest, published into a queue) and each backend (every
+// sqe op the shims do not know, handed to enter directly), and nothing is
+// run in its place.
+func TestUnknownOps(t *testing.T) { forBackends(t, testUnknownOps) }
+
+func testUnknownOps(t *testing.T, be BackendKind) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: be}, 4096)
+	path, _ := patternFile(t, tmpfsDir(t), 4096, 3)
+	fh := h.register(path, os.O_RDWR)
+	before := h.l.Stats().BadOps
+	bad := []Op{0xffff}
+	for op := Op(numOps); op <= 300; op++ {
+		bad = append(bad, op)
+	}
+	for _, op := range bad {
+		if res := h.do(Request{Op: op, File: fh, Dest: h.dest, Length: 16}); res != -Result(unix.EINVAL) {
+			t.Fatalf("op %d published into a queue: %d, want -EINVAL", op, res)
+		}
+	}
+	eventually(t, "BadOps counted", func() bool { return h.l.Stats().BadOps-before == uint64(len(bad)) })
+
+	// The backend alone, on the loop's thread (which owns it), while the
+	// loop is stopped.
+	if err := h.l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := h.l.exec(func() error {
+		b := h.l.lanes[0].be
+		cqes := make([]cqe, 8)
+		for op := 0; op < 256; op++ {
+			if op == sqeRead || op == sqeWrite || op == sqeFsync {
+				continue
+			}
+			s := []sqe{{userData: uint64(op), op: uint8(op), file: int32(fh), len: 16, bufIndex: sqeNoBuf,
+				addr: uint64(uintptr(unsafe.Pointer(&h.buf.Bytes()[0])))}}
+			taken, reaped, err := b.enter(s, cqes, waitFor(time.Second))
+			for reaped == 0 && err == nil { // the pool's worker may not have answered within the wait
+				_, reaped, err = b.enter(nil, cqes, waitFor(time.Second))
+			}
+			if err != nil || taken != 1 || reaped != 1 || cqes[0].userData != uint64(op) || cqes[0].res != -int32(unix.EINVAL) {
+				return fmt.Errorf("sqe op %d: taken %d, reaped %d, %+v, %v; want one completion with -EINVAL", op, taken, reaped, cqes[0], err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 	if err := h.l.Start(); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package megaio
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/bits"
 	"runtime"
 	"sync"
@@ -96,7 +95,8 @@ type producerSide struct {
 // Op is a request's operation.
 type Op uint16
 
-// Operations, as in include/megaio.h.
+// Operations, as in include/megaio.h; what each is to the loop is its row
+// in ops.go.
 const (
 	OpNop   Op = 0 // completes with 0
 	OpRead  Op = 1 // file -> destination
@@ -105,22 +105,6 @@ const (
 	OpFsync Op = 4 // fdatasync of the file
 	numOps     = 5
 )
-
-func (o Op) String() string {
-	switch o {
-	case OpNop:
-		return "NOP"
-	case OpRead:
-		return "READ"
-	case OpWrite:
-		return "WRITE"
-	case OpFence:
-		return "FENCE"
-	case OpFsync:
-		return "FSYNC"
-	}
-	return fmt.Sprintf("Op(%d)", uint16(o))
-}
 
 // Request is what a producer asks for. Handles come from the loop's
 // RegisterFile and AddDestination.

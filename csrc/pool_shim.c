@@ -351,8 +351,12 @@ static int32_t run(struct megaio_pool *p, struct worker_state *w, const struct j
 		case MEGAIO_SQE_WRITE:
 			r = stream ? write(fd, addr, s->len) : pwrite(fd, addr, s->len, (off_t)s->off);
 			break;
-		default:
+		case MEGAIO_SQE_FSYNC:
 			r = fdatasync(fd);
+			break;
+		default: /* an op this shim does not know: refused, never guessed at */
+			r = -1;
+			errno = EINVAL;
 			break;
 		}
 		if (r >= 0) {
