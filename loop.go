@@ -3,9 +3,7 @@ package megaio
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,135 +12,6 @@ import (
 
 	"github.com/megaio/megaio/internal/spin"
 )
-
-// Config tunes a Loop. Zero fields take the defaults.
-type Config struct {
-	// RingEntries is the io_uring submission queue size, a power of two
-	// (default 256). More claimed requests than fit wait in Go.
-	RingEntries uint32
-	// MaxInflight is the most requests the loop holds claimed at once
-	// (default 1024). Beyond it requests stay published in the queue
-	// until the loop has room: backpressure, never an error.
-	MaxInflight int
-	// MaxFiles and MaxBuffers size the registered file and buffer tables
-	// (defaults 64 and 16).
-	MaxFiles   int
-	MaxBuffers int
-	// Backoff is how an idle loop waits.
-	Backoff Backoff
-	// Backend picks what runs the IO (default BackendAuto).
-	Backend BackendKind
-	// PoolWorkers is the pool backend's thread count (default 16).
-	PoolWorkers int
-	// Device tunes device destinations: GPUDirect Storage or the bounce
-	// path (device.go).
-	Device DeviceConfig
-	// InlineMax is the longest READ from a memory-backed file (tmpfs
-	// without swap, ramfs, hugetlbfs) that the loop copies itself, with
-	// pread on its own thread, instead of handing it to the backend
-	// (default 64 KiB; -1: never). Such a read waits on memory only, and
-	// the kernel would hand it to an io-wq worker thread (inline.go).
-	InlineMax int
-}
-
-// BackendKind selects the IO backend.
-type BackendKind int
-
-const (
-	// BackendAuto uses io_uring, and the worker pool where io_uring is
-	// refused (ErrIOUringUnavailable: EPERM, ENOSYS, io_uring_disabled).
-	BackendAuto BackendKind = iota
-	// BackendIOUring uses io_uring or fails with its error.
-	BackendIOUring
-	// BackendPool uses a pool of threads doing pread, pwrite and fdatasync.
-	BackendPool
-)
-
-var backendNames = []string{BackendAuto: "auto", BackendIOUring: "io_uring", BackendPool: "pool"}
-
-func (k BackendKind) String() string { return enumName(k, backendNames, "BackendKind") }
-
-// ParseBackend parses "auto", "io_uring" or "pool".
-func ParseBackend(s string) (BackendKind, error) {
-	return parseEnum[BackendKind](s, backendNames, "backend")
-}
-
-// enumName is the name of v in names (indexed by value), or type(v).
-func enumName[T ~int](v T, names []string, typ string) string {
-	if v >= 0 && int(v) < len(names) {
-		return names[v]
-	}
-	return fmt.Sprintf("%s(%d)", typ, int(v))
-}
-
-// parseEnum finds s in names (indexed by value).
-func parseEnum[T ~int](s string, names []string, what string) (T, error) {
-	for v, name := range names {
-		if s == name {
-			return T(v), nil
-		}
-	}
-	return 0, configError("%s %q: want %s", what, s, strings.Join(names, ", "))
-}
-
-// BackendInfo says which backend serves a loop and why.
-type BackendInfo struct {
-	Kind        BackendKind // BackendIOUring or BackendPool
-	Description string      // its set-up, e.g. "io_uring (sq 256, cq 2048, SINGLE_ISSUER|DEFER_TASKRUN)"
-	Reason      string      // why this one and not the other
-}
-
-func (c Config) withDefaults() (Config, error) {
-	if c.RingEntries == 0 {
-		c.RingEntries = 256
-	}
-	if c.MaxInflight == 0 {
-		c.MaxInflight = 1024
-	}
-	if c.MaxFiles == 0 {
-		c.MaxFiles = 64
-	}
-	if c.MaxBuffers == 0 {
-		c.MaxBuffers = 16
-	}
-	if c.PoolWorkers == 0 {
-		c.PoolWorkers = 16
-	}
-	if c.InlineMax == 0 {
-		c.InlineMax = defaultInlineMax
-	}
-	c.Backoff = c.Backoff.withDefaults()
-	var err error
-	if c.Device, err = c.Device.withDefaults(); err != nil {
-		return c, err
-	}
-	switch {
-	case c.RingEntries > 32768 || c.RingEntries&(c.RingEntries-1) != 0:
-		return c, configError("RingEntries %d: want a power of two up to 32768", c.RingEntries)
-	case c.MaxInflight < 1 || c.MaxInflight > 1<<16:
-		return c, configError("MaxInflight %d: want 1 to 65536", c.MaxInflight)
-	case c.MaxFiles < 1 || c.MaxFiles > 1<<16:
-		return c, configError("MaxFiles %d: want 1 to 65536", c.MaxFiles)
-	case c.MaxBuffers < 1 || c.MaxBuffers > 1<<14:
-		return c, configError("MaxBuffers %d: want 1 to 16384 (io_uring's limit)", c.MaxBuffers)
-	case c.PoolWorkers < 1 || c.PoolWorkers > 4096:
-		return c, configError("PoolWorkers %d: want 1 to 4096", c.PoolWorkers)
-	case c.InlineMax < -1 || c.InlineMax > maxInlineMax:
-		return c, configError("InlineMax %d: want -1 (never) or up to %d", c.InlineMax, maxInlineMax)
-	case c.Backend < BackendAuto || c.Backend > BackendPool:
-		return c, configError("Backend %v: want BackendAuto, BackendIOUring or BackendPool", c.Backend)
-	}
-	return c, c.Backoff.validate()
-}
-
-// claimBatch bounds the requests claimed in one cycle, so completions are
-// reaped and submissions flushed between long runs of claims.
-const claimBatch = 256
-
-// minClaimBudget is the least a queue may claim in one cycle however many
-// queues share claimBatch (queues.go), so a busy queue does not pay a
-// cycle for each handful.
-const minClaimBudget = 16
 
 // publishEvery is how many cycles a busy loop runs between publications of
 // its counters (an idle one publishes before each sleep).
@@ -387,8 +256,9 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 }
 
 // serve runs the cycle until Stop completes. The whole cycle is here; the
-// steps live in the functions below and in queue.go, destinations.go,
-// backoff.go and the backend.
+// steps live in the functions below and in queues.go (claiming, round the
+// queues), ops.go (what each op is), destinations.go (the checks),
+// cancel.go, fence.go, backoff.go and the backend.
 func (l *Loop) serve() {
 	for {
 		drained := l.drain() // completions reaped by the last flush -> their slots
@@ -479,115 +349,6 @@ func (l *Loop) reaped(i uint32, res int64, now int64) {
 		result = res // an error before any byte moved; after some, the count
 	}
 	l.finish(i, result, now)
-}
-
-// claim takes newly published requests from every queue, round the queues
-// from a different one each cycle and at most claimBudget from each, so no
-// queue starves another (queues.go). It returns how many it claimed.
-func (l *Loop) claim() int {
-	if !l.stopping && l.stopReq.Load() {
-		l.stopping = true // so a request published after Stop began is cancelled
-	}
-	now := int64(-1)
-	if l.nwaiting > 0 {
-		now = l.now()
-		l.admitWaiting(now)
-	}
-	n, k, budget := 0, len(l.qs), l.claimBudget()
-	for j := range k {
-		n += l.claimFrom(l.qs[(l.nextClaim+j)%k], budget, &now)
-	}
-	if k > 0 {
-		l.nextClaim = (l.nextClaim + 1) % k
-	}
-	return n
-}
-
-// claimFrom takes up to budget newly published requests from one queue in
-// ticket order (L1) and then tells its producers how far it got: their
-// slots are free again, whatever happens to the IO. A request that needs a
-// record while every record is taken waits in the queue's own list
-// (s.waiting, at most MaxInflight long), so a slow request holds a record,
-// never the ring; only when that list is full too do requests stay in the
-// ring. now is the claim time, read once a cycle when first needed.
-func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
-	q, n := s.q, 0
-	for n < budget {
-		head := q.head
-		slot := &q.slots[head&q.mask]
-		if atomic.LoadUint64(&slot.seq) != head+1 {
-			break // nothing new: this was the idle poll's one cache line
-		}
-		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || s.waiting.len() > 0)
-		if mustWait && s.waiting.full() {
-			break
-		}
-		req := *slot // the producer wrote it before publishing seq (P3, P4)
-		q.head = head + 1
-		n++
-		s.st.claimed++
-		switch {
-		case req.completion >= uint32(len(q.comps)):
-			l.badCompletionID(s, head)
-		case mustWait:
-			s.waiting.push(claimed{ticket: head, req: req, others: l.taken - s.taken})
-			l.nwaiting++
-			l.st.waited++
-			s.st.waited++
-		default:
-			if *now < 0 {
-				*now = l.now()
-			}
-			l.admit(s, head, &req, *now)
-		}
-	}
-	// Tell producers how far the claims went (frees the slots copied out
-	// above): when a quarter of the ring has been claimed since the last
-	// time, or when nothing new was found. Producers read claim_head only
-	// when their cached copy says the ring is full, so under load the
-	// store (a fence) is paid once a quarter lap, not once a cycle; a full
-	// ring is claimed a quarter at once, so they never wait for it long.
-	if q.head != q.claimPublished && (n == 0 || q.head-q.claimPublished >= (q.mask+1)/4) {
-		q.publishClaimHead()
-	}
-	return n
-}
-
-// needsRecord reports whether a request with op would take a record now.
-func (l *Loop) needsRecord(op Op) bool {
-	return op.spec().record() && !l.stopping && !l.failed
-}
-
-// admitWaiting admits claimed requests that waited for a record while
-// records are free (or at once when stopping or failed: they then complete
-// without one): in claim order within a queue, and round the queues, one
-// request each, so a freed record goes to every queue in turn.
-func (l *Loop) admitWaiting(now int64) {
-	for l.nwaiting > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
-		s := l.qs[l.nextAdmit]
-		l.nextAdmit = (l.nextAdmit + 1) % len(l.qs)
-		if s.waiting.len() > 0 {
-			c := s.waiting.pop()
-			l.nwaiting--
-			if c.cancelled {
-				continue // its result is out already
-			}
-			// Records that went to other queues since this one last got
-			// one or since c began to wait, whichever is later.
-			s.st.maxOvertaken = max(s.st.maxOvertaken, l.taken-s.taken-max(c.others, s.othersAtTake))
-			l.admit(s, c.ticket, &c.req, now)
-		}
-	}
-}
-
-// badCompletionID drops a request whose completion id is outside its
-// queue's table: there is nowhere to write its result, so it is not run. It
-// is counted in Stats and in the queue header's diagnosis line.
-func (l *Loop) badCompletionID(s *served, t uint64) {
-	l.st.badIDs++
-	s.st.badIDs++
-	atomic.StoreUint64(&s.q.hdr.lastBadSeq, t+1)
-	atomic.StoreUint64(&s.q.hdr.badIDs, s.st.badIDs)
 }
 
 // admit validates a request claimed from queue s: bad ones, and all while
@@ -970,20 +731,6 @@ func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency i
 	s.st.latency[bucket]++
 }
 
-// retireFences completes, in order, every fence of queue s whose earlier
-// requests have all completed.
-func (l *Loop) retireFences(s *served, now int64) {
-	for {
-		i, ok := s.fence.retire()
-		if !ok {
-			return
-		}
-		r := &l.recs[i]
-		l.complete(s, r.ticket, r.cid, 0, now-r.claimedAt)
-		l.release(i)
-	}
-}
-
 func (l *Loop) now() int64 { return int64(time.Since(l.epoch)) }
 
 // engineIO routes a completion: the device engine's staged IO (devTag),
@@ -1259,71 +1006,4 @@ func (l *Loop) Close() error {
 		s.q.detach()
 	}
 	return err
-}
-
-// fifo is a fixed ring: of record indices (the loop's pending records,
-// the device engine's queues) or of claimed requests (l.waiting).
-type fifo[T any] struct {
-	buf        []T
-	head, tail uint64
-}
-
-func newFIFO[T any](n int) fifo[T] { return fifo[T]{buf: make([]T, ceilPow2(uint32(n)))} }
-func (f *fifo[T]) len() int        { return int(f.tail - f.head) }
-func (f *fifo[T]) full() bool      { return f.len() == len(f.buf) }
-func (f *fifo[T]) push(v T)        { f.buf[f.tail&uint64(len(f.buf)-1)] = v; f.tail++ }
-func (f *fifo[T]) pop() (v T)      { v = f.peek(); f.head++; return v }
-func (f *fifo[T]) peek() T         { return f.buf[f.head&uint64(len(f.buf)-1)] }
-func (f *fifo[T]) at(k int) *T     { return &f.buf[(f.head+uint64(k))&uint64(len(f.buf)-1)] }
-
-// claimed is a request the loop copied out of the ring, with its ticket,
-// while it waits for a record.
-type claimed struct {
-	ticket    uint64
-	others    uint64 // records taken for other queues when it began to wait
-	req       requestSlot
-	cancelled bool // completed by cancelRequest while it waited: skipped when its turn comes
-}
-
-// fences implements FENCE: requests are counted by epoch, and each FENCE
-// closes the current epoch. A fence completes when every epoch up to its
-// own has no request left, in claim order.
-type fences struct {
-	cur, oldest uint64   // open epochs are [oldest, cur]
-	count       []int32  // requests outstanding, by epoch
-	rec         []uint32 // the fence record that closed an epoch
-	mask        uint64
-}
-
-func newFences(maxRecords int) fences {
-	n := ceilPow2(uint32(maxRecords) + 1)
-	return fences{count: make([]int32, n), rec: make([]uint32, n), mask: uint64(n - 1)}
-}
-
-// add counts a request claimed now.
-func (f *fences) add(r *record) { r.epoch = f.cur; f.count[f.cur&f.mask]++ }
-
-// done uncounts a finished request (fences are not counted).
-func (f *fences) done(r *record) {
-	if r.op != OpFence {
-		f.count[r.epoch&f.mask]--
-	}
-}
-
-// open makes fence record i close the current epoch.
-func (f *fences) open(i uint32, r *record) {
-	r.epoch = f.cur
-	f.rec[f.cur&f.mask] = i
-	f.cur++
-	f.count[f.cur&f.mask] = 0
-}
-
-// retire returns the oldest fence whose epochs have drained.
-func (f *fences) retire() (uint32, bool) {
-	if f.oldest == f.cur || f.count[f.oldest&f.mask] != 0 {
-		return 0, false
-	}
-	i := f.rec[f.oldest&f.mask]
-	f.oldest++
-	return i, true
 }

@@ -170,3 +170,130 @@ func (l *Loop) setState(state uint32) {
 		atomic.StoreUint32(&s.q.hdr.state, state)
 	}
 }
+
+// claimBatch bounds the requests claimed in one cycle, so completions are
+// reaped and submissions flushed between long runs of claims.
+const claimBatch = 256
+
+// minClaimBudget is the least a queue may claim in one cycle however many
+// queues share claimBatch (queues.go), so a busy queue does not pay a
+// cycle for each handful.
+const minClaimBudget = 16
+
+// claim takes newly published requests from every queue, round the queues
+// from a different one each cycle and at most claimBudget from each, so no
+// queue starves another (queues.go). It returns how many it claimed.
+func (l *Loop) claim() int {
+	if !l.stopping && l.stopReq.Load() {
+		l.stopping = true // so a request published after Stop began is cancelled
+	}
+	now := int64(-1)
+	if l.nwaiting > 0 {
+		now = l.now()
+		l.admitWaiting(now)
+	}
+	n, k, budget := 0, len(l.qs), l.claimBudget()
+	for j := range k {
+		n += l.claimFrom(l.qs[(l.nextClaim+j)%k], budget, &now)
+	}
+	if k > 0 {
+		l.nextClaim = (l.nextClaim + 1) % k
+	}
+	return n
+}
+
+// claimFrom takes up to budget newly published requests from one queue in
+// ticket order (L1) and then tells its producers how far it got: their
+// slots are free again, whatever happens to the IO. A request that needs a
+// record while every record is taken waits in the queue's own list
+// (s.waiting, at most MaxInflight long), so a slow request holds a record,
+// never the ring; only when that list is full too do requests stay in the
+// ring. now is the claim time, read once a cycle when first needed.
+func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
+	q, n := s.q, 0
+	for n < budget {
+		head := q.head
+		slot := &q.slots[head&q.mask]
+		if atomic.LoadUint64(&slot.seq) != head+1 {
+			break // nothing new: this was the idle poll's one cache line
+		}
+		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || s.waiting.len() > 0)
+		if mustWait && s.waiting.full() {
+			break
+		}
+		req := *slot // the producer wrote it before publishing seq (P3, P4)
+		q.head = head + 1
+		n++
+		s.st.claimed++
+		switch {
+		case req.completion >= uint32(len(q.comps)):
+			l.badCompletionID(s, head)
+		case mustWait:
+			s.waiting.push(claimed{ticket: head, req: req, others: l.taken - s.taken})
+			l.nwaiting++
+			l.st.waited++
+			s.st.waited++
+		default:
+			if *now < 0 {
+				*now = l.now()
+			}
+			l.admit(s, head, &req, *now)
+		}
+	}
+	// Tell producers how far the claims went (frees the slots copied out
+	// above): when a quarter of the ring has been claimed since the last
+	// time, or when nothing new was found. Producers read claim_head only
+	// when their cached copy says the ring is full, so under load the
+	// store (a fence) is paid once a quarter lap, not once a cycle; a full
+	// ring is claimed a quarter at once, so they never wait for it long.
+	if q.head != q.claimPublished && (n == 0 || q.head-q.claimPublished >= (q.mask+1)/4) {
+		q.publishClaimHead()
+	}
+	return n
+}
+
+// needsRecord reports whether a request with op would take a record now.
+func (l *Loop) needsRecord(op Op) bool {
+	return op.spec().record() && !l.stopping && !l.failed
+}
+
+// admitWaiting admits claimed requests that waited for a record while
+// records are free (or at once when stopping or failed: they then complete
+// without one): in claim order within a queue, and round the queues, one
+// request each, so a freed record goes to every queue in turn.
+func (l *Loop) admitWaiting(now int64) {
+	for l.nwaiting > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
+		s := l.qs[l.nextAdmit]
+		l.nextAdmit = (l.nextAdmit + 1) % len(l.qs)
+		if s.waiting.len() > 0 {
+			c := s.waiting.pop()
+			l.nwaiting--
+			if c.cancelled {
+				continue // its result is out already
+			}
+			// Records that went to other queues since this one last got
+			// one or since c began to wait, whichever is later.
+			s.st.maxOvertaken = max(s.st.maxOvertaken, l.taken-s.taken-max(c.others, s.othersAtTake))
+			l.admit(s, c.ticket, &c.req, now)
+		}
+	}
+}
+
+// badCompletionID drops a request whose completion id is outside its
+// queue's table: there is nowhere to write its result, so it is not run. It
+// is counted in Stats and in the queue header's diagnosis line.
+func (l *Loop) badCompletionID(s *served, t uint64) {
+	l.st.badIDs++
+	s.st.badIDs++
+	atomic.StoreUint64(&s.q.hdr.lastBadSeq, t+1)
+	atomic.StoreUint64(&s.q.hdr.badIDs, s.st.badIDs)
+}
+
+// claimed is a request the loop copied out of the ring, with its ticket,
+// while it waits for a record.
+type claimed struct {
+	ticket    uint64
+	others    uint64 // records taken for other queues when it began to wait
+	req       requestSlot
+	cancelled bool // completed by cancelRequest while it waited: skipped when its turn comes
+}

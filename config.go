@@ -1,0 +1,126 @@
+package megaio
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Config tunes a Loop. Zero fields take the defaults.
+type Config struct {
+	// RingEntries is the io_uring submission queue size, a power of two
+	// (default 256). More claimed requests than fit wait in Go.
+	RingEntries uint32
+	// MaxInflight is the most requests the loop holds claimed at once
+	// (default 1024). Beyond it requests stay published in the queue
+	// until the loop has room: backpressure, never an error.
+	MaxInflight int
+	// MaxFiles and MaxBuffers size the registered file and buffer tables
+	// (defaults 64 and 16).
+	MaxFiles   int
+	MaxBuffers int
+	// Backoff is how an idle loop waits.
+	Backoff Backoff
+	// Backend picks what runs the IO (default BackendAuto).
+	Backend BackendKind
+	// PoolWorkers is the pool backend's thread count (default 16).
+	PoolWorkers int
+	// Device tunes device destinations: GPUDirect Storage or the bounce
+	// path (device.go).
+	Device DeviceConfig
+	// InlineMax is the longest READ from a memory-backed file (tmpfs
+	// without swap, ramfs, hugetlbfs) that the loop copies itself, with
+	// pread on its own thread, instead of handing it to the backend
+	// (default 64 KiB; -1: never). Such a read waits on memory only, and
+	// the kernel would hand it to an io-wq worker thread (inline.go).
+	InlineMax int
+}
+
+// BackendKind selects the IO backend.
+type BackendKind int
+
+const (
+	// BackendAuto uses io_uring, and the worker pool where io_uring is
+	// refused (ErrIOUringUnavailable: EPERM, ENOSYS, io_uring_disabled).
+	BackendAuto BackendKind = iota
+	// BackendIOUring uses io_uring or fails with its error.
+	BackendIOUring
+	// BackendPool uses a pool of threads doing pread, pwrite and fdatasync.
+	BackendPool
+)
+
+var backendNames = []string{BackendAuto: "auto", BackendIOUring: "io_uring", BackendPool: "pool"}
+
+func (k BackendKind) String() string { return enumName(k, backendNames, "BackendKind") }
+
+// ParseBackend parses "auto", "io_uring" or "pool".
+func ParseBackend(s string) (BackendKind, error) {
+	return parseEnum[BackendKind](s, backendNames, "backend")
+}
+
+// enumName is the name of v in names (indexed by value), or type(v).
+func enumName[T ~int](v T, names []string, typ string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", typ, int(v))
+}
+
+// parseEnum finds s in names (indexed by value).
+func parseEnum[T ~int](s string, names []string, what string) (T, error) {
+	for v, name := range names {
+		if s == name {
+			return T(v), nil
+		}
+	}
+	return 0, configError("%s %q: want %s", what, s, strings.Join(names, ", "))
+}
+
+// BackendInfo says which backend serves a loop and why.
+type BackendInfo struct {
+	Kind        BackendKind // BackendIOUring or BackendPool
+	Description string      // its set-up, e.g. "io_uring (sq 256, cq 2048, SINGLE_ISSUER|DEFER_TASKRUN)"
+	Reason      string      // why this one and not the other
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.RingEntries == 0 {
+		c.RingEntries = 256
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 1024
+	}
+	if c.MaxFiles == 0 {
+		c.MaxFiles = 64
+	}
+	if c.MaxBuffers == 0 {
+		c.MaxBuffers = 16
+	}
+	if c.PoolWorkers == 0 {
+		c.PoolWorkers = 16
+	}
+	if c.InlineMax == 0 {
+		c.InlineMax = defaultInlineMax
+	}
+	c.Backoff = c.Backoff.withDefaults()
+	var err error
+	if c.Device, err = c.Device.withDefaults(); err != nil {
+		return c, err
+	}
+	switch {
+	case c.RingEntries > 32768 || c.RingEntries&(c.RingEntries-1) != 0:
+		return c, configError("RingEntries %d: want a power of two up to 32768", c.RingEntries)
+	case c.MaxInflight < 1 || c.MaxInflight > 1<<16:
+		return c, configError("MaxInflight %d: want 1 to 65536", c.MaxInflight)
+	case c.MaxFiles < 1 || c.MaxFiles > 1<<16:
+		return c, configError("MaxFiles %d: want 1 to 65536", c.MaxFiles)
+	case c.MaxBuffers < 1 || c.MaxBuffers > 1<<14:
+		return c, configError("MaxBuffers %d: want 1 to 16384 (io_uring's limit)", c.MaxBuffers)
+	case c.PoolWorkers < 1 || c.PoolWorkers > 4096:
+		return c, configError("PoolWorkers %d: want 1 to 4096", c.PoolWorkers)
+	case c.InlineMax < -1 || c.InlineMax > maxInlineMax:
+		return c, configError("InlineMax %d: want -1 (never) or up to %d", c.InlineMax, maxInlineMax)
+	case c.Backend < BackendAuto || c.Backend > BackendPool:
+		return c, configError("Backend %v: want BackendAuto, BackendIOUring or BackendPool", c.Backend)
+	}
+	return c, c.Backoff.validate()
+}
