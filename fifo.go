@@ -1,5 +1,7 @@
 package megaio
 
+import "math/bits"
+
 // fifo is a fixed ring: of record indices (the loop's pending records,
 // the device engine's queues) or of claimed requests (l.waiting).
 type fifo[T any] struct {
@@ -20,3 +22,11 @@ func (f *fifo[T]) pop() (v T) { v = f.peek(); f.head++; return v }
 func (f *fifo[T]) peek() T { return f.buf[f.head&uint64(len(f.buf)-1)] }
 
 func (f *fifo[T]) at(k int) *T { return &f.buf[(f.head+uint64(k))&uint64(len(f.buf)-1)] }
+
+// ceilPow2 rounds n up to a power of two (n >= 1).
+func ceilPow2(n uint32) uint32 {
+	if n <= 1 {
+		return 1
+	}
+	return 1 << bits.Len32(n-1)
+}
