@@ -40,8 +40,8 @@ import (
 // complete is the caller's to see through Poll). It runs on the loop's
 // thread, idle or serving (exec): not a hot-path call.
 func (l *Loop) cancelTicket(q *Queue, t Ticket) (found bool, err error) {
-	err = l.exec(func() error {
-		found = l.cancelRequest(q, t.n)
+	err = l.exec(func(cy *cycle) error {
+		found = cy.cancelRequest(q, t.n)
 		return nil
 	})
 	return found, err
@@ -51,19 +51,19 @@ func (l *Loop) cancelTicket(q *Queue, t Ticket) (found bool, err error) {
 // (cancelStep does the rest next cycle). Loop thread only. A device
 // request, or an op that is not a READ or WRITE, runs to its end; it is
 // reported found, since asking again would not change that.
-func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
-	for i := range l.recs {
-		r := &l.recs[i]
-		if !r.live || r.ticket != seq || l.qs[r.queue].q != q {
+func (cy *cycle) cancelRequest(q *Queue, seq uint64) bool {
+	for i := range cy.recs {
+		r := &cy.recs[i]
+		if !r.live || r.ticket != seq || cy.qs[r.queue].q != q {
 			continue
 		}
 		if r.cancel == notCancelled && !r.dev && r.op.spec().transfer() {
 			r.cancel = cancelWanted
-			l.cancels = append(l.cancels, uint32(i))
+			cy.cancels = append(cy.cancels, uint32(i))
 		}
 		return true
 	}
-	for _, s := range l.qs {
+	for _, s := range cy.qs {
 		if s.q != q {
 			continue
 		}
@@ -74,7 +74,7 @@ func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
 			}
 			if !c.cancelled && c.req.op.spec().transfer() {
 				c.cancelled = true
-				l.complete(s, c.ticket, c.req.completion, -int64(unix.ECANCELED), 0)
+				cy.complete(s, c.ticket, c.req.completion, -int64(unix.ECANCELED), 0)
 			}
 			return true
 		}
@@ -86,17 +86,17 @@ func (l *Loop) cancelRequest(q *Queue, seq uint64) bool {
 // dispatch (which has completed those that were pending) and before the
 // flush that submits the backends' cancels. It keeps in l.cancels the
 // records still in a backend.
-func (l *Loop) cancelStep() {
-	keep := l.cancels[:0]
-	for _, i := range l.cancels {
-		r := &l.recs[i]
+func (cy *cycle) cancelStep() {
+	keep := cy.cancels[:0]
+	for _, i := range cy.cancels {
+		r := &cy.recs[i]
 		if !r.live || r.cancel == notCancelled {
 			continue // completed since (and maybe taken again)
 		}
-		ln := &l.lanes[r.lane]
+		ln := &cy.lanes[r.lane]
 		if k := batchIndex(ln.sqes, i); k >= 0 {
 			ln.sqes = append(ln.sqes[:k], ln.sqes[k+1:]...)
-			l.finishCancelled(i, l.now())
+			cy.finishCancelled(i, cy.l.now())
 			continue
 		}
 		_, again := ln.be.(interrupter)
@@ -104,8 +104,8 @@ func (l *Loop) cancelStep() {
 			ended, err := ln.be.cancel(uint64(i))
 			if ended { // given back unrun: it will not be reaped
 				ln.inflight--
-				l.inflight--
-				l.finishCancelled(i, l.now())
+				cy.inflight--
+				cy.finishCancelled(i, cy.l.now())
 				continue
 			}
 			if err == nil { // else the SQ is full: next cycle
@@ -114,7 +114,7 @@ func (l *Loop) cancelStep() {
 		}
 		keep = append(keep, i)
 	}
-	l.cancels = keep
+	cy.cancels = keep
 }
 
 // batchIndex is where record i's SQE sits in a lane's batch, or -1.
@@ -129,10 +129,10 @@ func batchIndex(sqes []sqe, i uint32) int {
 
 // finishCancelled completes record i, cancelled before (another of) its
 // pieces reached the backend: with the bytes moved so far, or -ECANCELED.
-func (l *Loop) finishCancelled(i uint32, now int64) {
+func (cy *cycle) finishCancelled(i uint32, now int64) {
 	res := -int64(unix.ECANCELED)
-	if d := l.recs[i].done; d > 0 {
+	if d := cy.recs[i].done; d > 0 {
 		res = int64(d)
 	}
-	l.finish(i, res, now)
+	cy.finish(i, res, now)
 }

@@ -102,7 +102,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, calls: newCallTable(q)}
-	err = l.exec(func() error { l.tab.calls = c.calls; return nil })
+	err = l.exec(func(cy *cycle) error { cy.tab.calls = c.calls; return nil })
 	if err == nil {
 		c.p, err = q.HostProducer()
 	}

@@ -434,13 +434,13 @@ type GPUMapping struct {
 // several GPUs (docs/gpu-results.md).
 func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
 	m := GPUMapping{Buffers: map[uint16]uint64{}}
-	err := l.exec(func() error {
-		if l.gpu != nil {
+	err := l.exec(func(cy *cycle) error {
+		if cy.gpu != nil {
 			return errorf("%w: the loop is already mapped for a GPU", ErrInUse)
 		}
-		l.gpu = g
-		if err := l.mapAll(&m); err != nil {
-			return errors.Join(err, l.unmapGPU()) // all or nothing: MapForGPU may be called again
+		cy.gpu = g
+		if err := cy.mapAll(&m); err != nil {
+			return errors.Join(err, cy.unmapGPU()) // all or nothing: MapForGPU may be called again
 		}
 		return nil
 	})
@@ -449,9 +449,9 @@ func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) {
 
 // mapAll registers the served queues and the buffers with l.gpu, noting
 // their addresses in m.
-func (l *Loop) mapAll(m *GPUMapping) error {
-	for _, s := range l.qs {
-		if err := l.mapQueue(s); err != nil {
+func (cy *cycle) mapAll(m *GPUMapping) error {
+	for _, s := range cy.qs {
+		if err := cy.mapQueue(s); err != nil {
 			return err
 		}
 		m.Queues = append(m.Queues, s.gpuAddr)
@@ -459,10 +459,10 @@ func (l *Loop) mapAll(m *GPUMapping) error {
 	if len(m.Queues) > 0 {
 		m.Queue = m.Queues[0]
 	}
-	for _, b := range l.tab.bufs {
+	for _, b := range cy.tab.bufs {
 		if b != nil && !b.internal {
 			var err error
-			if b.devPtr, err = l.gpu.RegisterHost(b.mem); err != nil {
+			if b.devPtr, err = cy.gpu.RegisterHost(b.mem); err != nil {
 				return err
 			}
 			m.Buffers[b.index] = b.devPtr
@@ -475,9 +475,9 @@ func (l *Loop) mapAll(m *GPUMapping) error {
 // or 0 when the loop is not mapped or does not serve q.
 func (l *Loop) QueueAddress(q *Queue) uint64 {
 	var addr uint64
-	l.exec(func() error {
-		if k := l.servedIndex(q); k >= 0 {
-			addr = l.qs[k].gpuAddr
+	l.exec(func(cy *cycle) error {
+		if k := cy.servedIndex(q); k >= 0 {
+			addr = cy.qs[k].gpuAddr
 		}
 		return nil
 	})
@@ -486,42 +486,42 @@ func (l *Loop) QueueAddress(q *Queue) uint64 {
 
 // mapQueue registers a served queue with the loop's GPU, if it has one.
 // Runs on the loop's thread.
-func (l *Loop) mapQueue(s *served) error {
-	if l.gpu == nil || s.gpuAddr != 0 {
+func (cy *cycle) mapQueue(s *served) error {
+	if cy.gpu == nil || s.gpuAddr != 0 {
 		return nil
 	}
-	addr, err := l.gpu.RegisterHost(s.q.Memory())
+	addr, err := cy.gpu.RegisterHost(s.q.Memory())
 	s.gpuAddr = addr
 	return err
 }
 
 // unmapQueue undoes mapQueue. Runs on the loop's thread, with the loop
 // stopped.
-func (l *Loop) unmapQueue(s *served) error {
-	if l.gpu == nil || s.gpuAddr == 0 {
+func (cy *cycle) unmapQueue(s *served) error {
+	if cy.gpu == nil || s.gpuAddr == 0 {
 		return nil
 	}
 	s.gpuAddr = 0
-	return l.gpu.UnregisterHost(s.q.Memory())
+	return cy.gpu.UnregisterHost(s.q.Memory())
 }
 
 // unmapGPU unregisters everything MapForGPU registered. Runs on the loop's
 // thread, after the loop stopped and before the backend closes.
-func (l *Loop) unmapGPU() error {
-	if l.gpu == nil {
+func (cy *cycle) unmapGPU() error {
+	if cy.gpu == nil {
 		return nil
 	}
 	var errs []error
-	for _, b := range l.tab.bufs {
+	for _, b := range cy.tab.bufs {
 		if b != nil && b.devPtr != 0 {
-			errs = append(errs, l.gpu.UnregisterHost(b.mem))
+			errs = append(errs, cy.gpu.UnregisterHost(b.mem))
 			b.devPtr = 0
 		}
 	}
-	for _, s := range l.qs {
-		errs = append(errs, l.unmapQueue(s))
+	for _, s := range cy.qs {
+		errs = append(errs, cy.unmapQueue(s))
 	}
-	l.gpu = nil
+	cy.gpu = nil
 	return errors.Join(errs...)
 }
 

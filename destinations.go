@@ -163,29 +163,29 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 		lane = fuseLane
 	}
 	inline := l.cfg.InlineMax > 0 && memoryBacked(st.Type)
-	err = l.exec(func() error {
-		for i := range l.tab.files {
-			if l.tab.files[i].valid {
+	err = l.exec(func(cy *cycle) error {
+		for i := range cy.tab.files {
+			if cy.tab.files[i].valid {
 				continue
 			}
-			be, err := l.laneBackend(lane)
+			be, err := cy.laneBackend(lane)
 			if err != nil {
 				return err
 			}
 			if err := be.setFile(uint32(i), fd); err != nil {
 				return err
 			}
-			l.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, inline: inline}
-			if err := l.dev.registerFile(i, fd); err != nil {
-				l.dev.unregisterFile(i)
-				l.tab.files[i] = fileEntry{fd: -1}
+			cy.tab.files[i] = fileEntry{fd: fd, valid: true, lane: lane, inline: inline}
+			if err := cy.dev.registerFile(i, fd); err != nil {
+				cy.dev.unregisterFile(i)
+				cy.tab.files[i] = fileEntry{fd: -1}
 				be.setFile(uint32(i), -1)
 				return err
 			}
 			h = FileHandle(i)
 			return nil
 		}
-		return errorf("%w: all %d file slots are taken; raise Config.MaxFiles", ErrTableFull, len(l.tab.files))
+		return errorf("%w: all %d file slots are taken; raise Config.MaxFiles", ErrTableFull, len(cy.tab.files))
 	})
 	if err != nil {
 		unix.Close(fd)
@@ -196,16 +196,16 @@ func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 
 // laneBackend returns lane's backend, starting the FUSE lane's pool on
 // first use. Runs on the loop's thread.
-func (l *Loop) laneBackend(lane uint8) (backend, error) {
-	ln := &l.lanes[lane]
+func (cy *cycle) laneBackend(lane uint8) (backend, error) {
+	ln := &cy.lanes[lane]
 	if ln.be == nil {
-		p, err := openPool(min(l.cfg.PoolWorkers, fuseLaneWorkers), l.cfg.RingEntries, l.cfg.MaxInflight, l.cfg.MaxFiles)
+		p, err := openPool(min(cy.l.cfg.PoolWorkers, fuseLaneWorkers), cy.l.cfg.RingEntries, cy.l.cfg.MaxInflight, cy.l.cfg.MaxFiles)
 		if err != nil {
 			return nil, err
 		}
 		ln.be = p
 		note := " + " + p.describe() + " for FUSE files"
-		l.fuseNote.Store(&note)
+		cy.l.fuseNote.Store(&note)
 	}
 	return ln.be, nil
 }
@@ -214,14 +214,14 @@ func (l *Loop) laneBackend(lane uint8) (backend, error) {
 // -EBADF; requests already in flight finish (the kernel holds its own
 // reference to the file).
 func (l *Loop) UnregisterFile(h FileHandle) error {
-	return l.exec(func() error {
-		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
+	return l.exec(func(cy *cycle) error {
+		if uint32(h) >= uint32(len(cy.tab.files)) || !cy.tab.files[h].valid {
 			return errorf("%w: file handle %d", ErrNotRegistered, h)
 		}
-		e := &l.tab.files[h]
+		e := &cy.tab.files[h]
 		e.valid = false
-		l.dev.unregisterFile(int(h))
-		err := l.lanes[e.lane].be.setFile(uint32(h), -1)
+		cy.dev.unregisterFile(int(h))
+		err := cy.lanes[e.lane].be.setFile(uint32(h), -1)
 		unix.Close(e.fd)
 		e.fd = -1
 		return err
@@ -246,7 +246,7 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 		return nil, errorf("megaio: mapping a %d-byte buffer: %w", size, err)
 	}
 	b := &Buffer{mem: mem}
-	err = l.exec(func() error { return l.installBuffer(b) })
+	err = l.exec(func(cy *cycle) error { return cy.installBuffer(b) })
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, err
@@ -257,34 +257,34 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 // installBuffer gives b a slot of the buffer table, registers it with the
 // backend and, when the loop is mapped for a GPU, with CUDA. Runs on the
 // loop's thread.
-func (l *Loop) installBuffer(b *Buffer) error {
-	for i := range l.tab.bufs {
-		if l.tab.bufs[i] != nil {
+func (cy *cycle) installBuffer(b *Buffer) error {
+	for i := range cy.tab.bufs {
+		if cy.tab.bufs[i] != nil {
 			continue
 		}
-		if err := l.lanes[0].be.setBuffer(uint16(i), b.mem); err != nil {
+		if err := cy.lanes[0].be.setBuffer(uint16(i), b.mem); err != nil {
 			return err
 		}
-		if l.gpu != nil && !b.internal {
-			d, err := l.gpu.RegisterHost(b.mem)
+		if cy.gpu != nil && !b.internal {
+			d, err := cy.gpu.RegisterHost(b.mem)
 			if err != nil {
-				l.lanes[0].be.setBuffer(uint16(i), nil)
+				cy.lanes[0].be.setBuffer(uint16(i), nil)
 				return err
 			}
 			b.devPtr = d
 		}
 		b.index = uint16(i)
-		l.tab.bufs[i] = b
+		cy.tab.bufs[i] = b
 		return nil
 	}
-	return errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(l.tab.bufs))
+	return errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(cy.tab.bufs))
 }
 
 // uninstallBuffer undoes installBuffer for a buffer no request can have
 // used (a failed set-up) and unmaps it. Runs on the loop's thread.
-func (l *Loop) uninstallBuffer(b *Buffer) {
-	l.lanes[0].be.setBuffer(b.index, nil)
-	l.tab.bufs[b.index] = nil
+func (cy *cycle) uninstallBuffer(b *Buffer) {
+	cy.lanes[0].be.setBuffer(b.index, nil)
+	cy.tab.bufs[b.index] = nil
 	unix.Munmap(b.mem)
 	b.mem = nil
 }
@@ -297,14 +297,14 @@ func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error
 		return 0, configError("destination [%d, +%d) does not fit the buffer", base, length)
 	}
 	var h DestHandle
-	err := l.exec(func() error {
-		if int(b.index) >= len(l.tab.bufs) || l.tab.bufs[b.index] != b {
+	err := l.exec(func(cy *cycle) error {
+		if int(b.index) >= len(cy.tab.bufs) || cy.tab.bufs[b.index] != b {
 			return errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
 		}
 		if b.internal {
 			return errorf("%w: the buffer is the loop's own", ErrInUse)
 		}
-		h = l.tab.addDest(destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true})
+		h = cy.tab.addDest(destination{buf: b.index, addr: uint64(uintptr(unsafe.Pointer(&b.mem[0]))) + base, length: length, valid: true})
 		return nil
 	})
 	return h, err
@@ -313,11 +313,11 @@ func (l *Loop) AddDestination(b *Buffer, base, length uint64) (DestHandle, error
 // RemoveDestination removes a destination; requests claimed afterwards fail
 // with -ENXIO, requests in flight finish.
 func (l *Loop) RemoveDestination(h DestHandle) error {
-	return l.exec(func() error {
-		if uint32(h) >= uint32(len(l.tab.dests)) || !l.tab.dests[h].valid {
+	return l.exec(func(cy *cycle) error {
+		if uint32(h) >= uint32(len(cy.tab.dests)) || !cy.tab.dests[h].valid {
 			return errorf("%w: destination handle %d", ErrNotRegistered, h)
 		}
-		l.tab.dests[h].valid = false
+		cy.tab.dests[h].valid = false
 		return nil
 	})
 }

@@ -351,11 +351,11 @@ func (l *Loop) RegisterDeviceMemory(g *GPU, ptr, size uint64) (*DeviceBuffer, *P
 func (l *Loop) registerDevice(g *GPU, ptr, size uint64, owned bool) (*DeviceBuffer, *PathWarning, error) {
 	b := &DeviceBuffer{ptr: ptr, size: size, owned: owned, gpu: g}
 	var warn *PathWarning
-	err := l.exec(func() error {
-		if err := l.devSetup(g); err != nil {
+	err := l.exec(func(cy *cycle) error {
+		if err := cy.devSetup(g); err != nil {
 			return err
 		}
-		e := l.dev
+		e := cy.dev
 		gdsErr := e.gdsErr
 		if gdsErr == nil && l.cfg.Device.Path != DevicePathBounce {
 			gdsErr = cufileBufRegister(ptr, size)
@@ -391,11 +391,11 @@ func (l *Loop) AddDeviceDestination(b *DeviceBuffer, base, length uint64) (DestH
 		return 0, configError("device destination [%d, +%d) does not fit the buffer", base, length)
 	}
 	var h DestHandle
-	err := l.exec(func() error {
-		if l.dev == nil || b.index >= len(l.dev.bufs) || l.dev.bufs[b.index] != b {
+	err := l.exec(func(cy *cycle) error {
+		if cy.dev == nil || b.index >= len(cy.dev.bufs) || cy.dev.bufs[b.index] != b {
 			return errorf("%w: the device buffer belongs to no loop or another loop", ErrNotRegistered)
 		}
-		h = l.tab.addDest(destination{addr: b.ptr + base, length: length, valid: true, dev: b})
+		h = cy.tab.addDest(destination{addr: b.ptr + base, length: length, valid: true, dev: b})
 		return nil
 	})
 	return h, err
@@ -408,11 +408,11 @@ func (l *Loop) AddDeviceDestination(b *DeviceBuffer, base, length uint64) (DestH
 func (l *Loop) FileDevicePath(h FileHandle) (DevicePath, string, error) {
 	var p DevicePath
 	var why string
-	err := l.exec(func() error {
-		if uint32(h) >= uint32(len(l.tab.files)) || !l.tab.files[h].valid {
+	err := l.exec(func(cy *cycle) error {
+		if uint32(h) >= uint32(len(cy.tab.files)) || !cy.tab.files[h].valid {
 			return errorf("%w: file handle %d", ErrNotRegistered, h)
 		}
-		p, why = l.dev.filePath(int(h))
+		p, why = cy.dev.filePath(int(h))
 		return nil
 	})
 	return p, why, err
@@ -431,64 +431,64 @@ func (l *Loop) DeviceErr() error {
 // the backend and pinned for CUDA), the copy stream, and, unless
 // Device.Path is bounce, cuFile's driver and batch handles. Runs on the
 // loop's thread.
-func (l *Loop) devSetup(g *GPU) error {
-	if l.dev != nil {
-		if l.dev.gpu != g {
+func (cy *cycle) devSetup(g *GPU) error {
+	if cy.dev != nil {
+		if cy.dev.gpu != g {
 			return errorf("%w: the loop's device buffers are on another GPU (one GPU per loop)", ErrInUse)
 		}
 		return nil
 	}
-	if l.gpu != nil && l.gpu != g {
+	if cy.gpu != nil && cy.gpu != g {
 		return errorf("%w: the loop is mapped for another GPU (one GPU per loop)", ErrInUse)
 	}
-	cfg := l.cfg.Device
+	cfg := cy.l.cfg.Device
 	if err := g.makeCurrent(); err != nil {
 		return err
 	}
-	e := &devEngine{host: l, cfg: cfg, gpu: g, epoch: l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
+	e := &devEngine{host: cy, cfg: cfg, gpu: g, epoch: cy.l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
 	mem, err := mapBuffer(cfg.StagingChunks*cfg.ChunkSize, false)
 	if err != nil {
 		return errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
 	}
 	e.staging = &Buffer{mem: mem, internal: true}
-	if err := l.installBuffer(e.staging); err != nil {
+	if err := cy.installBuffer(e.staging); err != nil {
 		unix.Munmap(mem)
 		return errorf("megaio: registering the staging pool: %w", err)
 	}
 	if _, err := g.RegisterHost(mem); err != nil {
-		l.uninstallBuffer(e.staging)
+		cy.uninstallBuffer(e.staging)
 		return errorf("megaio: pinning the staging pool for CUDA: %w", err)
 	}
 	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
 		g.UnregisterHost(mem)
-		l.uninstallBuffer(e.staging)
+		cy.uninstallBuffer(e.staging)
 		return err
 	}
 	e.chunks = newChunkPool(cfg.StagingChunks)
 	e.bounce = make([]bouncePiece, cfg.StagingChunks)
 	e.copying = newFIFO[uint32](cfg.StagingChunks)
-	e.waiting = newFIFO[uint32](len(l.recs))
-	e.recs = make([]devRec, len(l.recs))
-	e.files = make([]devFileState, len(l.tab.files))
+	e.waiting = newFIFO[uint32](len(cy.recs))
+	e.recs = make([]devRec, len(cy.recs))
+	e.files = make([]devFileState, len(cy.tab.files))
 	e.gdsErr = errorf("%w: Device.Path is bounce", ErrGDSUnavailable)
 	if cfg.Path != DevicePathBounce {
 		e.gdsErr = e.setupGDS()
 		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
 			e.close()
-			l.uninstallBuffer(e.staging)
+			cy.uninstallBuffer(e.staging)
 			return errorf("megaio: Device.Path is gds: %w", e.gdsErr)
 		}
 	}
-	l.reserveIOs(cfg.StagingChunks) // one staged IO per chunk joins the lanes' batches
-	l.dev = e
+	cy.reserveIOs(cfg.StagingChunks) // one staged IO per chunk joins the lanes' batches
+	cy.dev = e
 	desc := fmt.Sprintf("device: bounce (%d x %d KiB staging chunks)", cfg.StagingChunks, cfg.ChunkSize>>10)
 	if e.gdsErr == nil {
 		desc += fmt.Sprintf(" + GDS (cuFile, %d batches x %d IOs)", len(e.batches), e.entries)
 	} else {
 		desc += "; GDS off: " + e.gdsErr.Error()
 	}
-	l.devNote.Store(&desc)
-	for i, f := range l.tab.files {
+	cy.l.devNote.Store(&desc)
+	for i, f := range cy.tab.files {
 		if f.valid {
 			e.registerFile(i, f.fd) // an error leaves the file's device requests failing with -EBADF (gdsWhy says why)
 		}

@@ -309,7 +309,7 @@ func (h *devHarness) stopped() Stats {
 	if err := h.l.Stop(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.l.exec(h.l.checkIdle); err != nil {
+	if err := h.l.exec((*cycle).checkIdle); err != nil {
 		h.t.Fatal(err)
 	}
 	return h.l.Stats()
@@ -480,7 +480,7 @@ func TestDeviceStop(t *testing.T) {
 			}
 			// Every record, chunk and batch entry came back, and the loop
 			// serves device requests again after a restart.
-			if err := h.l.exec(h.l.checkIdle); err != nil {
+			if err := h.l.exec((*cycle).checkIdle); err != nil {
 				t.Fatal(err)
 			}
 			if err := h.l.Start(); err != nil {
@@ -859,7 +859,7 @@ func TestDeviceGDSSilentCancel(t *testing.T) {
 	if cancelled != n { // the stand-in holds every IO until the first cancel
 		t.Fatalf("%d of %d requests cancelled, want all", cancelled, n)
 	}
-	if err := h.l.exec(h.l.checkIdle); err != nil {
+	if err := h.l.exec((*cycle).checkIdle); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("FAKE_CUFILE_HOLD_UNTIL_CANCEL", "0") // the stand-in runs IOs again

@@ -6,15 +6,15 @@ package megaio
 
 // retireFences completes, in order, every fence of queue s whose earlier
 // requests have all completed.
-func (l *Loop) retireFences(s *served, now int64) {
+func (cy *cycle) retireFences(s *served, now int64) {
 	for {
 		i, ok := s.fence.retire()
 		if !ok {
 			return
 		}
-		r := &l.recs[i]
-		l.complete(s, r.ticket, r.cid, 0, now-r.claimedAt)
-		l.release(i)
+		r := &cy.recs[i]
+		cy.complete(s, r.ticket, r.cid, 0, now-r.claimedAt)
+		cy.release(i)
 	}
 }
 

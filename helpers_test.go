@@ -48,7 +48,7 @@ func newHarness(t testing.TB, qcfg QueueConfig, cfg Config, bufSize int) *harnes
 	t.Cleanup(func() {
 		// Every test's loop ends with its accounting whole.
 		if err := l.Stop(context.Background()); err == nil {
-			if err := l.exec(l.checkIdle); err != nil && !errors.Is(err, ErrClosed) { // the test may have closed it
+			if err := l.exec((*cycle).checkIdle); err != nil && !errors.Is(err, ErrClosed) { // the test may have closed it
 				t.Errorf("after the test: %v", err)
 			}
 		}
@@ -297,19 +297,19 @@ func checkIDPool(t testing.TB, p *HostProducer) {
 // checkIdle checks a stopped loop's accounting: every record free exactly
 // once, and with device paths, every chunk free, nothing queued, copying or
 // out with cuFile. Runs on the loop's thread (exec).
-func (l *Loop) checkIdle() error {
-	seen := make([]bool, len(l.recs))
-	for _, i := range l.free {
+func (cy *cycle) checkIdle() error {
+	seen := make([]bool, len(cy.recs))
+	for _, i := range cy.free {
 		if seen[i] {
 			return fmt.Errorf("record %d is free twice", i)
 		}
 		seen[i] = true
 	}
-	if len(l.free) != len(l.recs) {
-		return fmt.Errorf("%d of %d records free", len(l.free), len(l.recs))
+	if len(cy.free) != len(cy.recs) {
+		return fmt.Errorf("%d of %d records free", len(cy.free), len(cy.recs))
 	}
 	waiting := 0
-	for k, s := range l.qs {
+	for k, s := range cy.qs {
 		waiting += s.waiting.len()
 		if h := atomic.LoadUint64(&s.q.hdr.claimHead); h != s.q.head {
 			return fmt.Errorf("queue %d: claim_head %d, but the loop claimed up to %d", k, h, s.q.head)
@@ -321,10 +321,10 @@ func (l *Loop) checkIdle() error {
 			return fmt.Errorf("queue %d has index %d", k, s.index)
 		}
 	}
-	if waiting != 0 || l.nwaiting != 0 {
-		return fmt.Errorf("%d claimed requests still wait for a record (counted %d)", waiting, l.nwaiting)
+	if waiting != 0 || cy.nwaiting != 0 {
+		return fmt.Errorf("%d claimed requests still wait for a record (counted %d)", waiting, cy.nwaiting)
 	}
-	if e := l.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
+	if e := cy.dev; e != nil && (e.chunks.inUse() != 0 || e.gdsOut != 0 || e.waiting.len() != 0 || e.copying.len() != 0) {
 		return fmt.Errorf("%d chunks in use, %d GDS IOs out, %d queued, %d copying", e.chunks.inUse(), e.gdsOut,
 			e.waiting.len(), e.copying.len())
 	}

@@ -76,15 +76,15 @@ func swapOn() bool {
 // hands the result to reaped, as a completion from a backend would be: a
 // short read goes back on the pending list to continue (the next pread at
 // EOF returns 0 and ends it).
-func (l *Loop) readInline(i uint32, r *record) {
+func (cy *cycle) readInline(i uint32, r *record) {
 	if r.done == 0 {
-		l.st.inlineReads++ // a request, not each continuation
+		cy.st.inlineReads++ // a request, not each continuation
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_PREAD64, uintptr(l.tab.files[r.file].fd), uintptr(r.addr),
+	n, _, errno := unix.Syscall6(unix.SYS_PREAD64, uintptr(cy.tab.files[r.file].fd), uintptr(r.addr),
 		uintptr(r.remaining), uintptr(r.fileOff), 0, 0)
 	res := int64(n)
 	if errno != 0 {
 		res = -int64(errno)
 	}
-	l.reaped(i, res, l.now())
+	cy.reaped(i, res, cy.l.now())
 }

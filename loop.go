@@ -49,8 +49,18 @@ type Loop struct {
 	devErr       atomic.Pointer[error]     // the last device-path error (DeviceErr)
 	cpuClock     int32                     // the loop thread's CPU-time clock
 	queuesView   atomic.Pointer[[]*served] // a copy of qs for Stats and Queues
+	epoch        time.Time                 // the loop's clock starts here (now); read-only
+}
 
-	// Loop thread only.
+// cycle is the loop's thread state: the backends, the records, the queues
+// as served, the counters being counted. Only the loop's goroutine holds
+// the *cycle (thread makes it and passes it down); other goroutines reach
+// it only through a command, exec(func(*cycle) error), which runs on that
+// goroutine. So the compiler, not a comment, keeps the two apart: a Loop
+// method has no *cycle to touch.
+type cycle struct {
+	l *Loop // the handle: configuration, lifecycle flags, published counters
+
 	qs           []*served // the queues served, in claim order (queues.go)
 	lanes        [2]lane   // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab          tables
@@ -67,16 +77,26 @@ type Loop struct {
 	inflight     int          // records in the backends, both lanes
 	st           counters
 	bo           backoff
-	epoch        time.Time
 	cycles       uint64
 	quietSince   int64         // when the loop last had work (ns since epoch), -1 while it has
 	streaming    bool          // the last cycle claimed several requests, and no hold-off followed yet (holdOff)
 	deepD        time.Duration // the last deep-idle sleep
-	stopping     bool          // claims complete with -ECANCELED
-	cancelling   bool          // pending requests complete, in-flight ones are cancelled
-	cancelIssued bool          // the backends were asked to cancel what they hold
-	failed       bool          // the backend failed; claims complete with -EIO
+	phase        phase         // serving, stopping, cancelling or failed
+	cancelIssued bool          // cancelling: the backends were asked to cancel what they hold
 }
+
+// phase is where a run of the loop is. A run begins serving (beginRun);
+// Stop moves it to stopping, and Stop's deadline to cancelling; a fatal
+// backend error moves it to failed from any phase, and it stays failed
+// through Stop (Start refuses a failed loop: close it and make another).
+type phase uint8
+
+const (
+	phaseServing    phase = iota // claims take records and run
+	phaseStopping                // Stop began: claims complete with -ECANCELED, what runs runs to its end
+	phaseCancelling              // Stop's deadline passed: pending requests complete, in-flight ones are cancelled
+	phaseFailed                  // the backend failed: claims complete with -EIO
+)
 
 // lane is one backend with its batch: what the loop submits to it and
 // what it reaped.
@@ -125,7 +145,7 @@ const (
 )
 
 type command struct {
-	fn   func() error
+	fn   func(*cycle) error
 	kind int
 	done chan error
 }
@@ -183,29 +203,31 @@ func NewLoop(q *Queue, cfg Config) (*Loop, error) {
 }
 
 func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*Loop, error) {
-	l := &Loop{cfg: cfg, cmds: make(chan command, commandQueue), tab: newTables(cfg.MaxFiles, cfg.MaxBuffers),
-		pub: newPublished[counters](), wk: &waker{}}
+	l := &Loop{cfg: cfg, cmds: make(chan command, commandQueue), pub: newPublished[counters](), wk: &waker{},
+		epoch: time.Now()}
+	// The cycle is made here and handed to the thread: from then on only
+	// the loop's goroutine has it.
+	cy := &cycle{l: l, tab: newTables(cfg.MaxFiles, cfg.MaxBuffers)}
 	if q != nil {
 		if err := q.attach(l); err != nil {
 			return nil, err
 		}
-		l.qs = []*served{newServed(q, 0, cfg.MaxInflight)}
+		cy.qs = []*served{newServed(q, 0, cfg.MaxInflight)}
 	}
-	l.showQueues()
-	l.recs = make([]record, cfg.MaxInflight)
-	l.free = make([]uint32, cfg.MaxInflight)
-	for i := range l.free {
-		l.free[i] = uint32(cfg.MaxInflight - 1 - i)
+	cy.showQueues()
+	cy.recs = make([]record, cfg.MaxInflight)
+	cy.free = make([]uint32, cfg.MaxInflight)
+	for i := range cy.free {
+		cy.free[i] = uint32(cfg.MaxInflight - 1 - i)
 	}
-	l.pending = newFIFO[uint32](cfg.MaxInflight)
-	for i := range l.lanes {
-		l.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
-		l.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
+	cy.pending = newFIFO[uint32](cfg.MaxInflight)
+	for i := range cy.lanes {
+		cy.lanes[i].sqes = make([]sqe, 0, cfg.MaxInflight)
+		cy.lanes[i].cqes = make([]cqe, cfg.MaxInflight+1)
 	}
-	l.bo.cfg = cfg.Backoff
-	l.epoch = time.Now()
+	cy.bo.cfg = cfg.Backoff
 	ready := make(chan error)
-	go l.thread(open, ready)
+	go l.thread(cy, open, ready)
 	if err := <-ready; err != nil {
 		if q != nil {
 			q.detach()
@@ -216,7 +238,7 @@ func newLoop(q *Queue, cfg Config, open func() (backend, BackendInfo, error)) (*
 }
 
 // thread owns the backend for the loop's whole life.
-func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- error) {
+func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), ready chan<- error) {
 	// Never unlocked: the backend (a SINGLE_ISSUER ring) belongs to this
 	// thread, and the thread exits with the goroutine.
 	runtime.LockOSThread()
@@ -228,27 +250,27 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 		return
 	}
 	info.Description = be.describe()
-	l.lanes[0].be, l.info = be, info
+	cy.lanes[0].be, l.info = be, info
 	ready <- nil
 	for c := range l.cmds {
 		switch c.kind {
 		case cmdFunc:
-			c.done <- c.fn()
+			c.done <- c.fn(cy)
 		case cmdServe:
-			l.beginRun() // the queue is open before Start returns
+			cy.beginRun() // the queue is open before Start returns
 			c.done <- nil
-			l.serve()
+			cy.serve()
 			close(l.runDone)
 		case cmdClose:
 			// The order keeps every pin valid: the loop has stopped;
 			// CUDA lets go, then io_uring, then the memory is unmapped.
-			gpuErr := errors.Join(l.dev.close(), l.unmapGPU())
-			for _, ln := range l.lanes {
+			gpuErr := errors.Join(cy.dev.close(), cy.unmapGPU())
+			for _, ln := range cy.lanes {
 				if ln.be != nil {
 					ln.be.close()
 				}
 			}
-			l.tab.release()
+			cy.tab.release()
 			c.done <- gpuErr
 			return
 		}
@@ -259,63 +281,66 @@ func (l *Loop) thread(open func() (backend, BackendInfo, error), ready chan<- er
 // steps live in the functions below and in queues.go (claiming, round the
 // queues), ops.go (what each op is), destinations.go (the checks),
 // cancel.go, fence.go, backoff.go and the backend.
-func (l *Loop) serve() {
+func (cy *cycle) serve() {
 	for {
-		drained := l.drain() // completions reaped by the last flush -> their slots
-		claimed := l.claim() // newly published requests; bad ones complete at once
+		drained := cy.drain() // completions reaped by the last flush -> their slots
+		claimed := cy.claim() // newly published requests; bad ones complete at once
 		if claimed > 0 {
-			l.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
+			cy.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
 		}
-		l.dispatch() // claimed requests -> SQE batch
-		if len(l.cancels) > 0 {
-			l.cancelStep() // requests asked to end early (cancel.go)
+		cy.dispatch() // claimed requests -> SQE batch
+		if len(cy.cancels) > 0 {
+			cy.cancelStep() // requests asked to end early (cancel.go)
 		}
-		advanced := l.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
-		l.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
-		if l.stopReq.Load() && l.stopStep() {
+		advanced := cy.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
+		cy.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
+		if cy.l.stopReq.Load() && cy.stopStep() {
 			return
 		}
-		busy := drained > 0 || claimed > 0 || advanced > 0 || len(l.lanes[0].sqes) > 0 || len(l.lanes[1].sqes) > 0 ||
-			l.dev.busy()
-		l.flush(l.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
-		if l.cycles++; l.cycles%publishEvery == 0 {
-			l.publish()
+		busy := drained > 0 || claimed > 0 || advanced > 0 || len(cy.lanes[0].sqes) > 0 || len(cy.lanes[1].sqes) > 0 ||
+			cy.dev.busy()
+		cy.flush(cy.wait(busy)) // one crossing: submit the batch, wait (bounded) if idle, reap
+		if cy.cycles++; cy.cycles%publishEvery == 0 {
+			cy.publish()
 		}
-		if len(l.cmds) > 0 {
-			l.runCommands()
+		if len(cy.l.cmds) > 0 {
+			cy.runCommands()
 		}
 	}
 }
 
-func (l *Loop) beginRun() {
-	l.stopping, l.cancelling, l.cancelIssued = false, false, false
-	l.cancels = l.cancels[:0] // records of the last run: all complete
-	l.bo.reset()
-	l.quietSince = -1
-	l.dev.begin()
-	l.setState(stateOpen)
+func (cy *cycle) beginRun() {
+	if cy.phase != phaseFailed {
+		cy.phase = phaseServing
+	}
+	cy.cancelIssued = false
+	cy.cancels = cy.cancels[:0] // records of the last run: all complete
+	cy.bo.reset()
+	cy.quietSince = -1
+	cy.dev.begin()
+	cy.setState(stateOpen)
 }
 
 // drain completes the records whose completions the last flush reaped,
 // continuing short transfers. It returns how many completions it handled.
-func (l *Loop) drain() int {
-	n := l.lanes[0].nreaped + l.lanes[1].nreaped
+func (cy *cycle) drain() int {
+	n := cy.lanes[0].nreaped + cy.lanes[1].nreaped
 	if n == 0 {
 		return 0
 	}
-	now := l.now()
-	for k := range l.lanes {
-		ln := &l.lanes[k]
+	now := cy.l.now()
+	for k := range cy.lanes {
+		ln := &cy.lanes[k]
 		for _, c := range ln.cqes[:ln.nreaped] {
 			if c.userData == cancelUserData {
 				continue
 			}
 			ln.inflight--
-			l.inflight--
+			cy.inflight--
 			if io, ok := engineIO(c.userData); ok {
-				l.dev.reaped(io, int64(c.res))
+				cy.dev.reaped(io, int64(c.res))
 			} else {
-				l.reaped(uint32(c.userData), int64(c.res), now)
+				cy.reaped(uint32(c.userData), int64(c.res), now)
 			}
 		}
 		ln.nreaped = 0
@@ -324,23 +349,23 @@ func (l *Loop) drain() int {
 }
 
 // reaped handles one completion of record i.
-func (l *Loop) reaped(i uint32, res int64, now int64) {
-	r := &l.recs[i]
+func (cy *cycle) reaped(i uint32, res int64, now int64) {
+	r := &cy.recs[i]
 	if !r.op.spec().transfer() { // FSYNC: its result as it is
-		l.finish(i, res, now)
+		cy.finish(i, res, now)
 		return
 	}
 	if res > 0 {
 		r.done += uint64(res)
 		r.remaining -= uint64(res)
-		l.st.bytes += uint64(res)
-		if r.remaining > 0 && !l.cancelling && r.cancel == notCancelled {
+		cy.st.bytes += uint64(res)
+		if r.remaining > 0 && cy.phase != phaseCancelling && r.cancel == notCancelled {
 			// Short transfer: go on from where it stopped. A READ
 			// that reaches EOF gets 0 next and ends.
 			r.fileOff += uint64(res)
 			r.addr += uint64(res)
-			l.st.shortIO++
-			l.pending.push(i)
+			cy.st.shortIO++
+			cy.pending.push(i)
 			return
 		}
 	}
@@ -348,96 +373,96 @@ func (l *Loop) reaped(i uint32, res int64, now int64) {
 	if res < 0 && r.done == 0 {
 		result = res // an error before any byte moved; after some, the count
 	}
-	l.finish(i, result, now)
+	cy.finish(i, result, now)
 }
 
 // admit validates a request claimed from queue s: bad ones, and all while
 // stopping or failed, complete at once; NOPs complete; the rest take a
 // record.
-func (l *Loop) admit(s *served, t uint64, req *requestSlot, now int64) {
+func (cy *cycle) admit(s *served, t uint64, req *requestSlot, now int64) {
 	if req.op < numOps {
-		l.st.requests[req.op]++
+		cy.st.requests[req.op]++
 	} else {
-		l.st.badOps++
+		cy.st.badOps++
 	}
 	var res int64
 	spec := req.op.spec()
 	switch {
-	case l.failed:
+	case cy.phase == phaseFailed:
 		res = -int64(unix.EIO)
-	case l.stopping:
+	case cy.phase != phaseServing:
 		res = -int64(unix.ECANCELED)
 	case req.flags != 0 || req.reserved1 != 0:
 		res = -int64(unix.EINVAL)
 	case spec.kind == kindNop:
 		res = 0
 	case spec.kind == kindFence:
-		i := l.take(s, t, req.completion, req.op, now)
-		s.fence.open(i, &l.recs[i])
-		l.retireFences(s, now)
+		i := cy.take(s, t, req.completion, req.op, now)
+		s.fence.open(i, &cy.recs[i])
+		cy.retireFences(s, now)
 		return
 	case spec.kind == kindTransfer:
-		d, e := l.tab.checkRange(s.q, req.file, req.dest, req.fileOffset, req.destOffset, req.length)
+		d, e := cy.tab.checkRange(s.q, req.file, req.dest, req.fileOffset, req.destOffset, req.length)
 		if e != 0 {
 			res = e
 			break
 		}
 		if d.dev != nil { // device memory: the device engine's (devio.go)
-			p, e := l.dev.plan(req, d)
+			p, e := cy.dev.plan(req, d)
 			if e != 0 {
 				res = e
 				break
 			}
-			i := l.take(s, t, req.completion, req.op, now)
-			l.recs[i].dev = true
-			s.fence.add(&l.recs[i])
-			l.dev.admit(i, req, d, p, l.tab.files[req.file].lane)
+			i := cy.take(s, t, req.completion, req.op, now)
+			cy.recs[i].dev = true
+			s.fence.add(&cy.recs[i])
+			cy.dev.admit(i, req, d, p, cy.tab.files[req.file].lane)
 			return
 		}
-		i := l.take(s, t, req.completion, req.op, now)
-		r := &l.recs[i]
+		i := cy.take(s, t, req.completion, req.op, now)
+		r := &cy.recs[i]
 		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
-		r.lane = l.tab.files[req.file].lane
+		r.lane = cy.tab.files[req.file].lane
 		s.fence.add(r)
-		l.pending.push(i)
+		cy.pending.push(i)
 		return
 	case spec.kind == kindFile:
-		if res = l.tab.checkFile(req.file); res != 0 {
+		if res = cy.tab.checkFile(req.file); res != 0 {
 			break
 		}
-		i := l.take(s, t, req.completion, req.op, now)
-		l.recs[i].file, l.recs[i].lane = req.file, l.tab.files[req.file].lane
-		s.fence.add(&l.recs[i])
-		l.pending.push(i)
+		i := cy.take(s, t, req.completion, req.op, now)
+		cy.recs[i].file, cy.recs[i].lane = req.file, cy.tab.files[req.file].lane
+		s.fence.add(&cy.recs[i])
+		cy.pending.push(i)
 		return
 	default: // kindNone: not an op
 		res = -int64(unix.EINVAL)
 	}
-	l.complete(s, t, req.completion, res, 0)
+	cy.complete(s, t, req.completion, res, 0)
 }
 
 // dispatch turns pending records into SQEs for the next flush, or copies
 // short READs from memory-backed files at once (readInline). While
 // cancelling at Stop's deadline, it completes them instead.
-func (l *Loop) dispatch() {
-	if l.cancelling {
-		l.abandonUnsubmitted()
+func (cy *cycle) dispatch() {
+	if cy.phase == phaseCancelling {
+		cy.abandonUnsubmitted()
 		return
 	}
-	for l.pending.len() > 0 {
-		i := l.pending.pop()
-		r := &l.recs[i]
+	for cy.pending.len() > 0 {
+		i := cy.pending.pop()
+		r := &cy.recs[i]
 		if r.cancel != notCancelled { // between two pieces of a short transfer
-			l.finishCancelled(i, l.now())
+			cy.finishCancelled(i, cy.l.now())
 			continue
 		}
-		if r.op == OpRead && int64(r.remaining) <= int64(l.cfg.InlineMax) && l.tab.files[r.file].inlineOK() {
-			l.readInline(i, r) // may push i again: a short read goes on
+		if r.op == OpRead && int64(r.remaining) <= int64(cy.l.cfg.InlineMax) && cy.tab.files[r.file].inlineOK() {
+			cy.readInline(i, r) // may push i again: a short read goes on
 			continue
 		}
 		s := sqe{userData: uint64(i), off: r.fileOff, addr: r.addr, len: uint32(r.remaining), bufIndex: r.buf,
 			file: int32(r.file), op: r.op.spec().sqe}
-		ln := &l.lanes[r.lane]
+		ln := &cy.lanes[r.lane]
 		ln.sqes = append(ln.sqes, s) // room: a record is in at most one batch
 	}
 }
@@ -448,28 +473,28 @@ func (l *Loop) dispatch() {
 // the kernel's workers need); and when nothing is in flight, Backoff.Spins
 // polls of the queues' heads, then futex sleeps. It returns how the flush
 // waits.
-func (l *Loop) wait(busy bool) waitFor {
-	if busy || (l.cfg.Backoff.Poll && (l.inflight > 0 || l.dev.ioOut())) {
-		l.bo.reset()
-		l.quietSince, l.deepD = -1, 0
-	} else if d := l.bo.next(l.inflight > 0 || l.dev.ioOut()); d == 0 {
-		if l.streaming { // once after each cycle that claimed several
-			l.streaming = false
-			l.holdOff()
+func (cy *cycle) wait(busy bool) waitFor {
+	if busy || (cy.l.cfg.Backoff.Poll && (cy.inflight > 0 || cy.dev.ioOut())) {
+		cy.bo.reset()
+		cy.quietSince, cy.deepD = -1, 0
+	} else if d := cy.bo.next(cy.inflight > 0 || cy.dev.ioOut()); d == 0 {
+		if cy.streaming { // once after each cycle that claimed several
+			cy.streaming = false
+			cy.holdOff()
 		}
 	} else {
-		l.st.sleeps++
-		l.publish()
+		cy.st.sleeps++
+		cy.publish()
 		switch {
-		case l.inflight > 0:
+		case cy.inflight > 0:
 			return waitFor(d) // the kernel ends this wait early at the first completion
-		case l.deepIdle():
-			l.deepSleep()
+		case cy.deepIdle():
+			cy.deepSleep()
 		default:
-			l.wk.sleep(d)
+			cy.l.wk.sleep(d)
 		}
 	}
-	if l.inflight > 0 {
+	if cy.inflight > 0 {
 		return reapNow
 	}
 	return skipKernel
@@ -491,8 +516,8 @@ func (l *Loop) wait(busy bool) waitFor {
 // NOPs at depth 64, 10 rounds paired with the loop without it: 8.5M -> 11.4M
 // a second from a producer on its own thread, 7.5M -> 10.6M through
 // HostProducer.Wait (docs/BENCHMARKS.md).
-func (l *Loop) holdOff() {
-	for start := l.now(); l.now()-start < int64(holdOffTime); {
+func (cy *cycle) holdOff() {
+	for start := cy.l.now(); cy.l.now()-start < int64(holdOffTime); {
 		spin.Pause(8)
 	}
 }
@@ -501,98 +526,102 @@ const holdOffTime = 1500 * time.Nanosecond
 
 // deepIdle reports whether the loop has been quiet (nothing claimed,
 // nothing in flight, no device work) for Backoff.IdleAfter.
-func (l *Loop) deepIdle() bool {
-	if l.cfg.Backoff.IdleAfter < 0 || l.dev.ioOut() || l.dev.busy() {
+func (cy *cycle) deepIdle() bool {
+	if cy.l.cfg.Backoff.IdleAfter < 0 || cy.dev.ioOut() || cy.dev.busy() {
 		return false
 	}
-	now := l.now()
-	if l.quietSince < 0 {
-		l.quietSince = now
+	now := cy.l.now()
+	if cy.quietSince < 0 {
+		cy.quietSince = now
 	}
-	return now-l.quietSince >= int64(l.cfg.Backoff.IdleAfter)
+	return now-cy.quietSince >= int64(cy.l.cfg.Backoff.IdleAfter)
 }
 
 // deepSleep sleeps unless a request is published: deep is stored first,
 // then the queues are looked at (see waker.wakeIfDeep). The sleeps double
 // from MaxSleep up to Backoff.IdleSleep, so none is longer than the quiet
 // time before it.
-func (l *Loop) deepSleep() {
-	l.st.deepSleeps++
-	l.deepD = min(max(2*l.deepD, 2*l.cfg.Backoff.MaxSleep), l.cfg.Backoff.IdleSleep)
-	l.wk.deep.Store(true)
+func (cy *cycle) deepSleep() {
+	cy.st.deepSleeps++
+	cy.deepD = min(max(2*cy.deepD, 2*cy.l.cfg.Backoff.MaxSleep), cy.l.cfg.Backoff.IdleSleep)
+	cy.l.wk.deep.Store(true)
 	published := false
-	for _, s := range l.qs {
+	for _, s := range cy.qs {
 		published = published || atomic.LoadUint64(&s.q.slots[s.q.head&s.q.mask].seq) == s.q.head+1
 	}
-	if !published && l.wk.sleep(l.deepD) {
-		l.st.deepWakes++
+	if !published && cy.l.wk.sleep(cy.deepD) {
+		cy.st.deepWakes++
 	}
-	l.wk.deep.Store(false)
+	cy.l.wk.deep.Store(false)
 }
 
 // flush hands the batch to the backend and reaps completions (one cgo
 // crossing for io_uring). SQEs that did not fit stay at the batch's front.
 // The FUSE lane, when there is one, is served first and never waited on:
 // the main lane's wait is bounded, and skipped when the FUSE lane reaped.
-func (l *Loop) flush(wait waitFor) {
-	if l.failed {
+func (cy *cycle) flush(wait waitFor) {
+	if cy.phase == phaseFailed {
 		return
 	}
-	if aux := &l.lanes[fuseLane]; aux.be != nil && (len(aux.sqes) > 0 || aux.inflight > 0) {
-		if l.enterLane(aux, skipKernel) && wait > 0 {
+	if aux := &cy.lanes[fuseLane]; aux.be != nil && (len(aux.sqes) > 0 || aux.inflight > 0) {
+		if cy.enterLane(aux, skipKernel) && wait > 0 {
 			wait = reapNow
 		}
 	}
-	if main := &l.lanes[0]; len(main.sqes) > 0 || main.inflight > 0 || l.cancelling || wait > 0 {
-		l.enterLane(main, wait)
+	if main := &cy.lanes[0]; len(main.sqes) > 0 || main.inflight > 0 || cy.phase == phaseCancelling || wait > 0 {
+		cy.enterLane(main, wait)
 	}
-	l.st.maxInflight = max(l.st.maxInflight, uint64(l.inflight))
+	cy.st.maxInflight = max(cy.st.maxInflight, uint64(cy.inflight))
 }
 
 // enterLane runs one backend's enter and reports whether it reaped any.
-func (l *Loop) enterLane(ln *lane, wait waitFor) bool {
+func (cy *cycle) enterLane(ln *lane, wait waitFor) bool {
 	taken, reaped, err := ln.be.enter(ln.sqes, ln.cqes, wait)
 	ln.inflight += taken
-	l.inflight += taken
+	cy.inflight += taken
 	if taken < len(ln.sqes) {
-		l.st.sqFullStalls++
+		cy.st.sqFullStalls++
 	}
 	ln.sqes = ln.sqes[:copy(ln.sqes, ln.sqes[taken:])]
 	ln.nreaped = reaped
 	if err != nil {
 		if isRetryable(err) {
-			l.st.retries++
+			cy.st.retries++
 			return reaped > 0
 		}
-		l.drain()
-		l.fail(err)
+		cy.drain()
+		cy.fail(err)
 	}
 	return reaped > 0
 }
 
 // stopStep runs each cycle once Stop began. It returns true when the run is
 // over: every claimed request has completed and the final sweep is done.
-func (l *Loop) stopStep() bool {
-	l.stopping = true
-	if l.pastDeadline.Load() && !l.cancelIssued {
-		l.cancelling = true
-		l.abandonUnsubmitted()
-		l.abandoned.Add(l.dev.cancel())
-		l.cancelIssued = true
-		for _, ln := range l.lanes {
+func (cy *cycle) stopStep() bool {
+	if cy.phase == phaseServing {
+		cy.phase = phaseStopping
+	}
+	if cy.l.pastDeadline.Load() && !cy.cancelIssued {
+		if cy.phase != phaseFailed {
+			cy.phase = phaseCancelling
+		}
+		cy.abandonUnsubmitted()
+		cy.l.abandoned.Add(cy.dev.cancel())
+		cy.cancelIssued = true
+		for _, ln := range cy.lanes {
 			if ln.be != nil && ln.inflight > 0 && ln.be.cancelAll() != nil {
-				l.cancelIssued = false // the SQ is full: again next cycle
+				cy.cancelIssued = false // the SQ is full: again next cycle
 			}
 		}
 	}
-	if l.cancelIssued {
-		for _, ln := range l.lanes {
+	if cy.cancelIssued {
+		for _, ln := range cy.lanes {
 			if in, ok := ln.be.(interrupter); ok && ln.inflight > 0 {
 				in.interrupt() // again each cycle: a signal can land just before a worker's system call
 			}
 		}
 	}
-	if len(l.free) < len(l.recs) || l.nwaiting > 0 {
+	if len(cy.free) < len(cy.recs) || cy.nwaiting > 0 {
 		return false
 	}
 	// Final sweep: what is published now completes with -ECANCELED, at
@@ -600,10 +629,10 @@ func (l *Loop) stopStep() bool {
 	// cannot hold Stop here (what they publish later stays for the next
 	// Start). Then tell each queue's producers where serving stopped:
 	// claim_head, then state.
-	now := l.now()
-	for _, sq := range l.qs {
+	now := cy.l.now()
+	for _, sq := range cy.qs {
 		for swept, capacity := 0, int(sq.q.mask+1); swept < capacity; {
-			n := l.claimFrom(sq, claimBatch, &now)
+			n := cy.claimFrom(sq, claimBatch, &now)
 			if n == 0 {
 				break
 			}
@@ -611,111 +640,111 @@ func (l *Loop) stopStep() bool {
 		}
 		sq.q.publishClaimHead()
 	}
-	l.setState(stateStopped)
-	for _, sq := range l.qs { // goroutines parked on unclaimed tickets see ErrStopped
+	cy.setState(stateStopped)
+	for _, sq := range cy.qs { // goroutines parked on unclaimed tickets see ErrStopped
 		if ws := sq.q.waiters.Load(); ws != nil {
 			for i := range *ws {
 				(*ws)[i].wake()
 			}
 		}
 	}
-	l.publish()
+	cy.publish()
 	return true
 }
 
 // abandonUnsubmitted completes every record that is not in the backend: the
 // bytes moved so far, or -ECANCELED.
-func (l *Loop) abandonUnsubmitted() {
-	now := l.now()
-	for k := range l.lanes {
-		for _, s := range l.lanes[k].sqes {
+func (cy *cycle) abandonUnsubmitted() {
+	now := cy.l.now()
+	for k := range cy.lanes {
+		for _, s := range cy.lanes[k].sqes {
 			if io, ok := engineIO(s.userData); ok {
-				l.dev.dropIO(io)
+				cy.dev.dropIO(io)
 			} else {
-				l.abandon(uint32(s.userData), now)
+				cy.abandon(uint32(s.userData), now)
 			}
 		}
-		l.lanes[k].sqes = l.lanes[k].sqes[:0]
+		cy.lanes[k].sqes = cy.lanes[k].sqes[:0]
 	}
-	for l.pending.len() > 0 {
-		l.abandon(l.pending.pop(), now)
+	for cy.pending.len() > 0 {
+		cy.abandon(cy.pending.pop(), now)
 	}
 }
 
-func (l *Loop) abandon(i uint32, now int64) {
+func (cy *cycle) abandon(i uint32, now int64) {
 	res := -int64(unix.ECANCELED)
-	if d := l.recs[i].done; d > 0 {
+	if d := cy.recs[i].done; d > 0 {
 		res = int64(d)
 	}
-	l.abandoned.Add(1)
-	l.finish(i, res, now)
+	cy.l.abandoned.Add(1)
+	cy.finish(i, res, now)
 }
 
 // fail ends the backend's use after a fatal error: every claimed request
 // completes with -EIO so no producer waits forever, and from now on every
 // claim does too, until Stop.
-func (l *Loop) fail(err error) {
+func (cy *cycle) fail(err error) {
 	err = errorf("%w: %w", ErrRingFailed, err)
-	l.fatal.Store(&err)
-	l.failed = true
-	l.dev.fail() // nothing may still write into device memory or staging
-	now := l.now()
-	l.inflight = 0
-	for k := range l.lanes {
-		l.lanes[k].sqes, l.lanes[k].inflight, l.lanes[k].nreaped = l.lanes[k].sqes[:0], 0, 0
+	cy.l.fatal.Store(&err)
+	cy.phase = phaseFailed
+	cy.dev.fail() // nothing may still write into device memory or staging
+	now := cy.l.now()
+	cy.inflight = 0
+	for k := range cy.lanes {
+		cy.lanes[k].sqes, cy.lanes[k].inflight, cy.lanes[k].nreaped = cy.lanes[k].sqes[:0], 0, 0
 	}
-	for l.pending.len() > 0 {
-		l.pending.pop()
+	for cy.pending.len() > 0 {
+		cy.pending.pop()
 	}
-	l.cancels = l.cancels[:0]
-	isFree := make([]bool, len(l.recs))
-	for _, i := range l.free {
+	cy.cancels = cy.cancels[:0]
+	isFree := make([]bool, len(cy.recs))
+	for _, i := range cy.free {
 		isFree[i] = true
 	}
-	for i := range l.recs {
+	for i := range cy.recs {
 		if !isFree[i] {
-			r := &l.recs[i]
-			l.complete(l.qs[r.queue], r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
-			l.release(uint32(i))
+			r := &cy.recs[i]
+			cy.complete(cy.qs[r.queue], r.ticket, r.cid, -int64(unix.EIO), now-r.claimedAt)
+			cy.release(uint32(i))
 		}
 	}
-	for _, sq := range l.qs {
-		sq.fence = newFences(len(l.recs))
+	for _, sq := range cy.qs {
+		sq.fence = newFences(len(cy.recs))
 	}
 }
 
 // take allocates a record for ticket t of queue s, completing into id cid.
-func (l *Loop) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
-	i := l.free[len(l.free)-1]
-	l.free = l.free[:len(l.free)-1]
-	l.taken++
+func (cy *cycle) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
+	i := cy.free[len(cy.free)-1]
+	cy.free = cy.free[:len(cy.free)-1]
+	cy.taken++
 	s.taken++
-	s.othersAtTake = l.taken - s.taken
-	l.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now, live: true}
+	s.othersAtTake = cy.taken - s.taken
+	cy.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now, live: true}
 	return i
 }
 
 // finish completes record i and releases it; fences of its queue waiting
 // on it may complete too.
-func (l *Loop) finish(i uint32, result int64, now int64) {
-	r := &l.recs[i]
-	s := l.qs[r.queue]
-	l.complete(s, r.ticket, r.cid, result, now-r.claimedAt)
+func (cy *cycle) finish(i uint32, result int64, now int64) {
+	r := &cy.recs[i]
+	s := cy.qs[r.queue]
+	cy.complete(s, r.ticket, r.cid, result, now-r.claimedAt)
 	s.fence.done(r)
-	l.release(i)
-	l.retireFences(s, now)
+	cy.release(i)
+	cy.retireFences(s, now)
 }
 
 // release returns record i to the free list.
-func (l *Loop) release(i uint32) {
-	l.recs[i].live = false
-	l.free = append(l.free, i)
+func (cy *cycle) release(i uint32) {
+	cy.recs[i].live = false
+	cy.free = append(cy.free, i)
 }
 
 // complete publishes the result of queue s's ticket t into its completion
 // cid (L3): result first, then done with release. claim checked cid
 // against the table.
-func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency int64) {
+func (cy *cycle) complete(s *served, t uint64, cid uint32, result int64, latency int64) {
 	c := &s.q.comps[cid]
 	// A plain store: only the issuer reads result, and only after it has
 	// seen done (acquire), which the atomic store below publishes. (An
@@ -726,7 +755,7 @@ func (l *Loop) complete(s *served, t uint64, cid uint32, result int64, latency i
 		(*ws)[cid].wake()
 	}
 	bucket := histIndex(uint64(max(latency, 0))) // one bucket for the loop's histogram and the queue's
-	l.st.complete(result, bucket)
+	cy.st.complete(result, bucket)
 	s.st.completed++
 	s.st.latency[bucket]++
 }
@@ -741,21 +770,21 @@ func engineIO(userData uint64) (uint32, bool) {
 
 // The loop's side of the device engine's seam (engineHost, devio.go).
 
-func (l *Loop) queueIO(lane uint8, s sqe) {
-	ln := &l.lanes[lane]
+func (cy *cycle) queueIO(lane uint8, s sqe) {
+	ln := &cy.lanes[lane]
 	ln.sqes = append(ln.sqes, s) // room: reserveIOs
 }
 
-func (l *Loop) finishRecord(i uint32, result int64) { l.finish(i, result, l.now()) }
+func (cy *cycle) finishRecord(i uint32, result int64) { cy.finish(i, result, cy.l.now()) }
 
-func (l *Loop) deviceFault(err error) { l.devErr.Store(&err) }
+func (cy *cycle) deviceFault(err error) { cy.l.devErr.Store(&err) }
 
 // reserveIOs makes room in the lanes' batches for n more IOs than the
 // records' own (a guest engine's staged IOs), once rather than per cycle.
-func (l *Loop) reserveIOs(n int) {
-	for k := range l.lanes {
-		ln := &l.lanes[k]
-		if want := len(l.recs) + n; cap(ln.sqes) < want {
+func (cy *cycle) reserveIOs(n int) {
+	for k := range cy.lanes {
+		ln := &cy.lanes[k]
+		if want := len(cy.recs) + n; cap(ln.sqes) < want {
 			s := make([]sqe, len(ln.sqes), want)
 			copy(s, ln.sqes)
 			ln.sqes = s
@@ -765,19 +794,19 @@ func (l *Loop) reserveIOs(n int) {
 
 // publish copies the counters, the loop's and each queue's, where other
 // goroutines read them (Stats).
-func (l *Loop) publish() {
-	l.st.dev = l.dev.counters()
-	l.pub.publish(&l.st)
-	for _, s := range l.qs {
+func (cy *cycle) publish() {
+	cy.st.dev = cy.dev.counters()
+	cy.l.pub.publish(&cy.st)
+	for _, s := range cy.qs {
 		s.pub.publish(&s.st)
 	}
 }
 
-func (l *Loop) runCommands() {
+func (cy *cycle) runCommands() {
 	for {
 		select {
-		case c := <-l.cmds:
-			c.done <- c.fn() // only cmdFunc arrives while serving
+		case c := <-cy.l.cmds:
+			c.done <- c.fn(cy) // only cmdFunc arrives while serving
 		default:
 			return
 		}
@@ -785,7 +814,7 @@ func (l *Loop) runCommands() {
 }
 
 // exec runs fn on the loop's thread, idle or serving, and returns its error.
-func (l *Loop) exec(fn func() error) error {
+func (l *Loop) exec(fn func(*cycle) error) error {
 	l.cmdMu.RLock()
 	if l.closed {
 		l.cmdMu.RUnlock()
@@ -908,25 +937,25 @@ func (l *Loop) awaitUnfinished(ctx context.Context) error {
 // its deadline and grace: it names them.
 func (l *Loop) incomplete(cause error) error {
 	var tickets []uint64
-	l.exec(func() error { tickets = l.inKernel(); return nil })
+	l.exec(func(cy *cycle) error { tickets = cy.inKernel(); return nil })
 	return errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v), in a wait the "+
 		"kernel does not interrupt; their buffers stay mapped, and Start and Close refuse until they are out "+
 		"(Stop again to wait for them): %w", ErrStopIncomplete, len(tickets), stopGrace, tickets, cause)
 }
 
 // inKernel lists the tickets of the records the loop still holds.
-func (l *Loop) inKernel() []uint64 {
-	held := make([]bool, len(l.recs))
+func (cy *cycle) inKernel() []uint64 {
+	held := make([]bool, len(cy.recs))
 	for i := range held {
 		held[i] = true
 	}
-	for _, i := range l.free {
+	for _, i := range cy.free {
 		held[i] = false
 	}
 	var tickets []uint64
 	for i, h := range held {
 		if h {
-			tickets = append(tickets, l.recs[i].ticket)
+			tickets = append(tickets, cy.recs[i].ticket)
 		}
 	}
 	return tickets

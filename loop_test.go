@@ -951,8 +951,8 @@ func testUnknownOps(t *testing.T, be BackendKind) {
 	if err := h.l.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	err := h.l.exec(func() error {
-		b := h.l.lanes[0].be
+	err := h.l.exec(func(cy *cycle) error {
+		b := cy.lanes[0].be
 		cqes := make([]cqe, 8)
 		for op := 0; op < 256; op++ {
 			if op == sqeRead || op == sqeWrite || op == sqeFsync {

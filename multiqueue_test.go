@@ -62,7 +62,7 @@ func testQueuesFreedRecordsGoRound(t *testing.T, be BackendKind) {
 		released++
 		eventually(t, "a flood READ to complete", func() bool { return h.l.Stats().Queues[0].Completed == uint64(released) })
 		var waiting int
-		h.l.exec(func() error { waiting = h.l.qs[1].waiting.len(); return nil })
+		h.l.exec(func(cy *cycle) error { waiting = cy.qs[1].waiting.len(); return nil })
 		if waiting == 0 {
 			break
 		}
@@ -309,7 +309,7 @@ func testQueuesStopStartBusy(t *testing.T, be BackendKind) {
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Stop %d: %v", i, err)
 		}
-		if err := h.l.exec(h.l.checkIdle); err != nil {
+		if err := h.l.exec((*cycle).checkIdle); err != nil {
 			t.Fatalf("after Stop %d: %v", i, err)
 		}
 		time.Sleep(5 * time.Millisecond)

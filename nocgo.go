@@ -110,9 +110,9 @@ func (l *Loop) MapForGPU(g *GPU) (GPUMapping, error) { return GPUMapping{}, errN
 // QueueAddress is 0: no queue is mapped for a GPU without cgo.
 func (l *Loop) QueueAddress(q *Queue) uint64 { return 0 }
 
-func (l *Loop) mapQueue(s *served) error   { return errNoCgo("CUDA") }
-func (l *Loop) unmapQueue(s *served) error { return nil }
-func (l *Loop) unmapGPU() error            { return nil }
+func (cy *cycle) mapQueue(s *served) error   { return errNoCgo("CUDA") }
+func (cy *cycle) unmapQueue(s *served) error { return nil }
+func (cy *cycle) unmapGPU() error            { return nil }
 
 type copyStream struct{}
 

@@ -50,7 +50,7 @@ func newServed(q *Queue, index int, maxInflight int) *served {
 
 // claimBudget is the most requests claimed from one queue in one cycle: the
 // cycle's claimBatch shared out, but at least minClaimBudget.
-func (l *Loop) claimBudget() int { return max(claimBatch/max(len(l.qs), 1), minClaimBudget) }
+func (cy *cycle) claimBudget() int { return max(claimBatch/max(len(cy.qs), 1), minClaimBudget) }
 
 // AddQueue makes the loop serve q as well, from the next Start: its ring,
 // producer side and completions stay q's own; files, buffers and
@@ -67,16 +67,16 @@ func (l *Loop) AddQueue(q *Queue) error {
 	if err := q.attach(l); err != nil {
 		return err
 	}
-	err := l.exec(func() error {
-		if len(l.qs) >= MaxQueues {
+	err := l.exec(func(cy *cycle) error {
+		if len(cy.qs) >= MaxQueues {
 			return errorf("%w: the loop already serves %d queues (MaxQueues)", ErrConfig, MaxQueues)
 		}
-		s := newServed(q, len(l.qs), l.cfg.MaxInflight)
-		if err := l.mapQueue(s); err != nil {
+		s := newServed(q, len(cy.qs), l.cfg.MaxInflight)
+		if err := cy.mapQueue(s); err != nil {
 			return err
 		}
-		l.qs = append(l.qs, s)
-		l.showQueues()
+		cy.qs = append(cy.qs, s)
+		cy.showQueues()
 		return nil
 	})
 	if err != nil {
@@ -97,19 +97,19 @@ func (l *Loop) DetachQueue(q *Queue) error {
 	if err := l.changeable("detach a queue"); err != nil {
 		return err
 	}
-	err := l.exec(func() error {
-		k := l.servedIndex(q)
+	err := l.exec(func(cy *cycle) error {
+		k := cy.servedIndex(q)
 		if k < 0 {
 			return errorf("%w: the queue is not served by this loop", ErrNotRegistered)
 		}
-		if err := l.unmapQueue(l.qs[k]); err != nil {
+		if err := cy.unmapQueue(cy.qs[k]); err != nil {
 			return err
 		}
-		l.qs = append(l.qs[:k], l.qs[k+1:]...)
-		for i, s := range l.qs {
+		cy.qs = append(cy.qs[:k], cy.qs[k+1:]...)
+		for i, s := range cy.qs {
 			s.index = uint16(i) // no record holds an index: the loop is stopped
 		}
-		l.showQueues()
+		cy.showQueues()
 		return nil
 	})
 	if err == nil {
@@ -147,8 +147,8 @@ func (l *Loop) changeable(what string) error {
 }
 
 // servedIndex is q's place in l.qs, or -1.
-func (l *Loop) servedIndex(q *Queue) int {
-	for i, s := range l.qs {
+func (cy *cycle) servedIndex(q *Queue) int {
+	for i, s := range cy.qs {
 		if s.q == q {
 			return i
 		}
@@ -158,15 +158,15 @@ func (l *Loop) servedIndex(q *Queue) int {
 
 // showQueues publishes the list of served queues to other goroutines
 // (Stats, Queues). Runs on the loop's thread after the list changed.
-func (l *Loop) showQueues() {
-	view := append([]*served(nil), l.qs...)
-	l.queuesView.Store(&view)
+func (cy *cycle) showQueues() {
+	view := append([]*served(nil), cy.qs...)
+	cy.l.queuesView.Store(&view)
 }
 
 // setState stores state into every served queue's header (release): what
 // producers read to learn that the loop serves, or stopped.
-func (l *Loop) setState(state uint32) {
-	for _, s := range l.qs {
+func (cy *cycle) setState(state uint32) {
+	for _, s := range cy.qs {
 		atomic.StoreUint32(&s.q.hdr.state, state)
 	}
 }
@@ -183,21 +183,21 @@ const minClaimBudget = 16
 // claim takes newly published requests from every queue, round the queues
 // from a different one each cycle and at most claimBudget from each, so no
 // queue starves another (queues.go). It returns how many it claimed.
-func (l *Loop) claim() int {
-	if !l.stopping && l.stopReq.Load() {
-		l.stopping = true // so a request published after Stop began is cancelled
+func (cy *cycle) claim() int {
+	if cy.phase == phaseServing && cy.l.stopReq.Load() {
+		cy.phase = phaseStopping // so a request published after Stop began is cancelled
 	}
 	now := int64(-1)
-	if l.nwaiting > 0 {
-		now = l.now()
-		l.admitWaiting(now)
+	if cy.nwaiting > 0 {
+		now = cy.l.now()
+		cy.admitWaiting(now)
 	}
-	n, k, budget := 0, len(l.qs), l.claimBudget()
+	n, k, budget := 0, len(cy.qs), cy.claimBudget()
 	for j := range k {
-		n += l.claimFrom(l.qs[(l.nextClaim+j)%k], budget, &now)
+		n += cy.claimFrom(cy.qs[(cy.nextClaim+j)%k], budget, &now)
 	}
 	if k > 0 {
-		l.nextClaim = (l.nextClaim + 1) % k
+		cy.nextClaim = (cy.nextClaim + 1) % k
 	}
 	return n
 }
@@ -209,7 +209,7 @@ func (l *Loop) claim() int {
 // (s.waiting, at most MaxInflight long), so a slow request holds a record,
 // never the ring; only when that list is full too do requests stay in the
 // ring. now is the claim time, read once a cycle when first needed.
-func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
+func (cy *cycle) claimFrom(s *served, budget int, now *int64) int {
 	q, n := s.q, 0
 	for n < budget {
 		head := q.head
@@ -217,7 +217,7 @@ func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
 		if atomic.LoadUint64(&slot.seq) != head+1 {
 			break // nothing new: this was the idle poll's one cache line
 		}
-		mustWait := l.needsRecord(slot.op) && (len(l.free) == 0 || s.waiting.len() > 0)
+		mustWait := cy.needsRecord(slot.op) && (len(cy.free) == 0 || s.waiting.len() > 0)
 		if mustWait && s.waiting.full() {
 			break
 		}
@@ -227,17 +227,17 @@ func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
 		s.st.claimed++
 		switch {
 		case req.completion >= uint32(len(q.comps)):
-			l.badCompletionID(s, head)
+			cy.badCompletionID(s, head)
 		case mustWait:
-			s.waiting.push(claimed{ticket: head, req: req, others: l.taken - s.taken})
-			l.nwaiting++
-			l.st.waited++
+			s.waiting.push(claimed{ticket: head, req: req, others: cy.taken - s.taken})
+			cy.nwaiting++
+			cy.st.waited++
 			s.st.waited++
 		default:
 			if *now < 0 {
-				*now = l.now()
+				*now = cy.l.now()
 			}
-			l.admit(s, head, &req, *now)
+			cy.admit(s, head, &req, *now)
 		}
 	}
 	// Tell producers how far the claims went (frees the slots copied out
@@ -253,28 +253,28 @@ func (l *Loop) claimFrom(s *served, budget int, now *int64) int {
 }
 
 // needsRecord reports whether a request with op would take a record now.
-func (l *Loop) needsRecord(op Op) bool {
-	return op.spec().record() && !l.stopping && !l.failed
+func (cy *cycle) needsRecord(op Op) bool {
+	return op.spec().record() && cy.phase == phaseServing
 }
 
 // admitWaiting admits claimed requests that waited for a record while
 // records are free (or at once when stopping or failed: they then complete
 // without one): in claim order within a queue, and round the queues, one
 // request each, so a freed record goes to every queue in turn.
-func (l *Loop) admitWaiting(now int64) {
-	for l.nwaiting > 0 && (len(l.free) > 0 || l.stopping || l.failed) {
-		s := l.qs[l.nextAdmit]
-		l.nextAdmit = (l.nextAdmit + 1) % len(l.qs)
+func (cy *cycle) admitWaiting(now int64) {
+	for cy.nwaiting > 0 && (len(cy.free) > 0 || cy.phase != phaseServing) {
+		s := cy.qs[cy.nextAdmit]
+		cy.nextAdmit = (cy.nextAdmit + 1) % len(cy.qs)
 		if s.waiting.len() > 0 {
 			c := s.waiting.pop()
-			l.nwaiting--
+			cy.nwaiting--
 			if c.cancelled {
 				continue // its result is out already
 			}
 			// Records that went to other queues since this one last got
 			// one or since c began to wait, whichever is later.
-			s.st.maxOvertaken = max(s.st.maxOvertaken, l.taken-s.taken-max(c.others, s.othersAtTake))
-			l.admit(s, c.ticket, &c.req, now)
+			s.st.maxOvertaken = max(s.st.maxOvertaken, cy.taken-s.taken-max(c.others, s.othersAtTake))
+			cy.admit(s, c.ticket, &c.req, now)
 		}
 	}
 }
@@ -282,8 +282,8 @@ func (l *Loop) admitWaiting(now int64) {
 // badCompletionID drops a request whose completion id is outside its
 // queue's table: there is nowhere to write its result, so it is not run. It
 // is counted in Stats and in the queue header's diagnosis line.
-func (l *Loop) badCompletionID(s *served, t uint64) {
-	l.st.badIDs++
+func (cy *cycle) badCompletionID(s *served, t uint64) {
+	cy.st.badIDs++
 	s.st.badIDs++
 	atomic.StoreUint64(&s.q.hdr.lastBadSeq, t+1)
 	atomic.StoreUint64(&s.q.hdr.badIDs, s.st.badIDs)
