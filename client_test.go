@@ -545,60 +545,26 @@ func TestDeviceClientCloseRace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		var closed atomic.Bool
-		errs := make(chan error, 16)
-		for k := 0; k < 4; k++ {
-			seed := rng.Uint64()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(seed, 3))
-				for {
-					wasClosed := closed.Load()
-					size, off := 1+r.IntN(200<<10), r.IntN(800<<10)
-					var n int
-					var err error
-					var plain []byte
-					switch r.IntN(3) {
-					case 0:
-						n, err = f.ReadToDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
-					case 1:
-						n, err = w.WriteFromDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
-					default:
-						plain = make([]byte, size)
-						n, err = f.ReadAt(plain, int64(off))
-					}
-					if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) {
-						errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
-						return
-					}
-					switch {
-					case err == nil || err == io.EOF || errors.Is(err, ErrClosed) || errors.Is(err, ErrStopped) ||
-						errors.Is(err, unix.ECANCELED):
-					default:
-						errs <- err
-						return
-					}
-					if wasClosed {
-						if !errors.Is(err, ErrClosed) {
-							errs <- fmt.Errorf("a call started after Close: %d, %v; want ErrClosed", n, err)
-						}
-						return
-					}
+		raceClose(t, c, rng, 4, 5*time.Millisecond, func(r *rand.Rand) (error, error) {
+			size, off := 1+r.IntN(200<<10), r.IntN(800<<10)
+			var n int
+			var err error
+			switch r.IntN(3) {
+			case 0:
+				n, err = f.ReadToDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
+			case 1:
+				n, err = w.WriteFromDevice(db, uint64(r.IntN(800<<10)), size, int64(off)).Wait(context.Background())
+			default:
+				plain := make([]byte, size)
+				if n, err = f.ReadAt(plain, int64(off)); !bytes.Equal(plain[:n], data[off:off+n]) {
+					return err, fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
 				}
-			}()
-		}
-		time.Sleep(time.Duration(rng.IntN(5000)) * time.Microsecond)
-		if err := c.Close(context.Background()); err != nil {
-			t.Fatalf("round %d: Close: %v", round, err)
-		}
-		closed.Store(true)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatalf("round %d: %v", round, err)
-		}
+			}
+			if err == nil || err == io.EOF || errors.Is(err, ErrClosed) || errors.Is(err, ErrStopped) || errors.Is(err, unix.ECANCELED) {
+				return err, nil
+			}
+			return err, fmt.Errorf("%d bytes, %w", n, err)
+		})
 	}
 }
 
@@ -700,81 +666,48 @@ func TestClientCloseRace(t *testing.T) {
 					t.Fatal(err)
 				}
 				cb := buf.Bytes() // not touched after Close: it is unmapped then
-				var wg sync.WaitGroup
-				var closed atomic.Bool
-				errs := make(chan error, 64)
-				for g := 0; g < 6; g++ {
-					seed := rng.Uint64()
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						r := rand.New(rand.NewPCG(seed, 2))
-						for calls := 0; ; calls++ {
-							wasClosed := closed.Load()
-							size, off := 1+r.IntN(100<<10), r.IntN(1<<20)
-							var n int
-							var err error
-							var plain []byte
-							var ctx context.Context = context.Background()
-							switch kind := r.IntN(5); kind {
-							case 0:
-								plain = make([]byte, size)
-								n, err = f.ReadAt(plain, int64(off))
-							case 4: // a context that may end first: the loop asked to cancel
-								var cancel context.CancelFunc
-								ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
-								plain = make([]byte, size)
-								n, err = f.ReadAtContext(ctx, plain, int64(off))
-								cancel()
-							case 1:
-								n, err = w.WriteAt(make([]byte, size), int64(off))
-							case 2:
-								n, err = f.ReadAt(cb[:size], int64(off))
-							default:
-								n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
-							}
-							if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) { // whatever the error, n bytes are the file's
-								errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
-								return
-							}
-							switch {
-							case err == nil || err == io.EOF:
-								outcomes[0].Add(1)
-								if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) {
-									errs <- fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
-									return
-								}
-							case errors.Is(err, ErrClosed):
-								outcomes[1].Add(1)
-							case errors.Is(err, ErrStopped):
-								outcomes[2].Add(1)
-							case errors.Is(err, unix.ECANCELED):
-								outcomes[3].Add(1)
-							case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-								outcomes[4].Add(1)
-							default:
-								errs <- fmt.Errorf("call %d: %v", calls, err)
-								return
-							}
-							if wasClosed {
-								if !errors.Is(err, ErrClosed) {
-									errs <- fmt.Errorf("a call started after Close returned %d, %v; want ErrClosed", n, err)
-								}
-								return
-							}
-						}
-					}()
-				}
-				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
-				if err := c.Close(context.Background()); err != nil {
-					t.Fatalf("round %d: Close: %v", round, err)
-				}
-				closed.Store(true)
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					t.Fatalf("round %d: %v", round, err)
-				}
+				raceClose(t, c, rng, 6, 3*time.Millisecond, func(r *rand.Rand) (error, error) {
+					size, off := 1+r.IntN(100<<10), r.IntN(1<<20)
+					var n int
+					var err error
+					var plain []byte
+					var ctx context.Context = context.Background()
+					switch r.IntN(5) {
+					case 0:
+						plain = make([]byte, size)
+						n, err = f.ReadAt(plain, int64(off))
+					case 1:
+						n, err = w.WriteAt(make([]byte, size), int64(off))
+					case 2:
+						n, err = f.ReadAt(cb[:size], int64(off))
+					case 3:
+						n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
+					default: // a context that may end first: the loop asked to cancel
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
+						plain = make([]byte, size)
+						n, err = f.ReadAtContext(ctx, plain, int64(off))
+						cancel()
+					}
+					if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) { // whatever the error, n bytes are the file's
+						return err, fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
+					}
+					switch {
+					case err == nil || err == io.EOF:
+						outcomes[0].Add(1)
+					case errors.Is(err, ErrClosed):
+						outcomes[1].Add(1)
+					case errors.Is(err, ErrStopped):
+						outcomes[2].Add(1)
+					case errors.Is(err, unix.ECANCELED):
+						outcomes[3].Add(1)
+					case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+						outcomes[4].Add(1)
+					default:
+						return err, err
+					}
+					return err, nil
+				})
 				if _, err := c.NewBuffer(4096); !errors.Is(err, ErrClosed) {
 					t.Fatalf("NewBuffer after Close: %v, want ErrClosed", err)
 				}
@@ -782,6 +715,50 @@ func TestClientCloseRace(t *testing.T) {
 			t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED, %d ended by their context",
 				rounds, outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load(), outcomes[4].Load())
 		})
+	}
+}
+
+// raceClose runs workers goroutines calling call (each with its own random
+// source) over and over, closes c after a random pause of up to maxPause,
+// and waits for them: each stops after the first call it started after
+// Close, which must fail with ErrClosed. call returns the call's error and
+// a problem (a wrong outcome), which fails the test.
+func raceClose(t *testing.T, c *Client, rng *rand.Rand, workers int, maxPause time.Duration, call func(r *rand.Rand) (err, problem error)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var closed atomic.Bool
+	problems := make(chan error, workers)
+	for range workers {
+		seed := rng.Uint64()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(seed, 2))
+			for {
+				wasClosed := closed.Load()
+				err, problem := call(r)
+				if problem != nil {
+					problems <- problem
+					return
+				}
+				if wasClosed {
+					if !errors.Is(err, ErrClosed) {
+						problems <- fmt.Errorf("a call started after Close returned %v; want ErrClosed", err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Duration(rng.Int64N(int64(maxPause))))
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	closed.Store(true)
+	wg.Wait()
+	close(problems)
+	for err := range problems {
+		t.Fatal(err)
 	}
 }
 
