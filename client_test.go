@@ -850,10 +850,11 @@ func registerPipe(t *testing.T, c *Client, r *os.File) *File {
 }
 
 // TestClientInPlace: plain slices are read into and written from in place
-// (no staging copy: ClientStats.Direct), on both backends, across pieces;
-// an O_DIRECT file takes aligned slices in place and unaligned ones through
-// staging, with the right bytes either way; and only the Client's own queue
-// may name a call destination.
+// (no copy: ClientStats.InPlace), on both backends, across pieces; an
+// O_DIRECT file takes aligned calls straight to the disk and a slice,
+// offset or length it would refuse through its buffered descriptor
+// (ClientStats.PageCache), with the right bytes either way and the two
+// coherent; and only the Client's own queue may name a call destination.
 func TestClientInPlace(t *testing.T) {
 	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
 		t.Run(be.String(), func(t *testing.T) {
