@@ -299,3 +299,70 @@ func BenchmarkClientReadAt(b *testing.B) {
 		b.Errorf("ClientStats %+v: an aligned O_DIRECT read went through the page cache", st)
 	}
 }
+
+// BenchmarkLoops: the loop's cost as the work grows. loops=N runs N loops
+// side by side, each serving its own queue with its own producer keeping 32
+// 4 KiB READs of one tmpfs file in flight (copied inline: the loop's own
+// CPU is the cost); queues=Q is one loop serving Q queues, one busy and the
+// rest idle, whose polls the busy queue's requests pay for. It reports the
+// requests per second of all loops together and the loops' CPU per request.
+//
+//	go test -run '^$' -bench BenchmarkLoops -benchtime 200000x -count 3 .
+func BenchmarkLoops(b *testing.B) {
+	path, _ := patternFile(b, tmpfsDir(b), 64<<20, 1)
+	const depth = 32
+	for _, c := range []struct{ loops, queues int }{{1, 1}, {2, 1}, {1, 4}, {1, 16}} {
+		b.Run(fmt.Sprintf("loops=%d/queues=%d", c.loops, c.queues), func(b *testing.B) {
+			hs := make([]*harness, c.loops)
+			fhs := make([]FileHandle, c.loops)
+			for k := range hs {
+				hs[k] = newHarness(b, QueueConfig{Capacity: 4096}, Config{}, depth*4096)
+				fhs[k] = hs[k].register(path, os.O_RDONLY)
+				if c.queues > 1 {
+					hs[k].addQueues(c.queues-1, QueueConfig{Capacity: 64})
+				}
+			}
+			cpu0 := make([]time.Duration, c.loops)
+			for k, h := range hs {
+				cpu0[k] = h.l.CPUTime()
+			}
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for k, h := range hs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ring := make([]Ticket, depth)
+					n := b.N / len(hs)
+					for i := 0; i < n+depth; i++ {
+						if i >= depth {
+							if res, err := h.p.Wait(ring[i%depth]); err != nil || res != 4096 {
+								b.Errorf("READ: %d, %v", res, err)
+								return
+							}
+						}
+						if i < n {
+							t, err := h.p.Submit(Request{Op: OpRead, File: fhs[k], Dest: h.dest,
+								FileOffset: uint64(i*7919%16384) * 4096, DestOffset: uint64(i%depth) * 4096, Length: 4096})
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							ring[i%depth] = t
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			var cpu time.Duration
+			for k, h := range hs {
+				cpu += h.l.CPUTime() - cpu0[k]
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+			b.ReportMetric(float64(cpu.Nanoseconds())/1000/float64(b.N), "loop-µs/req")
+		})
+	}
+}
