@@ -393,7 +393,10 @@ func (f *File) transfer(ctx context.Context, op Op, p []byte, off int64) (int, e
 	if err := ctx.Err(); err != nil && !f.c.isClosing() { // a closed client says so first
 		return 0, f.errorf(op, off, "%w", err)
 	}
-	h := f.handleFor(p, off)
+	h, err := f.handleFor(op, p, off)
+	if err != nil {
+		return 0, err
+	}
 	d, base, ok := f.c.hostDest(p)
 	if !ok {
 		// A plain slice: a call destination for it, pinned, until every
@@ -428,16 +431,23 @@ func (f *File) transfer(ctx context.Context, op Op, p []byte, off int64) (int, e
 // handleFor is the registration a call on p at off goes through: the
 // file's own, or for an O_DIRECT file and a call O_DIRECT would refuse, the
 // buffered one.
-func (f *File) handleFor(p []byte, off int64) FileHandle {
-	if !f.direct || !f.buffered {
-		return f.h
+// When the buffered one could not be opened, such a call fails here with
+// an error matching unix.EINVAL that says why, rather than with the
+// kernel's bare EINVAL.
+func (f *File) handleFor(op Op, p []byte, off int64) (FileHandle, error) {
+	if !f.direct {
+		return f.h, nil
 	}
 	addr := int64(uintptr(unsafe.Pointer(&p[0])))
 	if addr%f.memAlign == 0 && off%f.offAlign == 0 && int64(len(p))%f.offAlign == 0 {
-		return f.h
+		return f.h, nil
+	}
+	if !f.buffered {
+		return 0, f.errorf(op, off, "%w: O_DIRECT needs the slice aligned to %d bytes and the offset and length to %d, "+
+			"and the file's buffered descriptor is missing (%v)", unix.EINVAL, f.memAlign, f.offAlign, f.bufErr)
 	}
 	f.c.pageCache.Add(1)
-	return f.hb
+	return f.hb, nil
 }
 
 // ReadAtAsync starts reading len(p) bytes at off into p, which must lie
@@ -459,7 +469,10 @@ func (f *File) async(op Op, p []byte, off int64) *Future {
 	}
 	h := f.h
 	if len(p) > 0 {
-		h = f.handleFor(p, off)
+		var err error
+		if h, err = f.handleFor(op, p, off); err != nil {
+			return &Future{done: true, err: err}
+		}
 	}
 	return f.start(h, op, d, base, len(p), off)
 }

@@ -921,6 +921,16 @@ func TestClientInPlace(t *testing.T) {
 			if st := c.Stats(); st.InPlace != 12 || st.PageCache != 4 {
 				t.Errorf("ClientStats %+v: want 12 calls in place, the 4 unaligned ones through the page cache", st)
 			}
+			// Without the buffered descriptor (its open failed: no /proc),
+			// an unaligned call says so; aligned ones go on.
+			df.buffered, df.bufErr = false, errors.New("stand-in: /proc is not mounted")
+			if _, err := df.ReadAt(mem[1:4097], 0); !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "/proc is not mounted") {
+				t.Errorf("an unaligned O_DIRECT call without the buffered descriptor: %v; want EINVAL saying why", err)
+			}
+			if n, err := df.ReadAt(mem[:4096], 4096); n != 4096 || err != nil {
+				t.Errorf("an aligned O_DIRECT call without the buffered descriptor: %d, %v", n, err)
+			}
+			df.buffered = true
 			if err := df.Close(); err != nil {
 				t.Errorf("closing the O_DIRECT file (both registrations): %v", err)
 			}
