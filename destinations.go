@@ -97,47 +97,6 @@ func newTables(nfiles, nbufs int) tables {
 	return t
 }
 
-// checkRange validates a READ or WRITE of queue q against the tables and
-// returns its destination (valid until the next call), or the negative
-// errno that completes the request.
-func (t *tables) checkRange(q *Queue, file, dest uint32, fileOffset, destOffset, length uint64) (*destination, int64) {
-	if file >= uint32(len(t.files)) || !t.files[file].valid {
-		return nil, -int64(unix.EBADF)
-	}
-	var d *destination
-	if dest&callDestBit != 0 {
-		cd, ok := t.calls.lookup(q, dest)
-		if !ok {
-			return nil, -int64(unix.ENXIO)
-		}
-		t.scratch = cd
-		d = &t.scratch
-	} else if dest >= uint32(len(t.dests)) || !t.dests[dest].valid {
-		return nil, -int64(unix.ENXIO)
-	} else {
-		d = &t.dests[dest]
-	}
-	switch {
-	case length == 0:
-		return nil, -int64(unix.EINVAL)
-	case length > MaxLength:
-		return nil, -int64(unix.E2BIG)
-	case fileOffset > 1<<63-1-length:
-		return nil, -int64(unix.EOVERFLOW)
-	}
-	if destOffset > d.length || length > d.length-destOffset {
-		return nil, -int64(unix.EFAULT)
-	}
-	return d, 0
-}
-
-func (t *tables) checkFile(file uint32) int64 {
-	if file >= uint32(len(t.files)) || !t.files[file].valid {
-		return -int64(unix.EBADF)
-	}
-	return 0
-}
-
 // RegisterFile registers f with the loop and returns its handle. The loop
 // keeps its own duplicate of the descriptor, so f may be closed afterwards.
 // On an io_uring loop, a file on a FUSE file system is served by a small

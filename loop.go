@@ -279,8 +279,8 @@ func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), read
 
 // serve runs the cycle until Stop completes. The whole cycle is here; the
 // steps live in the functions below and in queues.go (claiming, round the
-// queues), ops.go (what each op is), destinations.go (the checks),
-// cancel.go, fence.go, backoff.go and the backend.
+// queues), admit.go (a request's checks and its record), ops.go (what each
+// op is), cancel.go, fence.go, backoff.go and the backend.
 func (cy *cycle) serve() {
 	for {
 		drained := cy.drain() // completions reaped by the last flush -> their slots
@@ -374,71 +374,6 @@ func (cy *cycle) reaped(i uint32, res int64, now int64) {
 		result = res // an error before any byte moved; after some, the count
 	}
 	cy.finish(i, result, now)
-}
-
-// admit validates a request claimed from queue s: bad ones, and all while
-// stopping or failed, complete at once; NOPs complete; the rest take a
-// record.
-func (cy *cycle) admit(s *served, t uint64, req *requestSlot, now int64) {
-	if req.op < numOps {
-		cy.st.requests[req.op]++
-	} else {
-		cy.st.badOps++
-	}
-	var res int64
-	spec := req.op.spec()
-	switch {
-	case cy.phase == phaseFailed:
-		res = -int64(unix.EIO)
-	case cy.phase != phaseServing:
-		res = -int64(unix.ECANCELED)
-	case req.flags != 0 || req.reserved1 != 0:
-		res = -int64(unix.EINVAL)
-	case spec.kind == kindNop:
-		res = 0
-	case spec.kind == kindFence:
-		i := cy.take(s, t, req.completion, req.op, now)
-		s.fence.open(i, &cy.recs[i])
-		cy.retireFences(s, now)
-		return
-	case spec.kind == kindTransfer:
-		d, e := cy.tab.checkRange(s.q, req.file, req.dest, req.fileOffset, req.destOffset, req.length)
-		if e != 0 {
-			res = e
-			break
-		}
-		if d.dev != nil { // device memory: the device engine's (devio.go)
-			p, e := cy.dev.plan(req, d)
-			if e != 0 {
-				res = e
-				break
-			}
-			i := cy.take(s, t, req.completion, req.op, now)
-			cy.recs[i].dev = true
-			s.fence.add(&cy.recs[i])
-			cy.dev.admit(i, req, d, p, cy.tab.files[req.file].lane)
-			return
-		}
-		i := cy.take(s, t, req.completion, req.op, now)
-		r := &cy.recs[i]
-		r.file, r.buf, r.fileOff, r.addr, r.remaining = req.file, d.buf, req.fileOffset, d.addr+req.destOffset, req.length
-		r.lane = cy.tab.files[req.file].lane
-		s.fence.add(r)
-		cy.pending.push(i)
-		return
-	case spec.kind == kindFile:
-		if res = cy.tab.checkFile(req.file); res != 0 {
-			break
-		}
-		i := cy.take(s, t, req.completion, req.op, now)
-		cy.recs[i].file, cy.recs[i].lane = req.file, cy.tab.files[req.file].lane
-		s.fence.add(&cy.recs[i])
-		cy.pending.push(i)
-		return
-	default: // kindNone: not an op
-		res = -int64(unix.EINVAL)
-	}
-	cy.complete(s, t, req.completion, res, 0)
 }
 
 // dispatch turns pending records into SQEs for the next flush, or copies
@@ -711,17 +646,6 @@ func (cy *cycle) fail(err error) {
 	for _, sq := range cy.qs {
 		sq.fence = newFences(len(cy.recs))
 	}
-}
-
-// take allocates a record for ticket t of queue s, completing into id cid.
-func (cy *cycle) take(s *served, t uint64, cid uint32, op Op, now int64) uint32 {
-	i := cy.free[len(cy.free)-1]
-	cy.free = cy.free[:len(cy.free)-1]
-	cy.taken++
-	s.taken++
-	s.othersAtTake = cy.taken - s.taken
-	cy.recs[i] = record{ticket: t, cid: cid, queue: s.index, op: op, claimedAt: now, live: true}
-	return i
 }
 
 // finish completes record i and releases it; fences of its queue waiting
