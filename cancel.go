@@ -129,6 +129,7 @@ func batchIndex(sqes []sqe, i uint32) int {
 
 // finishCancelled completes record i, cancelled before (another of) its
 // pieces reached the backend: with the bytes moved so far, or -ECANCELED.
+// Stop's deadline ends records the same way (abandon).
 func (cy *cycle) finishCancelled(i uint32, now int64) {
 	res := -int64(unix.ECANCELED)
 	if d := cy.recs[i].done; d > 0 {

@@ -212,105 +212,103 @@ func TestClientWaitContext(t *testing.T) {
 // read, so neither cancelled READ was left running. A context already ended
 // starts nothing; a read that completes ignores its context.
 func TestClientReadAtContext(t *testing.T) {
-	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
-		t.Run(be.String(), func(t *testing.T) {
-			c, err := NewClient(ClientConfig{Loop: Config{Backend: be, PoolWorkers: 1}, TaskSize: 16 << 10})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close(context.Background())
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			defer w.Close()
-			f := registerPipe(t, c, r)
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		c, err := NewClient(ClientConfig{Loop: Config{Backend: be, PoolWorkers: 1}, TaskSize: 16 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		f := registerPipe(t, c, r)
 
-			type outcome struct {
-				n   int
-				err error
-			}
-			start := func(ctx context.Context, p []byte) chan outcome {
-				out := make(chan outcome, 1)
-				go func() {
-					n, err := f.ReadAtContext(ctx, p, 0)
-					out <- outcome{n, err}
-				}()
-				return out
-			}
-			ctx1, cancel1 := context.WithCancel(context.Background())
-			defer cancel1()
-			ctx2, cancel2 := context.WithCancel(context.Background())
-			defer cancel2()
-			p1, p2 := make([]byte, 5), make([]byte, 5)
-			out1 := start(ctx1, p1)
-			eventually(t, "the first READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 1 })
-			out2 := start(ctx2, p2)
-			eventually(t, "the second READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
+		type outcome struct {
+			n   int
+			err error
+		}
+		start := func(ctx context.Context, p []byte) chan outcome {
+			out := make(chan outcome, 1)
+			go func() {
+				n, err := f.ReadAtContext(ctx, p, 0)
+				out <- outcome{n, err}
+			}()
+			return out
+		}
+		ctx1, cancel1 := context.WithCancel(context.Background())
+		defer cancel1()
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		defer cancel2()
+		p1, p2 := make([]byte, 5), make([]byte, 5)
+		out1 := start(ctx1, p1)
+		eventually(t, "the first READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 1 })
+		out2 := start(ctx2, p2)
+		eventually(t, "the second READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
 
-			cancel2()
-			select {
-			case o := <-out2:
-				if o.n != 0 || !errors.Is(o.err, context.Canceled) {
-					t.Errorf("the cancelled second READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
-				}
-			case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-				t.Fatal("ReadAtContext did not return after its context was cancelled")
+		cancel2()
+		select {
+		case o := <-out2:
+			if o.n != 0 || !errors.Is(o.err, context.Canceled) {
+				t.Errorf("the cancelled second READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
 			}
-			select {
-			case o := <-out1:
-				t.Fatalf("the first READ ended with the second's context: %d, %v", o.n, o.err)
-			case <-time.After(20 * time.Millisecond):
+		case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+			t.Fatal("ReadAtContext did not return after its context was cancelled")
+		}
+		select {
+		case o := <-out1:
+			t.Fatalf("the first READ ended with the second's context: %d, %v", o.n, o.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		cancel1()
+		select {
+		case o := <-out1:
+			if o.n != 0 || !errors.Is(o.err, context.Canceled) {
+				t.Errorf("the cancelled first READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
 			}
-			cancel1()
-			select {
-			case o := <-out1:
-				if o.n != 0 || !errors.Is(o.err, context.Canceled) {
-					t.Errorf("the cancelled first READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("ReadAtContext did not return after its context was cancelled")
-			}
-			if !bytes.Equal(p1, make([]byte, 5)) || !bytes.Equal(p2, make([]byte, 5)) {
-				t.Errorf("a cancelled READ wrote into its slice: %q %q", p1, p2)
-			}
-			if st := c.Stats(); st.Cancelled != 2 {
-				t.Errorf("ClientStats.Cancelled = %d, want 2", st.Cancelled)
-			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("ReadAtContext did not return after its context was cancelled")
+		}
+		if !bytes.Equal(p1, make([]byte, 5)) || !bytes.Equal(p2, make([]byte, 5)) {
+			t.Errorf("a cancelled READ wrote into its slice: %q %q", p1, p2)
+		}
+		if st := c.Stats(); st.Cancelled != 2 {
+			t.Errorf("ClientStats.Cancelled = %d, want 2", st.Cancelled)
+		}
 
-			w.WriteString("hello")
-			p := make([]byte, 5)
-			if n, err := f.ReadAtContext(context.Background(), p, 0); n != 5 || err != nil || string(p) != "hello" {
-				t.Errorf("a READ after the cancelled ones = %d, %v, %q; want hello: a cancelled READ took the bytes", n, err, p)
-			}
-			done, stop := context.WithCancel(context.Background())
-			stop()
-			if n, err := f.ReadAtContext(done, p, 0); n != 0 || !errors.Is(err, context.Canceled) {
-				t.Errorf("ReadAtContext with an ended context = %d, %v; want context.Canceled", n, err)
-			}
-			eventually(t, "the third READ counted", func() bool { return c.Loop().Stats().Requests[OpRead] >= 3 })
-			time.Sleep(5 * time.Millisecond) // Stats are published every few cycles
-			if got := c.Loop().Stats().Requests[OpRead]; got != 3 {
-				t.Errorf("the loop saw %d READs, want 3: a call with an ended context published one", got)
-			}
+		w.WriteString("hello")
+		p := make([]byte, 5)
+		if n, err := f.ReadAtContext(context.Background(), p, 0); n != 5 || err != nil || string(p) != "hello" {
+			t.Errorf("a READ after the cancelled ones = %d, %v, %q; want hello: a cancelled READ took the bytes", n, err, p)
+		}
+		done, stop := context.WithCancel(context.Background())
+		stop()
+		if n, err := f.ReadAtContext(done, p, 0); n != 0 || !errors.Is(err, context.Canceled) {
+			t.Errorf("ReadAtContext with an ended context = %d, %v; want context.Canceled", n, err)
+		}
+		eventually(t, "the third READ counted", func() bool { return c.Loop().Stats().Requests[OpRead] >= 3 })
+		time.Sleep(5 * time.Millisecond) // Stats are published every few cycles
+		if got := c.Loop().Stats().Requests[OpRead]; got != 3 {
+			t.Errorf("the loop saw %d READs, want 3: a call with an ended context published one", got)
+		}
 
-			path, data := patternFile(t, tmpfsDir(t), 100<<10, 5)
-			g, err := c.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-			defer cancel()
-			q := make([]byte, len(data))
-			if n, err := g.ReadAtContext(ctx, q, 0); n != len(data) || err != nil || !bytes.Equal(q, data) {
-				t.Errorf("ReadAtContext of a tmpfs file = %d, %v", n, err)
-			}
-			if n, err := g.WriteAtContext(ctx, q[:100], 7); n != 100 || err != nil {
-				t.Errorf("WriteAtContext = %d, %v", n, err)
-			}
-		})
-	}
+		path, data := patternFile(t, tmpfsDir(t), 100<<10, 5)
+		g, err := c.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		q := make([]byte, len(data))
+		if n, err := g.ReadAtContext(ctx, q, 0); n != len(data) || err != nil || !bytes.Equal(q, data) {
+			t.Errorf("ReadAtContext of a tmpfs file = %d, %v", n, err)
+		}
+		if n, err := g.WriteAtContext(ctx, q[:100], 7); n != 100 || err != nil {
+			t.Errorf("WriteAtContext = %d, %v", n, err)
+		}
+	})
 }
 
 // TestClientCancelWaiting: a call whose request waits for a record (every
@@ -318,55 +316,53 @@ func TestClientReadAtContext(t *testing.T) {
 // takes no bytes: the two READs holding the records get all ten written
 // afterwards.
 func TestClientCancelWaiting(t *testing.T) {
-	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
-		t.Run(be.String(), func(t *testing.T) {
-			c, err := NewClient(ClientConfig{Loop: Config{Backend: be, MaxInflight: 2, PoolWorkers: 2}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close(context.Background())
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			defer w.Close()
-			f := registerPipe(t, c, r)
-			got := make(chan string, 2)
-			for range 2 {
-				go func() {
-					p := make([]byte, 5)
-					n, err := f.ReadAt(p, 0)
-					if err != nil {
-						t.Errorf("a READ holding a record: %d, %v", n, err)
-					}
-					got <- string(p[:n])
-				}()
-			}
-			eventually(t, "both records held", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
-			ctx, cancel := context.WithCancel(context.Background())
-			ended := make(chan error, 1)
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		c, err := NewClient(ClientConfig{Loop: Config{Backend: be, MaxInflight: 2, PoolWorkers: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		defer w.Close()
+		f := registerPipe(t, c, r)
+		got := make(chan string, 2)
+		for range 2 {
 			go func() {
-				_, err := f.ReadAtContext(ctx, make([]byte, 5), 0)
-				ended <- err
-			}()
-			eventually(t, "the third READ waiting for a record", func() bool { return c.Loop().Stats().Waited == 1 })
-			cancel()
-			select {
-			case err := <-ended:
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("the waiting READ: %v, want context.Canceled", err)
+				p := make([]byte, 5)
+				n, err := f.ReadAt(p, 0)
+				if err != nil {
+					t.Errorf("a READ holding a record: %d, %v", n, err)
 				}
-			case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-				t.Fatal("a READ waiting for a record did not end with its context")
+				got <- string(p[:n])
+			}()
+		}
+		eventually(t, "both records held", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
+		ctx, cancel := context.WithCancel(context.Background())
+		ended := make(chan error, 1)
+		go func() {
+			_, err := f.ReadAtContext(ctx, make([]byte, 5), 0)
+			ended <- err
+		}()
+		eventually(t, "the third READ waiting for a record", func() bool { return c.Loop().Stats().Waited == 1 })
+		cancel()
+		select {
+		case err := <-ended:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("the waiting READ: %v, want context.Canceled", err)
 			}
-			w.WriteString("helloworld")
-			a, b := <-got, <-got
-			if len(a+b) != 10 {
-				t.Errorf("the READs holding the records got %q and %q; want all ten bytes", a, b)
-			}
-		})
-	}
+		case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
+			t.Fatal("a READ waiting for a record did not end with its context")
+		}
+		w.WriteString("helloworld")
+		a, b := <-got, <-got
+		if len(a+b) != 10 {
+			t.Errorf("the READs holding the records got %q and %q; want all ten bytes", a, b)
+		}
+	})
 }
 
 // TestClientCancelStorm: goroutines read with contexts that end at random
@@ -380,55 +376,53 @@ func TestClientCancelStorm(t *testing.T) {
 		calls = 50
 	}
 	path, data := patternFile(t, tmpfsDir(t), 1<<20, 29)
-	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
-		t.Run(be.String(), func(t *testing.T) {
-			c := newTestClient(t, be)
-			f, err := c.OpenFile(path, os.O_RDONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			var ended, whole atomic.Int64
-			errs := make(chan error, 8)
-			for g := 0; g < 8; g++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r := rand.New(rand.NewPCG(uint64(g), uint64(be)))
-					for k := 0; k < calls; k++ {
-						size, off := 1+r.IntN(200<<10), r.IntN(1<<20)
-						p := make([]byte, size)
-						ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.IntN(300))*time.Microsecond)
-						n, err := f.ReadAtContext(ctx, p, int64(off))
-						cancel()
-						if !bytes.Equal(p[:n], data[off:off+n]) {
-							errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v: wrong bytes", size, off, n, err)
-							return
-						}
-						switch {
-						case err == nil || err == io.EOF:
-							whole.Add(1)
-						case errors.Is(err, context.DeadlineExceeded):
-							ended.Add(1)
-						default:
-							errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v", size, off, n, err)
-							return
-						}
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		c := newTestClient(t, be)
+		f, err := c.OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var ended, whole atomic.Int64
+		errs := make(chan error, 8)
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(uint64(g), uint64(be)))
+				for k := 0; k < calls; k++ {
+					size, off := 1+r.IntN(200<<10), r.IntN(1<<20)
+					p := make([]byte, size)
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.IntN(300))*time.Microsecond)
+					n, err := f.ReadAtContext(ctx, p, int64(off))
+					cancel()
+					if !bytes.Equal(p[:n], data[off:off+n]) {
+						errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v: wrong bytes", size, off, n, err)
+						return
 					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatal(err)
-			}
-			if ended.Load() == 0 {
-				t.Errorf("no call was ended by its context (%d whole): the test did not test cancelling", whole.Load())
-			}
-			t.Logf("%d calls whole, %d ended by their context; ClientStats %+v", whole.Load(), ended.Load(), c.Stats())
-			eventually(t, "every request completed", func() bool { return c.Loop().Stats().Queues[0].InFlight == 0 })
-		})
-	}
+					switch {
+					case err == nil || err == io.EOF:
+						whole.Add(1)
+					case errors.Is(err, context.DeadlineExceeded):
+						ended.Add(1)
+					default:
+						errs <- fmt.Errorf("ReadAtContext(%d at %d) = %d, %v", size, off, n, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if ended.Load() == 0 {
+			t.Errorf("no call was ended by its context (%d whole): the test did not test cancelling", whole.Load())
+		}
+		t.Logf("%d calls whole, %d ended by their context; ClientStats %+v", whole.Load(), ended.Load(), c.Stats())
+		eventually(t, "every request completed", func() bool { return c.Loop().Stats().Queues[0].InFlight == 0 })
+	})
 }
 
 // TestClientEnv: MEGAIO_* variables fill the fields a program leaves zero,
@@ -644,78 +638,76 @@ func TestClientCloseRace(t *testing.T) {
 		rounds = 20
 	}
 	path, data := patternFile(t, tmpfsDir(t), 1<<20, 23)
-	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
-		t.Run(be.String(), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(uint64(be), 1))
-			var outcomes [5]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED, the call's context
-			for round := 0; round < rounds; round++ {
-				c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
-				if err != nil {
-					t.Fatal(err)
-				}
-				f, err := c.OpenFile(path, os.O_RDONLY, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
-				if err != nil {
-					t.Fatal(err)
-				}
-				buf, err := c.NewBuffer(256 << 10)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cb := buf.Bytes() // not touched after Close: it is unmapped then
-				raceClose(t, c, rng, 6, 3*time.Millisecond, func(r *rand.Rand) (error, error) {
-					size, off := 1+r.IntN(100<<10), r.IntN(1<<20)
-					var n int
-					var err error
-					var plain []byte
-					var ctx context.Context = context.Background()
-					switch r.IntN(5) {
-					case 0:
-						plain = make([]byte, size)
-						n, err = f.ReadAt(plain, int64(off))
-					case 1:
-						n, err = w.WriteAt(make([]byte, size), int64(off))
-					case 2:
-						n, err = f.ReadAt(cb[:size], int64(off))
-					case 3:
-						n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
-					default: // a context that may end first: the loop asked to cancel
-						var cancel context.CancelFunc
-						ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
-						plain = make([]byte, size)
-						n, err = f.ReadAtContext(ctx, plain, int64(off))
-						cancel()
-					}
-					if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) { // whatever the error, n bytes are the file's
-						return err, fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
-					}
-					switch {
-					case err == nil || err == io.EOF:
-						outcomes[0].Add(1)
-					case errors.Is(err, ErrClosed):
-						outcomes[1].Add(1)
-					case errors.Is(err, ErrStopped):
-						outcomes[2].Add(1)
-					case errors.Is(err, unix.ECANCELED):
-						outcomes[3].Add(1)
-					case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-						outcomes[4].Add(1)
-					default:
-						return err, err
-					}
-					return err, nil
-				})
-				if _, err := c.NewBuffer(4096); !errors.Is(err, ErrClosed) {
-					t.Fatalf("NewBuffer after Close: %v, want ErrClosed", err)
-				}
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		rng := rand.New(rand.NewPCG(uint64(be), 1))
+		var outcomes [5]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED, the call's context
+		for round := 0; round < rounds; round++ {
+			c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
+			if err != nil {
+				t.Fatal(err)
 			}
-			t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED, %d ended by their context",
-				rounds, outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load(), outcomes[4].Load())
-		})
-	}
+			f, err := c.OpenFile(path, os.O_RDONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf, err := c.NewBuffer(256 << 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cb := buf.Bytes() // not touched after Close: it is unmapped then
+			raceClose(t, c, rng, 6, 3*time.Millisecond, func(r *rand.Rand) (error, error) {
+				size, off := 1+r.IntN(100<<10), r.IntN(1<<20)
+				var n int
+				var err error
+				var plain []byte
+				var ctx context.Context = context.Background()
+				switch r.IntN(5) {
+				case 0:
+					plain = make([]byte, size)
+					n, err = f.ReadAt(plain, int64(off))
+				case 1:
+					n, err = w.WriteAt(make([]byte, size), int64(off))
+				case 2:
+					n, err = f.ReadAt(cb[:size], int64(off))
+				case 3:
+					n, err = f.ReadAtAsync(cb[:size], int64(off)).Wait(context.Background())
+				default: // a context that may end first: the loop asked to cancel
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(r.IntN(200))*time.Microsecond)
+					plain = make([]byte, size)
+					n, err = f.ReadAtContext(ctx, plain, int64(off))
+					cancel()
+				}
+				if plain != nil && !bytes.Equal(plain[:n], data[off:off+n]) { // whatever the error, n bytes are the file's
+					return err, fmt.Errorf("a plain-slice ReadAt of %d at %d returned wrong bytes", size, off)
+				}
+				switch {
+				case err == nil || err == io.EOF:
+					outcomes[0].Add(1)
+				case errors.Is(err, ErrClosed):
+					outcomes[1].Add(1)
+				case errors.Is(err, ErrStopped):
+					outcomes[2].Add(1)
+				case errors.Is(err, unix.ECANCELED):
+					outcomes[3].Add(1)
+				case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+					outcomes[4].Add(1)
+				default:
+					return err, err
+				}
+				return err, nil
+			})
+			if _, err := c.NewBuffer(4096); !errors.Is(err, ErrClosed) {
+				t.Fatalf("NewBuffer after Close: %v, want ErrClosed", err)
+			}
+		}
+		t.Logf("%d rounds: %d calls with their bytes, %d ErrClosed, %d ErrStopped, %d -ECANCELED, %d ended by their context",
+			rounds, outcomes[0].Load(), outcomes[1].Load(), outcomes[2].Load(), outcomes[3].Load(), outcomes[4].Load())
+	})
 }
 
 // raceClose runs workers goroutines calling call (each with its own random

@@ -607,12 +607,8 @@ func (cy *cycle) abandonUnsubmitted() {
 }
 
 func (cy *cycle) abandon(i uint32, now int64) {
-	res := -int64(unix.ECANCELED)
-	if d := cy.recs[i].done; d > 0 {
-		res = int64(d)
-	}
 	cy.l.abandoned.Add(1)
-	cy.finish(i, res, now)
+	cy.finishCancelled(i, now) // the bytes moved so far, or -ECANCELED
 }
 
 // fail ends the backend's use after a fatal error: every claimed request
