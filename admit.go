@@ -49,7 +49,7 @@ func (cy *cycle) admit(s *served, t uint64, req *requestSlot, now int64) {
 			i := cy.take(s, t, req.completion, req.op, now)
 			cy.recs[i].dev = true
 			s.fence.add(&cy.recs[i])
-			cy.dev.admit(i, req, d, p, cy.tab.files[req.file].lane)
+			cy.dev.take(i, req, d, p, cy.tab.files[req.file].lane)
 			return
 		}
 		i := cy.take(s, t, req.completion, req.op, now)

@@ -135,5 +135,5 @@ func (cy *cycle) finishCancelled(i uint32, now int64) {
 	if d := cy.recs[i].done; d > 0 {
 		res = int64(d)
 	}
-	cy.finish(i, res, now)
+	cy.finishAt(i, res, now)
 }

@@ -272,13 +272,13 @@ func (c *Client) Register(f *os.File) (*File, error) {
 	}
 	switch {
 	case errors.Is(perr, unix.ESPIPE):
-		return nil, errorf("megaio: registering %s: %w (a pipe, socket or terminal has no offsets to read at)",
+		return nil, errorf("registering %s: %w (a pipe, socket or terminal has no offsets to read at)",
 			f.Name(), perr)
 	case derr != nil:
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, errorf("megaio: duplicating %s: %w", f.Name(), derr)
+		return nil, errorf("duplicating %s: %w", f.Name(), derr)
 	}
 	h, err := c.l.RegisterFile(f)
 	if err != nil {
@@ -314,7 +314,7 @@ func dioAlign(fd int) (mem, off int64) {
 func (c *Client) registerBuffered(fd, flags int, name string) (FileHandle, error) {
 	bf, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), flags&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, errorf("megaio: opening %s a second time without O_DIRECT: %w", name, err)
+		return 0, errorf("opening %s a second time without O_DIRECT: %w", name, err)
 	}
 	defer bf.Close()
 	return c.l.RegisterFile(bf)
@@ -516,7 +516,7 @@ func (c *Client) hostDest(p []byte) (DestHandle, uint64, bool) {
 }
 
 func (f *File) errorf(op Op, off int64, format string, args ...any) error {
-	return errorf("megaio: %v %s at %d: %w", op, f.name, off, fmt.Errorf(format, args...))
+	return errorf("%v %s at %d: %w", op, f.name, off, fmt.Errorf(format, args...))
 }
 
 // Future is a request started by an Async call: its pieces are in flight.

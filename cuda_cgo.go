@@ -94,7 +94,7 @@ func cuErr(what string, r C.megaio_CUresult) error {
 	if r == 0 {
 		return nil
 	}
-	return errorf("megaio: %s: %w", what, CUresult(r))
+	return errorf("%s: %w", what, CUresult(r))
 }
 
 // cudaLibrary is the driver library's name. Only the package's tests change

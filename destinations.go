@@ -110,7 +110,7 @@ func newTables(nfiles, nbufs int) tables {
 func (l *Loop) RegisterFile(f *os.File) (FileHandle, error) {
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return 0, errorf("megaio: duplicating %s: %w", f.Name(), err)
+		return 0, errorf("duplicating %s: %w", f.Name(), err)
 	}
 	var h FileHandle
 	lane := uint8(0)
@@ -200,9 +200,9 @@ func (l *Loop) NewBuffer(size int, opts BufferOptions) (*Buffer, error) {
 	mem, err := mapBuffer(size, opts.Hugepages)
 	if err != nil {
 		if opts.Hugepages {
-			return nil, errorf("megaio: mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)
+			return nil, errorf("mapping %d bytes of hugepages (reserve them in /proc/sys/vm/nr_hugepages): %w", size, err)
 		}
-		return nil, errorf("megaio: mapping a %d-byte buffer: %w", size, err)
+		return nil, errorf("mapping a %d-byte buffer: %w", size, err)
 	}
 	b := &Buffer{mem: mem}
 	err = l.exec(func(cy *cycle) error { return cy.installBuffer(b) })

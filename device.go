@@ -180,7 +180,7 @@ func chooseBufferPath(mode DevicePath, gdsErr error) (DevicePath, *PathWarning, 
 	case gdsErr == nil:
 		return DevicePathGDS, nil, nil
 	case mode == DevicePathGDS:
-		return 0, nil, errorf("megaio: Device.Path is gds: %w", gdsErr)
+		return 0, nil, errorf("Device.Path is gds: %w", gdsErr)
 	}
 	return DevicePathBounce, &PathWarning{Cause: gdsErr}, nil
 }
@@ -340,7 +340,7 @@ func (l *Loop) RegisterDeviceMemory(g *GPU, ptr, size uint64) (*DeviceBuffer, *P
 	}
 	base, n, err := g.DeviceRange(ptr)
 	if err != nil {
-		return nil, nil, errorf("megaio: %#x is not device memory of this GPU: %w", ptr, err)
+		return nil, nil, errorf("%#x is not device memory of this GPU: %w", ptr, err)
 	}
 	if ptr-base > n || size > n-(ptr-base) {
 		return nil, nil, configError("device memory [%#x, +%d) overruns its allocation [%#x, +%d)", ptr, size, base, n)
@@ -448,16 +448,16 @@ func (cy *cycle) devSetup(g *GPU) error {
 	e := &devEngine{host: cy, cfg: cfg, gpu: g, epoch: cy.l.epoch, chunk: uint64(cfg.ChunkSize), open: -1}
 	mem, err := mapBuffer(cfg.StagingChunks*cfg.ChunkSize, false)
 	if err != nil {
-		return errorf("megaio: mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
+		return errorf("mapping the %d-byte staging pool: %w", cfg.StagingChunks*cfg.ChunkSize, err)
 	}
 	e.staging = &Buffer{mem: mem, internal: true}
 	if err := cy.installBuffer(e.staging); err != nil {
 		unix.Munmap(mem)
-		return errorf("megaio: registering the staging pool: %w", err)
+		return errorf("registering the staging pool: %w", err)
 	}
 	if _, err := g.RegisterHost(mem); err != nil {
 		cy.uninstallBuffer(e.staging)
-		return errorf("megaio: pinning the staging pool for CUDA: %w", err)
+		return errorf("pinning the staging pool for CUDA: %w", err)
 	}
 	if e.cs, err = newCopyStream(cfg.StagingChunks); err != nil {
 		g.UnregisterHost(mem)
@@ -476,7 +476,7 @@ func (cy *cycle) devSetup(g *GPU) error {
 		if e.gdsErr != nil && cfg.Path == DevicePathGDS {
 			e.close()
 			cy.uninstallBuffer(e.staging)
-			return errorf("megaio: Device.Path is gds: %w", e.gdsErr)
+			return errorf("Device.Path is gds: %w", e.gdsErr)
 		}
 	}
 	cy.reserveIOs(cfg.StagingChunks) // one staged IO per chunk joins the lanes' batches

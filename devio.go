@@ -14,7 +14,7 @@ import (
 // the engine exists from the first device buffer), and it asks the loop for
 // only what engineHost offers. Everything runs on the loop's thread:
 //
-//	claim    -> plan, admit: plan the request, queue its record
+//	claim    -> plan, take: plan the request, queue its record
 //	issue       cut queued records into pieces while staging chunks and
 //	            GDS batch entries are free; bounce IOs go to the lanes'
 //	            batches (engineHost.queueIO), GDS pieces fill a cuFile batch
@@ -23,7 +23,7 @@ import (
 //	            device; a staged WRITE left: the piece has ended
 //	poll        copies whose event completed, and GDS IOs that reported:
 //	            pieces end; a record whose pieces have all ended finishes
-//	            (engineHost.finishRecord)
+//	            (engineHost.finish)
 //
 // Nothing blocks: copies are queued on the engine's own stream and their
 // events queried, GDS batches are polled with a zero timeout.
@@ -37,8 +37,8 @@ type engineHost interface {
 	// queueIO adds s to lane's batch for the next flush; its completion
 	// comes back through reaped.
 	queueIO(lane uint8, s sqe)
-	// finishRecord completes record i with result and releases it.
-	finishRecord(i uint32, result int64)
+	// finish completes record i with result and releases it.
+	finish(i uint32, result int64)
 	// deviceFault keeps err as the loop's last device error (DeviceErr).
 	deviceFault(err error)
 }
@@ -180,8 +180,8 @@ func (e *devEngine) plan(req *requestSlot, d *destination) (planParams, int64) {
 		req.fileOffset, req.length, e.cfg)
 }
 
-// admit takes planned request req as record i; its file's IOs go to lane.
-func (e *devEngine) admit(i uint32, req *requestSlot, d *destination, p planParams, lane uint8) {
+// take takes planned request req as record i (the engine's half of cycle.take); its file's IOs go to lane.
+func (e *devEngine) take(i uint32, req *requestSlot, d *destination, p planParams, lane uint8) {
 	f := e.files[req.file].f
 	end := req.fileOffset + req.length
 	e.recs[i] = devRec{buf: d.dev, base: d.addr + req.destOffset, off: req.fileOffset, end: end, next: req.fileOffset,
@@ -409,7 +409,7 @@ func (e *devEngine) finish(i uint32) {
 	d := &e.recs[i]
 	f, res := d.f, d.result()
 	*d = devRec{}
-	e.host.finishRecord(i, res)
+	e.host.finish(i, res)
 	f.unref()
 }
 
@@ -698,7 +698,7 @@ func (e *devEngine) registerFile(i, fd int) error {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		e.files[i].gdsWhy = "duplicating the descriptor for the device paths: " + err.Error()
-		return errorf("megaio: duplicating the descriptor for the device paths: %w", err)
+		return errorf("duplicating the descriptor for the device paths: %w", err)
 	}
 	f := &devFile{fd: dup, direct: isDirect(dup)}
 	fs := &e.files[i]

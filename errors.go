@@ -25,7 +25,15 @@ var (
 	ErrClosed = errors.New("megaio: closed")
 	// ErrRunning: the call needs a stopped loop.
 	ErrRunning = errors.New("megaio: loop is running")
-	// ErrInUse: the queue already has a loop, or a table slot is taken.
+	// ErrInUse: something the call would take or free is held elsewhere;
+	// release it first. Where it comes from:
+	//   - NewLoop, Loop.AddQueue: the queue already has a loop;
+	//   - Queue.Close: a loop is attached to the queue;
+	//   - GPU.Close: host regions are still mapped for the GPU (close the loop);
+	//   - Loop.MapForGPU, NewDeviceBuffer, RegisterDeviceMemory: the loop is
+	//     already tied to a GPU (one GPU per loop);
+	//   - Loop.AddDestination: the buffer is the loop's own (staging).
+	// The message names which.
 	ErrInUse = errors.New("megaio: in use")
 	// ErrTableFull: every file or buffer slot of the loop is taken.
 	ErrTableFull = errors.New("megaio: table full")
@@ -88,17 +96,13 @@ func (e *SetupError) Unwrap() error        { return e.Errno }
 // errPrefix starts every error message of the package, once.
 const errPrefix = "megaio: "
 
-// errorf is fmt.Errorf for the package's errors: the message says
-// "megaio:" once, at its start, however many of the package's errors it
-// wraps (their own prefixes are dropped from the text; errors.Is and
-// errors.As still see them).
+// errorf is fmt.Errorf for the package's errors. Call sites write the
+// message without the prefix; errorf puts "megaio: " at its start, once,
+// and drops the prefixes of the package's errors it wraps from the text
+// (errors.Is and errors.As still see them).
 func errorf(format string, args ...any) error {
 	err := fmt.Errorf(format, args...)
-	msg := err.Error()
-	if strings.Index(msg, errPrefix) == 0 && strings.Count(msg, errPrefix) == 1 {
-		return err
-	}
-	return &prefixed{msg: errPrefix + strings.ReplaceAll(msg, errPrefix, ""), err: err}
+	return &prefixed{msg: errPrefix + strings.ReplaceAll(err.Error(), errPrefix, ""), err: err}
 }
 
 // prefixed is an error whose message errorf rewrote.

@@ -13,7 +13,7 @@ import (
 func TestErrorPrefixOnce(t *testing.T) {
 	inner := &CuFileError{Op: "cuFileDriverOpen", Code: 5007}
 	gds := errorf("%w: %w", ErrGDSUnavailable, inner)
-	err := errorf("megaio: Device.Path is gds: %w", gds)
+	err := errorf("Device.Path is gds: %w", gds)
 	msg := err.Error()
 	if strings.Count(msg, "megaio:") != 1 || !strings.HasPrefix(msg, "megaio: ") {
 		t.Errorf("%q: want one megaio: prefix, at the start", msg)
@@ -27,6 +27,9 @@ func TestErrorPrefixOnce(t *testing.T) {
 	}
 	if got := errorf("%w: %w", ErrRingFailed, unix.EBADFD).Error(); strings.Count(got, "megaio:") != 1 {
 		t.Errorf("%q", got)
+	}
+	if got := errorf("plain %d", 1).Error(); got != "megaio: plain 1" {
+		t.Errorf("errorf without a wrapped error: %q", got)
 	}
 	if !errors.Is(errorf("%w: %w", ErrRingFailed, unix.EBADFD), unix.EBADFD) {
 		t.Error("the errno is lost")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -329,4 +330,52 @@ func (cy *cycle) checkIdle() error {
 			e.waiting.len(), e.copying.len())
 	}
 	return nil
+}
+
+// forBackends runs a behaviour test against each backend: they must not be
+// told apart.
+func forBackends(t *testing.T, f func(t *testing.T, be BackendKind)) {
+	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
+		t.Run(be.String(), func(t *testing.T) {
+			if be == BackendIOUring {
+				requireIOUring(t)
+			}
+			f(t, be)
+		})
+	}
+}
+
+var iouringProbe struct {
+	once sync.Once
+	err  error
+}
+
+// requireIOUring skips, saying why, where io_uring is refused (a container's
+// default seccomp profile, kernel.io_uring_disabled); any other set-up error
+// fails the test.
+func requireIOUring(t *testing.T) {
+	t.Helper()
+	iouringProbe.once.Do(func() {
+		be, err := openURing(8, 16, 1, 1)
+		if err == nil {
+			be.close()
+		}
+		iouringProbe.err = err
+	})
+	switch err := iouringProbe.err; {
+	case errors.Is(err, ErrIOUringUnavailable):
+		t.Skipf("skipping: io_uring is refused here (%v); run with deploy/seccomp-io_uring.json to test it", err)
+	case err != nil:
+		t.Fatalf("io_uring set-up: %v", err)
+	}
+}
+
+// openTestBackend opens cfg.Backend (not auto) for tests that wrap it.
+func openTestBackend(cfg Config) (backend, BackendInfo, error) {
+	if cfg.Backend == BackendPool {
+		be, err := openPool(cfg.PoolWorkers, cfg.RingEntries, cfg.MaxInflight, cfg.MaxFiles)
+		return be, BackendInfo{Kind: BackendPool}, err
+	}
+	be, err := openURing(cfg.RingEntries, 2048, uint32(cfg.MaxFiles), uint32(cfg.MaxBuffers))
+	return be, BackendInfo{Kind: BackendIOUring}, err
 }

@@ -352,7 +352,7 @@ func (cy *cycle) drain() int {
 func (cy *cycle) reaped(i uint32, res int64, now int64) {
 	r := &cy.recs[i]
 	if !r.op.spec().transfer() { // FSYNC: its result as it is
-		cy.finish(i, res, now)
+		cy.finishAt(i, res, now)
 		return
 	}
 	if res > 0 {
@@ -373,7 +373,7 @@ func (cy *cycle) reaped(i uint32, res int64, now int64) {
 	if res < 0 && r.done == 0 {
 		result = res // an error before any byte moved; after some, the count
 	}
-	cy.finish(i, result, now)
+	cy.finishAt(i, result, now)
 }
 
 // dispatch turns pending records into SQEs for the next flush, or copies
@@ -644,9 +644,10 @@ func (cy *cycle) fail(err error) {
 	}
 }
 
-// finish completes record i and releases it; fences of its queue waiting
-// on it may complete too.
-func (cy *cycle) finish(i uint32, result int64, now int64) {
+// finishAt is finish at time now (ns since the loop's epoch): it completes
+// record i and releases it; fences of its queue waiting on it may complete
+// too.
+func (cy *cycle) finishAt(i uint32, result int64, now int64) {
 	r := &cy.recs[i]
 	s := cy.qs[r.queue]
 	cy.complete(s, r.ticket, r.cid, result, now-r.claimedAt)
@@ -695,7 +696,7 @@ func (cy *cycle) queueIO(lane uint8, s sqe) {
 	ln.sqes = append(ln.sqes, s) // room: reserveIOs
 }
 
-func (cy *cycle) finishRecord(i uint32, result int64) { cy.finish(i, result, cy.l.now()) }
+func (cy *cycle) finish(i uint32, result int64) { cy.finishAt(i, result, cy.l.now()) }
 
 func (cy *cycle) deviceFault(err error) { cy.l.devErr.Store(&err) }
 
@@ -758,7 +759,7 @@ func (l *Loop) Start() error {
 	case l.running:
 		return errorf("%w: Start called twice", ErrRunning)
 	case l.fatal.Load() != nil:
-		return errorf("megaio: the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
+		return errorf("the loop cannot start again after its ring failed (close it and make a new one): %w", *l.fatal.Load())
 	case l.unfinished():
 		return errorf("%w: the last Stop left requests in the kernel; Stop again to wait for them", ErrStopIncomplete)
 	case len(*l.queuesView.Load()) == 0:
@@ -812,7 +813,7 @@ func (l *Loop) stop(ctx context.Context) error {
 	}
 	l.running = false
 	if ctxErr != nil {
-		ctxErr = errorf("megaio: Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
+		ctxErr = errorf("Stop's deadline passed with requests in flight: %d not yet in the kernel completed with -ECANCELED, "+
 			"the rest were asked to cancel and waited for: %w", l.abandoned.Load(), ctxErr)
 	}
 	return errors.Join(ctxErr, l.Err())

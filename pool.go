@@ -30,7 +30,7 @@ func openPool(workers int, sqEntries uint32, maxInflight int, nfiles int) (*pool
 	p := &poolBackend{workers: uint32(workers), sq: sqEntries}
 	sq, cq := max(ceilPow2(sqEntries), 2), max(ceilPow2(uint32(maxInflight)+1), 2) // the shim's queues want powers of two
 	if ret := C.megaio_pool_open(&p.pool, C.uint(workers), C.uint(sq), C.uint(cq), C.uint(nfiles), C.uint(maxInflight)); ret < 0 {
-		return nil, errorf("megaio: starting %d pool workers: %w", workers, unix.Errno(-ret))
+		return nil, errorf("starting %d pool workers: %w", workers, unix.Errno(-ret))
 	}
 	return p, nil
 }
@@ -68,7 +68,7 @@ func (p *poolBackend) interrupt() int { return int(C.megaio_pool_interrupt(p.poo
 
 func (p *poolBackend) setFile(index uint32, fd int) error {
 	if ret := C.megaio_pool_set_file(p.pool, C.uint(index), C.int(fd)); ret < 0 {
-		return errorf("megaio: registering file slot %d with the worker pool: %w", index, unix.Errno(-ret))
+		return errorf("registering file slot %d with the worker pool: %w", index, unix.Errno(-ret))
 	}
 	return nil
 }

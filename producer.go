@@ -92,7 +92,7 @@ func (q *Queue) HostProducer() (*HostProducer, error) {
 	}
 	mem, err := mapAnonymous(int(unsafe.Sizeof(producerSide{})), false)
 	if err != nil {
-		return nil, errorf("megaio: mapping the host producer side: %w", err)
+		return nil, errorf("mapping the host producer side: %w", err)
 	}
 	p := &HostProducer{q: q, mem: mem, side: q.initProducerSide(mem), ids: newIDPool(len(q.comps)),
 		waiters: make([]waiter, len(q.comps)), maxFutex: int32(max(runtime.GOMAXPROCS(0), 64))}
@@ -328,7 +328,7 @@ func (p *HostProducer) WaitContext(ctx context.Context, t Ticket) (Result, error
 		case <-ch: // a token left by an earlier wake-up only makes us look again
 		case <-ctx.Done():
 			pw.waiting.Store(0)
-			return 0, errorf("megaio: waiting for ticket %d: %w", t.n, ctx.Err())
+			return 0, errorf("waiting for ticket %d: %w", t.n, ctx.Err())
 		}
 	}
 }
@@ -356,7 +356,7 @@ func (p *HostProducer) waitFutex(ctx context.Context, t Ticket, pw *waiter) (Res
 		}
 		if err := ctx.Err(); err != nil {
 			pw.waiting.Store(0)
-			return 0, errorf("megaio: waiting for ticket %d: %w", t.n, err)
+			return 0, errorf("waiting for ticket %d: %w", t.n, err)
 		}
 		futexWait(&pw.seq, seq, recheck)
 	}
@@ -395,7 +395,7 @@ func (p *HostProducer) DoContext(ctx context.Context, r Request) (Result, error)
 	var w waitSteps
 	for {
 		if err := ctx.Err(); err != nil {
-			return 0, errorf("megaio: %w", err)
+			return 0, errorf("%w", err)
 		}
 		t, err := p.Submit(r)
 		if errors.Is(err, ErrBusy) {

@@ -194,7 +194,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 	size := queueSize(c, cfg.Completions)
 	mem, err := mapAnonymous(size, false)
 	if err != nil {
-		return nil, errorf("megaio: mapping a %d-byte queue: %w", size, err)
+		return nil, errorf("mapping a %d-byte queue: %w", size, err)
 	}
 	h := (*queueHeader)(unsafe.Pointer(&mem[0]))
 	*h = queueHeader{

@@ -86,7 +86,7 @@ func (b *uringBackend) cancel(userData uint64) (bool, error) {
 
 func (b *uringBackend) setFile(index uint32, fd int) error {
 	if ret := C.megaio_ring_set_file(b.ring, C.uint(index), C.int(fd)); ret < 0 {
-		return errorf("megaio: registering file slot %d with io_uring: %w", index, unix.Errno(-ret))
+		return errorf("registering file slot %d with io_uring: %w", index, unix.Errno(-ret))
 	}
 	return nil
 }
@@ -102,7 +102,7 @@ func (b *uringBackend) setBuffer(index uint16, mem []byte) error {
 			return &SetupError{Step: "registering a buffer with io_uring", Errno: errno, Kind: ErrMemlock,
 				Hint: memlockHint()}
 		}
-		return errorf("megaio: registering buffer %d (%d bytes) with io_uring: %w", index, n, errno)
+		return errorf("registering buffer %d (%d bytes) with io_uring: %w", index, n, errno)
 	}
 	return nil
 }
