@@ -9,7 +9,8 @@ import (
 )
 
 // The device engine: how READs and WRITEs whose destination is device
-// memory are served (device.go has the paths and the planning). It is a
+// memory are served (devplan.go decides how; device.go has the public
+// types). It is a
 // guest of the cycle: the loop calls it at a few points (nil-safe methods:
 // the engine exists from the first device buffer), and it asks the loop for
 // only what engineHost offers. Everything runs on the loop's thread:
@@ -136,6 +137,36 @@ type devEngine struct {
 	st         devCounters
 }
 
+// chunkPool hands out the staging chunks. A request takes one chunk per
+// piece, only when one is free, and gives it back when the piece's copy
+// has completed: it never holds an idle chunk while it waits for another,
+// so every chunk taken is in flight and comes back without anyone waiting
+// on it (no request can wait on a chunk held by itself).
+type chunkPool struct {
+	free []uint32
+	n    int
+}
+
+func newChunkPool(n int) chunkPool {
+	p := chunkPool{free: make([]uint32, n), n: n}
+	for i := range p.free {
+		p.free[i] = uint32(n - 1 - i)
+	}
+	return p
+}
+
+func (p *chunkPool) get() (uint32, bool) {
+	if len(p.free) == 0 {
+		return 0, false
+	}
+	c := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return c, true
+}
+
+func (p *chunkPool) put(c uint32) { p.free = append(p.free, c) }
+func (p *chunkPool) inUse() int   { return p.n - len(p.free) }
+
 func (e *devEngine) now() int64 { return int64(time.Since(e.epoch)) }
 
 // fault counts a CUDA or cuFile error a piece met and hands it to the loop
@@ -167,17 +198,6 @@ func (e *devEngine) setupGDS() error {
 	}
 	e.gds = make([]gdsPiece, len(e.batches)*e.entries)
 	return nil
-}
-
-// plan checks a READ or WRITE whose destination d is device memory and
-// plans its pieces; a nonzero errno is its result instead.
-func (e *devEngine) plan(req *requestSlot, d *destination) (planParams, int64) {
-	fs := &e.files[req.file]
-	if fs.f == nil {
-		return planParams{}, -int64(unix.EBADF) // the device paths hold no descriptor for it (see gdsWhy)
-	}
-	return requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fs.f.fh != nil, fs.f.direct, req.op.spec().write,
-		req.fileOffset, req.length, e.cfg)
 }
 
 // take takes planned request req as record i (the engine's half of cycle.take); its file's IOs go to lane.
