@@ -131,9 +131,5 @@ func batchIndex(sqes []sqe, i uint32) int {
 // pieces reached the backend: with the bytes moved so far, or -ECANCELED.
 // Stop's deadline ends records the same way (abandon).
 func (cy *cycle) finishCancelled(i uint32, now int64) {
-	res := -int64(unix.ECANCELED)
-	if d := cy.recs[i].done; d > 0 {
-		res = int64(d)
-	}
-	cy.finishAt(i, res, now)
+	cy.finishAt(i, transferResult(cy.recs[i].done, 0, true), now)
 }

@@ -314,7 +314,7 @@ func (e *devEngine) reaped(c uint32, res int64) {
 		return
 	}
 	p.ioDone += uint64(res)
-	more := res > 0 && p.ioDone < p.ioLen && !e.cancelling
+	more := continues(res, p.ioLen-p.ioDone, e.cancelling)
 	if p.write {
 		if more {
 			e.st.shortIO++
@@ -434,16 +434,7 @@ func (e *devEngine) finish(i uint32) {
 
 // result is a finished device request's completion value.
 func (d *devRec) result() int64 {
-	n := int64(d.stopAt - d.off)
-	switch {
-	case n > 0:
-		return n
-	case d.err < 0:
-		return d.err
-	case d.cancelled:
-		return -int64(unix.ECANCELED)
-	}
-	return 0
+	return transferResult(d.stopAt-d.off, d.err, d.cancelled)
 }
 
 // gdsAdd puts sp into the batch being filled. false: every batch is busy.

@@ -359,21 +359,17 @@ func (cy *cycle) reaped(i uint32, res int64, now int64) {
 		r.done += uint64(res)
 		r.remaining -= uint64(res)
 		cy.st.bytes += uint64(res)
-		if r.remaining > 0 && cy.phase != phaseCancelling && r.cancel == notCancelled {
-			// Short transfer: go on from where it stopped. A READ
-			// that reaches EOF gets 0 next and ends.
-			r.fileOff += uint64(res)
-			r.addr += uint64(res)
-			cy.st.shortIO++
-			cy.pending.push(i)
-			return
-		}
 	}
-	result := int64(r.done)
-	if res < 0 && r.done == 0 {
-		result = res // an error before any byte moved; after some, the count
+	if continues(res, r.remaining, cy.phase == phaseCancelling || r.cancel != notCancelled) {
+		// Short transfer: go on from where it stopped. A READ that
+		// reaches EOF gets 0 next and ends.
+		r.fileOff += uint64(res)
+		r.addr += uint64(res)
+		cy.st.shortIO++
+		cy.pending.push(i)
+		return
 	}
-	cy.finishAt(i, result, now)
+	cy.finishAt(i, transferResult(r.done, res, false), now)
 }
 
 // dispatch turns pending records into SQEs for the next flush, or copies

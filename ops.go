@@ -1,6 +1,10 @@
 package megaio
 
-import "fmt"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // The ops, one row each: everything the loop, the device engine and the
 // backends know of an op that is not in its own case of admit. Adding an op
@@ -64,4 +68,35 @@ func (o Op) String() string {
 		return s.name
 	}
 	return fmt.Sprintf("Op(%d)", uint16(o))
+}
+
+// A transfer's life, the same for a host record (loop.go's reaped) and a
+// device request's pieces (devio.go): an IO that moved some bytes but not
+// all goes on from where it stopped (continues); once it ends, its result
+// is transferResult. Host records and device pieces keep their own
+// bookkeeping (a record's next file offset and address; a piece's staging
+// chunk and alignment), but decide alike.
+
+// continues reports whether a transfer goes on after an IO that returned
+// res with left bytes still to move: only when the IO moved bytes (0 is
+// EOF, a negative value an error) and the request is not being cancelled.
+func continues(res int64, left uint64, cancelling bool) bool {
+	return res > 0 && left > 0 && !cancelling
+}
+
+// transferResult is the result of a transfer that delivered moved bytes
+// without a gap from its start and then ended: the count when it moved
+// any, else the error that ended it (err < 0), else -ECANCELED when it was
+// cancelled, else 0 (EOF at its first byte). An error after some bytes
+// moved is not reported: the count says where it stopped.
+func transferResult(moved uint64, err int64, cancelled bool) int64 {
+	switch {
+	case moved > 0:
+		return int64(moved)
+	case err < 0:
+		return err
+	case cancelled:
+		return -int64(unix.ECANCELED)
+	}
+	return 0
 }
