@@ -12,7 +12,9 @@ import (
 // sleeping, then sleeps that grow exponentially from MinSleep to MaxSleep.
 // While requests are in flight there is no spinning: the sleep is a bounded
 // wait for a completion (it ends early when one arrives), so new requests
-// are claimed at most MaxSleep late. Stop and the loop's commands wake a
+// are claimed at most MaxSleep late; except for Linger after a cycle that
+// completed requests, when the loop polls, because their producers are
+// about to publish the next ones. Stop and the loop's commands wake a
 // sleeping loop at once.
 //
 // After IdleAfter with nothing claimed and nothing in flight, the loop goes
@@ -38,7 +40,17 @@ type Backoff struct {
 	// flight: it reaps without waiting in the kernel every cycle. For
 	// machines with a core to spare: the loop's thread then uses all of
 	// one while IO is in flight (docs/BENCHMARKS.md has the figures).
-	Poll      bool
+	Poll bool
+	// Linger: after a cycle that completed requests while others are still
+	// in flight, the loop polls (reaps without waiting in the kernel) this
+	// long before it waits there. The producers of the requests it just
+	// completed publish their next within a round trip (a GPU's: a PCIe
+	// round trip or two), and a loop waiting in the kernel would claim
+	// those only at the next completion or the end of its wait: a GPU
+	// producer makes no system call that could end it. Default 50µs;
+	// negative: none. The loop's CPU is spent only while completions
+	// flow; docs/BENCHMARKS.md ("Where the depth goes") has the figures.
+	Linger    time.Duration
 	IdleAfter time.Duration // quiet time before deep idle (default 10ms; negative: never)
 	IdleSleep time.Duration // the longest deep-idle sleep (default 20ms, or MaxSleep if longer)
 }
@@ -52,6 +64,9 @@ func (b Backoff) withDefaults() Backoff {
 	}
 	if b.MaxSleep == 0 {
 		b.MaxSleep = 100 * time.Microsecond
+	}
+	if b.Linger == 0 {
+		b.Linger = 50 * time.Microsecond
 	}
 	if b.IdleAfter == 0 {
 		b.IdleAfter = 10 * time.Millisecond

@@ -80,6 +80,7 @@ type cycle struct {
 	cycles       uint64
 	quietSince   int64         // when the loop last had work (ns since epoch), -1 while it has
 	streaming    bool          // the last cycle claimed several requests, and no hold-off followed yet (holdOff)
+	lingerUntil  int64         // poll, not wait in the kernel, until then (Backoff.Linger; ns since epoch)
 	deepD        time.Duration // the last deep-idle sleep
 	phase        phase         // serving, stopping, cancelling or failed
 	cancelIssued bool          // cancelling: the backends were asked to cancel what they hold
@@ -284,6 +285,9 @@ func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), read
 func (cy *cycle) serve() {
 	for {
 		drained := cy.drain() // completions reaped by the last flush -> their slots
+		if drained > 0 && cy.l.cfg.Backoff.Linger > 0 {
+			cy.lingerUntil = cy.l.now() + int64(cy.l.cfg.Backoff.Linger) // their producers publish next (wait)
+		}
 		claimed := cy.claim() // newly published requests; bad ones complete at once
 		if claimed > 0 {
 			cy.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
@@ -405,7 +409,8 @@ func (cy *cycle) dispatch() {
 // polls of the queues' heads, then futex sleeps. It returns how the flush
 // waits.
 func (cy *cycle) wait(busy bool) waitFor {
-	if busy || (cy.l.cfg.Backoff.Poll && (cy.inflight > 0 || cy.dev.ioOut())) {
+	if busy || (cy.l.cfg.Backoff.Poll && (cy.inflight > 0 || cy.dev.ioOut())) ||
+		(cy.inflight > 0 && cy.lingerUntil > 0 && cy.l.now() < cy.lingerUntil) {
 		cy.bo.reset()
 		cy.quietSince, cy.deepD = -1, 0
 	} else if d := cy.bo.next(cy.inflight > 0 || cy.dev.ioOut()); d == 0 {

@@ -929,3 +929,37 @@ func testUnknownOps(t *testing.T, be BackendKind) {
 		t.Fatal(err)
 	}
 }
+
+// TestLinger: after a cycle that completed requests, a loop with IO still
+// in flight polls (reaps without waiting in the kernel) until Linger has
+// passed, then waits there as before; without IO in flight Linger changes
+// nothing.
+func TestLinger(t *testing.T) {
+	cfg, err := Config{Backoff: Backoff{Spins: 1, Linger: time.Hour}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Loop{cfg: cfg, epoch: time.Now(), pub: newPublished[counters]()}
+	cy := &cycle{l: l, bo: backoff{cfg: cfg.Backoff}, inflight: 1}
+	cy.lingerUntil = l.now() + int64(time.Hour)
+	for i := 0; i < 3; i++ {
+		if w := cy.wait(false); w != reapNow {
+			t.Fatalf("lingering with IO in flight: wait = %v, want reapNow (poll)", time.Duration(w))
+		}
+	}
+	if cy.st.sleeps != 0 {
+		t.Errorf("lingering loop slept %d times", cy.st.sleeps)
+	}
+	cy.lingerUntil = l.now() - 1 // Linger has passed: a bounded wait in the kernel at once
+	if w := cy.wait(false); w <= 0 || cy.st.sleeps != 1 {
+		t.Errorf("after Linger: wait = %v, sleeps %d; want a bounded wait in the kernel", time.Duration(w), cy.st.sleeps)
+	}
+	cy.inflight, cy.lingerUntil = 0, l.now()+int64(time.Hour) // nothing in flight: the idle backoff as before
+	cy.bo.reset()
+	if w := cy.wait(false); w != skipKernel {
+		t.Errorf("nothing in flight, spinning: wait = %v, want skipKernel", time.Duration(w))
+	}
+	if def, _ := (Config{}).withDefaults(); def.Backoff.Linger != 50*time.Microsecond {
+		t.Errorf("default Linger %v", def.Backoff.Linger)
+	}
+}

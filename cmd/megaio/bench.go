@@ -344,7 +344,8 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 type row struct {
 	Engine                                  string
 	IOPS, MBps, P50, P99, CPU, LoopCPU      float64
-	ProdCPU, Inflight, DiskBusy, RunsMiB    float64
+	ProdCPU, Inflight, DiskBusy, DiskQueue  float64
+	RunsMiB                                 float64
 	IOPSRatio, P50Ratio, P99Ratio, CPURatio float64 // to the base engine; MB/s shares IOPS's ratio
 	IOPSMin, IOPSMax                        float64 // the spread of the rounds
 }
@@ -377,18 +378,19 @@ func summarize(all []benchrun.Result, hasFio bool) []row {
 	for _, e := range order {
 		rs := by[e]
 		rows = append(rows, row{Engine: e,
-			IOPS:     pick(rs, func(r benchrun.Result) float64 { return r.IOPS }),
-			MBps:     pick(rs, func(r benchrun.Result) float64 { return r.MBps }),
-			P50:      pick(rs, func(r benchrun.Result) float64 { return r.P50us }),
-			P99:      pick(rs, func(r benchrun.Result) float64 { return r.P99us }),
-			CPU:      pick(rs, func(r benchrun.Result) float64 { return r.CPUus }),
-			LoopCPU:  pick(rs, func(r benchrun.Result) float64 { return r.LoopCPUus }),
-			ProdCPU:  pick(rs, func(r benchrun.Result) float64 { return r.ProdCPUus }),
-			Inflight: pick(rs, func(r benchrun.Result) float64 { return r.Inflight }),
-			DiskBusy: pick(rs, func(r benchrun.Result) float64 { return r.DiskBusy }),
-			RunsMiB:  pick(rs, func(r benchrun.Result) float64 { return r.RunsMiB }),
-			IOPSMin:  slices.MinFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS,
-			IOPSMax:  slices.MaxFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS})
+			IOPS:      pick(rs, func(r benchrun.Result) float64 { return r.IOPS }),
+			MBps:      pick(rs, func(r benchrun.Result) float64 { return r.MBps }),
+			P50:       pick(rs, func(r benchrun.Result) float64 { return r.P50us }),
+			P99:       pick(rs, func(r benchrun.Result) float64 { return r.P99us }),
+			CPU:       pick(rs, func(r benchrun.Result) float64 { return r.CPUus }),
+			LoopCPU:   pick(rs, func(r benchrun.Result) float64 { return r.LoopCPUus }),
+			ProdCPU:   pick(rs, func(r benchrun.Result) float64 { return r.ProdCPUus }),
+			Inflight:  pick(rs, func(r benchrun.Result) float64 { return r.Inflight }),
+			DiskBusy:  pick(rs, func(r benchrun.Result) float64 { return r.DiskBusy }),
+			DiskQueue: pick(rs, func(r benchrun.Result) float64 { return r.DiskQueue }),
+			RunsMiB:   pick(rs, func(r benchrun.Result) float64 { return r.RunsMiB }),
+			IOPSMin:   slices.MinFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS,
+			IOPSMax:   slices.MaxFunc(rs, func(a, b benchrun.Result) int { return cmpFloat(a.IOPS, b.IOPS) }).IOPS})
 	}
 	base := "fio-io_uring"
 	if !hasFio {
@@ -420,15 +422,15 @@ func printTable(out io.Writer, rows []row, hasFio bool) {
 		base = "megaio-io_uring"
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "engine\tIOPS\t(rounds)\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop\tproducers\tin flight\tdisk busy\truns/MiB\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
+	fmt.Fprintf(w, "engine\tIOPS\t(rounds)\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop\tproducers\tin flight\tdisk queue\tdisk busy\truns/MiB\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS,
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS,
 			spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
-			opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	w.Flush()
 	fmt.Fprintf(out, "(the last four columns are ratios to %s)\n", base)
-	fmt.Fprintln(out, "(medians over the rounds, the IOPS range beside them; CPU µs/req is what serving costs: megaio's excludes its producer threads (their own is the producers column), fio's is the whole fio process, go's the whole pool; loop is megaio's loop thread alone; in flight is megaio's mean by Little's law; disk busy is the file's disk (direct runs); runs/MiB are megaio's destination buffer's physically contiguous runs)")
+	fmt.Fprintln(out, "(medians over the rounds, the IOPS range beside them; CPU µs/req is what serving costs: megaio's excludes its producer threads (their own is the producers column), fio's is the whole fio process, go's the whole pool; loop is megaio's loop thread alone; in flight is megaio's mean by Little's law (claim to completion); disk queue is the requests at the file's disk on average and disk busy its busy share (direct runs, /proc/diskstats); runs/MiB are megaio's destination buffer's physically contiguous runs)")
 	for _, n := range engineNotes {
 		for _, r := range rows {
 			if strings.HasPrefix(n, r.Engine+":") {
@@ -444,12 +446,12 @@ func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
 		base = "megaio-io_uring"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| engine | IOPS | rounds | MB/s | p50 µs | p99 µs | CPU µs/req | loop | producers | in flight | disk busy | runs/MiB | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "| engine | IOPS | rounds | MB/s | p50 µs | p99 µs | CPU µs/req | loop | producers | in flight | disk queue | disk busy | runs/MiB | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine,
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine,
 			r.IOPS, spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
-			opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

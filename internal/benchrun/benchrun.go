@@ -70,6 +70,7 @@ type Result struct {
 	ProdCPUus float64 `json:"producer_cpu_us_per_req,omitempty"` // megaio: the producer threads
 	Inflight  float64 `json:"inflight_avg,omitempty"`            // megaio: requests in the loop on average (IOPS x mean claim-to-completion)
 	DiskBusy  float64 `json:"disk_busy,omitempty"`               // the file's disk: share of the run it was busy (/proc/diskstats), direct runs
+	DiskQueue float64 `json:"disk_queue,omitempty"`              // the file's disk: requests at it on average (iostat's aqu-sz), direct runs
 	RunsMiB   float64 `json:"runs_per_mib,omitempty"`            // megaio: physically contiguous runs per MiB of the destination buffer
 	Backend   string  `json:"backend,omitempty"`
 
@@ -195,7 +196,7 @@ func RunMegaio(s Spec) (Result, error) {
 		return r, err
 	}
 
-	disk0, diskOK := diskTicks(s)
+	disk0, diskOK := disk(s)
 	proc0, loop0, t0 := processCPU(), l.CPUTime(), time.Now()
 	deadline := t0.Add(s.Duration)
 	results := make([]produced, s.Producers)
@@ -221,8 +222,8 @@ func RunMegaio(s Spec) (Result, error) {
 	wg.Wait()
 	elapsed := time.Since(t0)
 	procCPU, loopCPU := processCPU()-proc0, l.CPUTime()-loop0
-	if disk1, ok := diskTicks(s); ok && diskOK {
-		r.DiskBusy = float64(disk1-disk0) / float64(elapsed.Milliseconds())
+	if disk1, ok := disk(s); ok && diskOK {
+		r.fillDisk(disk0, disk1, elapsed.Milliseconds())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -409,31 +410,47 @@ func independent(p *megaio.HostProducer, depth int, base int64, off *offsets, mo
 	return res
 }
 
-// diskTicks is the milliseconds the disk holding s.Path has spent doing IO
-// (io_ticks in /proc/diskstats), for direct runs; ok is false otherwise or
-// when it cannot be found.
-func diskTicks(s Spec) (ms int64, ok bool) {
+// diskSample is the counters of the disk holding a direct run's file
+// (/proc/diskstats; Documentation/admin-guide/iostats.rst).
+type diskSample struct {
+	busyMs     int64 // field 10, io_ticks: time the disk had IO in progress
+	weightedMs int64 // field 11: time requests spent at the disk, summed over requests
+}
+
+// disk reads s.Path's disk counters, for direct runs; ok is false otherwise
+// or when the disk cannot be found.
+func disk(s Spec) (d diskSample, ok bool) {
 	if !s.Direct || s.Path == "" {
-		return 0, false
+		return d, false
 	}
 	var st unix.Stat_t
 	if unix.Stat(s.Path, &st) != nil {
-		return 0, false
+		return d, false
 	}
 	data, err := os.ReadFile("/proc/diskstats")
 	if err != nil {
-		return 0, false
+		return d, false
 	}
 	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 13 || f[0] != strconv.FormatUint(uint64(major), 10) || f[1] != strconv.FormatUint(uint64(minor), 10) {
+		if len(f) < 14 || f[0] != strconv.FormatUint(uint64(major), 10) || f[1] != strconv.FormatUint(uint64(minor), 10) {
 			continue
 		}
-		v, err := strconv.ParseInt(f[12], 10, 64) // io_ticks (Documentation/admin-guide/iostats.rst, field 10)
-		return v, err == nil
+		busy, err1 := strconv.ParseInt(f[12], 10, 64)
+		weighted, err2 := strconv.ParseInt(f[13], 10, 64)
+		return diskSample{busy, weighted}, err1 == nil && err2 == nil
 	}
-	return 0, false
+	return d, false
+}
+
+// fillDisk sets DiskBusy and DiskQueue from two samples ms milliseconds
+// apart.
+func (r *Result) fillDisk(d0, d1 diskSample, ms int64) {
+	if ms > 0 {
+		r.DiskBusy = float64(d1.busyMs-d0.busyMs) / float64(ms)
+		r.DiskQueue = float64(d1.weightedMs-d0.weightedMs) / float64(ms)
+	}
 }
 
 // wait is HostProducer.Wait for a goroutine locked to its thread: it never

@@ -43,7 +43,7 @@ func RunFio(s Spec, engine string) (Result, error) {
 	default:
 		return r, fmt.Errorf("benchrun: fio engine %q", engine)
 	}
-	disk0, diskOK := diskTicks(s)
+	disk0, diskOK := disk(s)
 	cmd := exec.Command("fio", args...)
 	out, err := cmd.Output()
 	if err != nil {
@@ -67,8 +67,8 @@ func RunFio(s Spec, engine string) (Result, error) {
 	r.MBps = float64(d.BwBytes) / 1e6
 	r.P50us = d.Clat.Percentile["50.000000"] / 1e3
 	r.P99us = d.Clat.Percentile["99.000000"] / 1e3
-	if disk1, ok := diskTicks(s); ok && diskOK && d.RuntimeMs > 0 {
-		r.DiskBusy = float64(disk1-disk0) / float64(d.RuntimeMs)
+	if disk1, ok := disk(s); ok && diskOK {
+		r.fillDisk(disk0, disk1, d.RuntimeMs)
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && d.TotalIOs > 0 {
 		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
