@@ -75,7 +75,7 @@ func runBench(args []string) error {
 	fs.IntVar(&c.batch, "batch", 1, "requests submitted and completions awaited at a time")
 	fs.BoolVar(&c.direct, "direct", false, "O_DIRECT")
 	fs.BoolVar(&c.huge, "huge", false, "megaio: 2 MiB pages for the destination buffer (needs vm.nr_hugepages)")
-	fs.DurationVar(&c.linger, "linger", 0, "megaio: the loop's Backoff.Linger (0: its default; negative: none)")
+	fs.DurationVar(&c.linger, "linger", 0, "the loop's Backoff.Linger, for megaio engines (0: its default; negative: none)")
 	fs.DurationVar(&c.duration, "duration", 2*time.Second, "length of each run in the table")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds of the table, each running every engine once (A B C A B C ...)")
 	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128,256", "queue depths for the plot (empty: no sweep)")
