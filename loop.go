@@ -285,9 +285,6 @@ func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), read
 func (cy *cycle) serve() {
 	for {
 		drained := cy.drain() // completions reaped by the last flush -> their slots
-		if drained > 0 && cy.l.cfg.Backoff.Linger > 0 {
-			cy.lingerUntil = cy.l.now() + int64(cy.l.cfg.Backoff.Linger) // their producers publish next (wait)
-		}
 		claimed := cy.claim() // newly published requests; bad ones complete at once
 		if claimed > 0 {
 			cy.streaming = claimed > 1 // producers publish faster than one a cycle (holdOff)
@@ -333,6 +330,9 @@ func (cy *cycle) drain() int {
 		return 0
 	}
 	now := cy.l.now()
+	if cy.l.cfg.Backoff.Linger > 0 {
+		cy.lingerUntil = now + int64(cy.l.cfg.Backoff.Linger) // their producers publish next (wait)
+	}
 	for k := range cy.lanes {
 		ln := &cy.lanes[k]
 		for _, c := range ln.cqes[:ln.nreaped] {
