@@ -10,11 +10,11 @@ import (
 
 // Backoff says how an idle loop waits for work: Spins polls without
 // sleeping, then sleeps that grow exponentially from MinSleep to MaxSleep.
-// While requests are in flight there is no spinning: the sleep is a bounded
-// wait for a completion (it ends early when one arrives), so new requests
-// are claimed at most MaxSleep late; except for Linger after a cycle that
-// completed requests, when the loop polls, because their producers are
-// about to publish the next ones. Stop and the loop's commands wake a
+// While requests are in flight there is no spinning and no growing: the
+// sleep is a wait in the kernel of MaxSleep for a completion (it ends early
+// when one arrives), so new requests are claimed at most MaxSleep late;
+// except for Linger after a cycle that completed requests, when the loop
+// polls, because their producers are about to publish the next ones. Stop and the loop's commands wake a
 // sleeping loop at once.
 //
 // After IdleAfter with nothing claimed and nothing in flight, the loop goes

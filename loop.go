@@ -244,6 +244,10 @@ func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), read
 	// thread, and the thread exits with the goroutine.
 	runtime.LockOSThread()
 	setTimerSlack(1) // its sleeps are 10-100 µs: the default 50 µs slack would stretch them by half
+	if err := bindCPUs(l.cfg.CPUs); err != nil {
+		ready <- err
+		return
+	}
 	l.cpuClock = threadCPUClock(unix.Gettid())
 	be, info, err := open()
 	if err != nil {
@@ -402,12 +406,12 @@ func (cy *cycle) dispatch() {
 	}
 }
 
-// wait decides how the flush waits: not at all while there is work; while
-// IO is in flight, a bounded wait in the kernel, which ends at the first
-// completion (spinning there would cost a syscall a poll and take the CPU
-// the kernel's workers need); and when nothing is in flight, Backoff.Spins
-// polls of the queues' heads, then futex sleeps. It returns how the flush
-// waits.
+// wait decides how the flush waits: not at all while there is work or
+// while lingering (Backoff.Linger); while IO is in flight, a wait in the
+// kernel of up to MaxSleep, which ends at the first completion (spinning
+// there would cost a syscall a poll and take the CPU the kernel's workers
+// need); and when nothing is in flight, Backoff.Spins polls of the queues'
+// heads, then futex sleeps. It returns how the flush waits.
 func (cy *cycle) wait(busy bool) waitFor {
 	if busy || (cy.l.cfg.Backoff.Poll && (cy.inflight > 0 || cy.dev.ioOut())) ||
 		(cy.inflight > 0 && cy.lingerUntil > 0 && cy.l.now() < cy.lingerUntil) {
@@ -423,7 +427,13 @@ func (cy *cycle) wait(busy bool) waitFor {
 		cy.publish()
 		switch {
 		case cy.inflight > 0:
-			return waitFor(d) // the kernel ends this wait early at the first completion
+			// MaxSleep at once, not the growing steps: Linger has just
+			// polled for the producers' next requests, and the kernel
+			// ends this wait at the first completion. Each step's timer
+			// wakes the CPU while the device works; on the virtual
+			// machine measured, a busy CPU slowed the disk itself (4 KiB
+			// O_DIRECT at depth 1: 8.0K -> 10.0K IOPS; docs/BENCHMARKS.md).
+			return waitFor(cy.l.cfg.Backoff.MaxSleep)
 		case cy.deepIdle():
 			cy.deepSleep()
 		default:

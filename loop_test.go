@@ -620,7 +620,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	defer q.Close()
 	for _, cfg := range []Config{{RingEntries: 3}, {MaxInflight: -1}, {MaxBuffers: 1 << 15},
-		{Backoff: Backoff{MinSleep: time.Millisecond, MaxSleep: time.Microsecond}}} {
+		{Backoff: Backoff{MinSleep: time.Millisecond, MaxSleep: time.Microsecond}}, {CPUs: []int{-1}}, {CPUs: []int{maxCPU}}} {
 		if _, err := NewLoop(q, cfg); !errors.Is(err, ErrConfig) {
 			t.Errorf("NewLoop(%+v) = %v, want ErrConfig", cfg, err)
 		}
@@ -646,6 +646,46 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := l.NewBuffer(4096, BufferOptions{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("NewBuffer after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestLoopCPUs: Config.CPUs binds the loop's thread, and a set the process
+// may not use is a configuration error that names the errno.
+func TestLoopCPUs(t *testing.T) {
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	last := -1
+	for c := range maxCPU {
+		if allowed.IsSet(c) {
+			last = c
+		}
+	}
+	q, err := NewQueue(QueueConfig{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	l, err := NewLoop(q, Config{CPUs: []int{last}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got unix.CPUSet
+	if err := l.exec(func(*cycle) error { return unix.SchedGetaffinity(0, &got) }); err != nil {
+		t.Fatal(err)
+	}
+	if got.Count() != 1 || !got.IsSet(last) {
+		t.Errorf("loop thread's CPUs: %d of them, CPU %d set: %v; want only CPU %d", got.Count(), last, got.IsSet(last), last)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if last+1 < maxCPU && !allowed.IsSet(last+1) { // a CPU beyond the allowed ones
+		_, err := NewLoop(q, Config{CPUs: []int{last + 1}})
+		if !errors.Is(err, ErrConfig) || !errors.Is(err, unix.EINVAL) {
+			t.Errorf("NewLoop(CPUs: [%d], not allowed) = %v, want ErrConfig and EINVAL", last+1, err)
+		}
 	}
 }
 
@@ -950,9 +990,12 @@ func TestLinger(t *testing.T) {
 	if cy.st.sleeps != 0 {
 		t.Errorf("lingering loop slept %d times", cy.st.sleeps)
 	}
-	cy.lingerUntil = l.now() - 1 // Linger has passed: a bounded wait in the kernel at once
-	if w := cy.wait(false); w <= 0 || cy.st.sleeps != 1 {
-		t.Errorf("after Linger: wait = %v, sleeps %d; want a bounded wait in the kernel", time.Duration(w), cy.st.sleeps)
+	cy.lingerUntil = l.now() - 1 // Linger has passed: a wait in the kernel of MaxSleep at once
+	for i := 1; i <= 3; i++ {
+		if w := cy.wait(false); time.Duration(w) != cfg.Backoff.MaxSleep || cy.st.sleeps != uint64(i) {
+			t.Errorf("after Linger, wait %d: %v, sleeps %d; want a wait in the kernel of MaxSleep (%v)",
+				i, time.Duration(w), cy.st.sleeps, cfg.Backoff.MaxSleep)
+		}
 	}
 	cy.inflight, cy.lingerUntil = 0, l.now()+int64(time.Hour) // nothing in flight: the idle backoff as before
 	cy.bo.reset()

@@ -28,7 +28,7 @@ import (
 
 // allEngines are the engines `megaio bench` runs, in this order
 // within each round.
-var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-gpu-uring", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
+var allEngines = []string{"megaio-io_uring", "megaio-gpu", "megaio-gpu-uring", "megaio-poll", "megaio-pool", "fio-io_uring", "fio-io_uring-standin", "fio-io_uring-batch", "fio-psync", "go", "go-io_uring"}
 
 // engineNotes say what each engine is, under the table (for the engines
 // that ran).
@@ -39,6 +39,7 @@ var engineNotes = []string{
 	"megaio-poll: as megaio-gpu, the loop polling while requests are in flight (Backoff.Poll: a core to spare)",
 	"megaio-pool: as megaio-io_uring, the loop on its worker pool",
 	"fio-io_uring: fio --ioengine=io_uring --fixedbufs --registerfiles, -batch submitted and reaped at a time",
+	"fio-io_uring-standin: fio-io_uring beside one SCHED_IDLE thread polling memory, the host CPU that megaio-gpu's GPU stand-in takes (on the virtual machine measured, a busy CPU slowed the disk: docs/BENCHMARKS.md)",
 	"fio-io_uring-batch: the same with --iodepth_batch_submit=16 --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=32 (fio's best tmpfs line)",
 	"fio-psync: -depth fio threads doing pread/pwrite",
 	"go: -depth goroutines calling os.File.ReadAt/WriteAt",
@@ -59,6 +60,7 @@ type benchConfig struct {
 	mdPath              string
 	huge                bool
 	linger              time.Duration
+	loopCPUs            []int
 }
 
 func runBench(args []string) error {
@@ -76,6 +78,7 @@ func runBench(args []string) error {
 	fs.BoolVar(&c.direct, "direct", false, "O_DIRECT")
 	fs.BoolVar(&c.huge, "huge", false, "megaio: 2 MiB pages for the destination buffer (needs vm.nr_hugepages)")
 	fs.DurationVar(&c.linger, "linger", 0, "the loop's Backoff.Linger, for megaio engines (0: its default; negative: none)")
+	fs.Var(cpusValue{&c.loopCPUs}, "loop-cpus", "bind megaio's loop thread (Config.CPUs) and fio's job (--cpus_allowed) to these CPUs, e.g. 1 or 0,2")
 	fs.DurationVar(&c.duration, "duration", 2*time.Second, "length of each run in the table")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds of the table, each running every engine once (A B C A B C ...)")
 	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128,256", "queue depths for the plot (empty: no sweep)")
@@ -138,9 +141,19 @@ func bench(c benchConfig, out io.Writer) error {
 		defer os.Remove(p)
 		path = p
 	}
+	if c.path != "" && c.direct {
+		// A file written moments before has dirty pages, and an O_DIRECT
+		// read of them waits for their writeback: io_uring hands every
+		// such read to its io-wq threads (block tracepoints showed 94% of
+		// a run's reads issued from io-wq, at a fifth of the IOPS).
+		if err := syncFile(c.path); err != nil {
+			return err
+		}
+	}
 	spec := benchrun.Spec{Path: path, Size: c.size, Block: c.block, Depth: c.depth, Batch: c.batch, RW: c.rw,
 		Direct: c.direct, Duration: c.duration, Huge: c.huge}
 	spec.Loop.Backoff.Linger = c.linger
+	spec.Loop.CPUs = c.loopCPUs
 	fmt.Fprintf(out, "workload: %s, %d-byte blocks, depth %d, batch %d, direct=%v, %v per run, %d rounds, file %s\n",
 		c.rw, c.block, c.depth, c.batch, c.direct, c.duration, c.rounds, path)
 	engines := c.engines
@@ -329,7 +342,7 @@ func runEngine(e string, s benchrun.Spec, hasFio bool) (*benchrun.Result, error)
 	case "megaio-pool":
 		s.Backend = megaio.BackendPool
 		r, err = benchrun.RunMegaio(s)
-	case "fio-io_uring", "fio-io_uring-batch", "fio-psync":
+	case "fio-io_uring", "fio-io_uring-standin", "fio-io_uring-batch", "fio-psync":
 		if !hasFio {
 			return nil, nil
 		}
@@ -609,4 +622,18 @@ func machine() string {
 		release = release[:2]
 	}
 	return fmt.Sprintf("%d CPUs, Linux %s", runtime.NumCPU(), strings.Join(release, "."))
+}
+
+// syncFile writes back path's dirty pages (fsync works on a read-only
+// descriptor).
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("bench: fsync %s: %w", path, err)
+	}
+	return nil
 }

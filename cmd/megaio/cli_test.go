@@ -114,6 +114,18 @@ func TestUnits(t *testing.T) {
 			t.Errorf("latency(%v) = %q, want %q", d, got, want)
 		}
 	}
+	for in, want := range map[string]string{"1": "1", "0,2": "0,2", "2-4,7": "2,3,4,7"} {
+		var cpus []int
+		if err := (cpusValue{&cpus}).Set(in); err != nil || formatCPUs(cpus) != want {
+			t.Errorf("CPU list %q = %v, %v; want %s", in, cpus, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "3-2", "1,", "1-"} {
+		var cpus []int
+		if err := (cpusValue{&cpus}).Set(bad); err == nil {
+			t.Errorf("CPU list %q accepted: %v", bad, cpus)
+		}
+	}
 	code, out, _ := runCLI(t, "demo", "-requests", "100", "-size", "4KiB", "-block", "1KiB")
 	if code != 0 || !strings.Contains(out, "1 KiB READs of a 4 KiB file") || strings.Contains(out, "0 MiB") ||
 		strings.Contains(out, "e+") || !strings.Contains(out, "latency, claim to completion") {

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -29,9 +32,16 @@ func RunFio(s Spec, engine string) (Result, error) {
 	if s.Direct {
 		args = append(args, "--direct=1")
 	}
+	if len(s.Loop.CPUs) > 0 { // where megaio's loop runs, fio's job runs
+		cpus := make([]string, len(s.Loop.CPUs))
+		for i, c := range s.Loop.CPUs {
+			cpus[i] = strconv.Itoa(c)
+		}
+		args = append(args, "--cpus_allowed="+strings.Join(cpus, ","))
+	}
 	// Engine options follow --ioengine: fio parses them only then.
 	switch engine {
-	case "io_uring":
+	case "io_uring", "io_uring-standin":
 		args = append(args, "--ioengine=io_uring", "--iodepth="+strconv.Itoa(s.Depth), "--fixedbufs", "--registerfiles",
 			"--iodepth_batch_submit="+strconv.Itoa(s.Batch), "--iodepth_batch_complete_min="+strconv.Itoa(s.Batch))
 	case "io_uring-batch": // fio's best line on tmpfs (docs/BENCHMARKS.md)
@@ -42,6 +52,13 @@ func RunFio(s Spec, engine string) (Result, error) {
 		args = append(args, "--ioengine=psync", "--numjobs="+strconv.Itoa(s.Depth), "--group_reporting")
 	default:
 		return r, fmt.Errorf("benchrun: fio engine %q", engine)
+	}
+	if engine == "io_uring-standin" {
+		stop, err := standIn()
+		if err != nil {
+			return r, err
+		}
+		defer stop()
 	}
 	disk0, diskOK := disk(s)
 	cmd := exec.Command("fio", args...)
@@ -85,4 +102,29 @@ type fioDir struct {
 	Clat      struct {
 		Percentile map[string]float64 `json:"percentile"`
 	} `json:"clat_ns"`
+}
+
+// standIn starts what megaio-gpu's GPU stand-in costs the host, without its
+// requests: one thread at SCHED_IDLE polling memory until stop is called.
+// It runs fio under the same load (fio-io_uring-standin): on the virtual
+// machine measured, a busy CPU, even one running only at SCHED_IDLE,
+// slowed the disk's own service (docs/BENCHMARKS.md).
+func standIn() (stop func(), err error) {
+	var quit atomic.Bool
+	started, done := make(chan error), make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the SCHED_IDLE thread exits with the goroutine
+		if err := setIdlePolicy(true); err != nil {
+			started <- fmt.Errorf("the stand-in's thread: SCHED_IDLE: %w", err)
+			return
+		}
+		started <- nil
+		for !quit.Load() {
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return func() { quit.Store(true); <-done }, nil
 }
