@@ -69,7 +69,10 @@ type DeviceStats struct {
 }
 
 // Histogram counts durations in buckets of a quarter of a power of two
-// (four buckets per octave): percentiles are within 19% of the truth.
+// (four buckets per octave, each about 19% wide). Percentile interpolates
+// within the bucket that holds the rank, so it is never off by more than
+// that bucket's width, and much less when the samples near it are spread
+// evenly.
 type Histogram struct {
 	Buckets [histBuckets]uint64
 }
@@ -117,8 +120,10 @@ func (h *Histogram) Mean() time.Duration {
 	return time.Duration(sum / n)
 }
 
-// Percentile returns the lower bound of the bucket holding the p-th
-// percentile (0 < p <= 100), or 0 with no samples.
+// Percentile returns the p-th percentile (0 < p <= 100), or 0 with no
+// samples: the bucket holding that rank, with the rank's place among the
+// bucket's samples taken as its place between the bucket's bounds (the
+// samples spread evenly in it, as Prometheus's histogram_quantile assumes).
 func (h *Histogram) Percentile(p float64) time.Duration {
 	n := h.Count()
 	if n == 0 {
@@ -130,10 +135,15 @@ func (h *Histogram) Percentile(p float64) time.Duration {
 	}
 	var seen uint64
 	for i, c := range h.Buckets {
-		seen += c
-		if seen > rank {
-			return time.Duration(histLower(i))
+		if seen+c > rank {
+			lo, hi := histLower(i), histLower(i) // the last bucket has no upper bound
+			if i+1 < histBuckets {
+				hi = histLower(i + 1)
+			}
+			frac := (float64(rank-seen) + 0.5) / float64(c)
+			return time.Duration(float64(lo) + frac*float64(hi-lo))
 		}
+		seen += c
 	}
 	return time.Duration(histLower(histBuckets - 1))
 }
