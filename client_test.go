@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -452,8 +453,17 @@ func TestClientEnv(t *testing.T) {
 		}
 	}
 	t.Setenv(EnvInlineMax, "")
+	t.Setenv(EnvLoopCPUs, "0,2-3")
+	if cfg, err := (Config{}).withEnv(); err != nil || !slices.Equal(cfg.CPUs, []int{0, 2, 3}) {
+		t.Errorf("%s=0,2-3: %v, %v", EnvLoopCPUs, cfg.CPUs, err)
+	}
+	if cfg, err := (Config{CPUs: []int{1}}).withEnv(); err != nil || !slices.Equal(cfg.CPUs, []int{1}) {
+		t.Errorf("Config.CPUs [1] lost to %s=0,2-3: %v, %v", EnvLoopCPUs, cfg.CPUs, err)
+	}
+	t.Setenv(EnvLoopCPUs, "")
 	for _, bad := range []struct{ name, value string }{
 		{EnvBackend, "uring"}, {EnvPoolWorkers, "0"}, {EnvDevicePath, "dma"}, {EnvGDSThreshold, "big"}, {EnvInlineMax, "lots"},
+		{EnvLoopCPUs, "1-"}, {EnvLoopCPUs, "3-2"},
 		{EnvTaskSize, "4M4"}, {EnvTaskSize, "1000"},
 	} {
 		t.Run(bad.name+"="+bad.value, func(t *testing.T) {

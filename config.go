@@ -42,7 +42,9 @@ type Config struct {
 	// /proc/interrupts names it), the loop on that CPU skips a cross-CPU
 	// wake-up a request. NVMe, with a queue and an interrupt per CPU,
 	// completes on the submitting CPU anyway. The kernel's io-wq workers
-	// and the pool backend's threads are not bound.
+	// and the pool backend's threads are not bound. A CPU the process may
+	// not run on fails NewLoop with ErrConfig (and EINVAL).
+	// MEGAIO_LOOP_CPUS sets it from the environment.
 	CPUs []int
 }
 

@@ -19,15 +19,17 @@ import (
 //	MEGAIO_DEVICE_PATH    Config.Device.Path           auto, gds, bounce
 //	MEGAIO_GDS_THRESHOLD  Config.Device.GDSThreshold   a size: 0, 4096, 64KiB, 1MiB
 //	MEGAIO_INLINE_MAX     Config.InlineMax             a size, or off
+//	MEGAIO_LOOP_CPUS      Config.CPUs                  a CPU list: 1, 0,2, 2-3
 //	MEGAIO_TASK_SIZE      ClientConfig.TaskSize        a size (Client: the piece of a split request)
 //
-// NewLoop applies the first five; NewClient all six.
+// NewLoop applies all but the last; NewClient all.
 const (
 	EnvBackend       = "MEGAIO_BACKEND"
 	EnvPoolWorkers   = "MEGAIO_POOL_WORKERS"
 	EnvDevicePath    = "MEGAIO_DEVICE_PATH"
 	EnvGDSThreshold  = "MEGAIO_GDS_THRESHOLD"
 	EnvInlineMax     = "MEGAIO_INLINE_MAX"
+	EnvLoopCPUs      = "MEGAIO_LOOP_CPUS"
 	EnvTaskSize      = "MEGAIO_TASK_SIZE"
 	maxEnvPoolWorker = 1024
 )
@@ -54,6 +56,11 @@ func (c Config) withEnv() (Config, error) {
 	}
 	if err := envSize(EnvGDSThreshold, &c.Device.GDSThreshold); err != nil {
 		return c, err
+	}
+	if v, ok := lookupEnv(EnvLoopCPUs); ok && c.CPUs == nil {
+		if c.CPUs, err = ParseCPUs(v); err != nil {
+			return c, envError(EnvLoopCPUs, v, err)
+		}
 	}
 	if v, ok := lookupEnv(EnvInlineMax); ok && strings.EqualFold(v, "off") && c.InlineMax == 0 {
 		c.InlineMax = -1
@@ -104,4 +111,26 @@ func ParseSize(s string) (int64, error) {
 		return 0, configError("size %q: want a byte count such as 4096, 4KiB, 1MiB or 2GiB", s)
 	}
 	return n * mult, nil
+}
+
+// ParseCPUs reads a CPU list as taskset and fio write it: CPUs and
+// ranges, comma-separated ("1", "0,2", "2-3,6"). The error wraps
+// ErrConfig.
+func ParseCPUs(s string) ([]int, error) {
+	var cpus []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a || b >= maxCPU {
+			return nil, configError("CPU list %q: want CPUs from 0 to %d and ranges, such as 1 or 0,2-3", s, maxCPU-1)
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
 }

@@ -71,8 +71,8 @@ func latency(d time.Duration) string {
 	return d.String()
 }
 
-// cpusValue is a flag holding a CPU list as taskset and fio write it:
-// "1", "0,2", "2-3,6".
+// cpusValue is a flag holding a CPU list (megaio.ParseCPUs): "1", "0,2",
+// "2-3,6".
 type cpusValue struct{ p *[]int }
 
 func (v cpusValue) String() string {
@@ -83,20 +83,9 @@ func (v cpusValue) String() string {
 }
 
 func (v cpusValue) Set(s string) error {
-	var cpus []int
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := a, error(nil)
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || a < 0 || b < a {
-			return fmt.Errorf("CPU list %q: want CPUs and ranges such as 1 or 0,2-3", s)
-		}
-		for c := a; c <= b; c++ {
-			cpus = append(cpus, c)
-		}
+	cpus, err := megaio.ParseCPUs(s)
+	if err != nil {
+		return err
 	}
 	*v.p = cpus
 	return nil
