@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/megaio/megaio/internal/benchrun"
+	"golang.org/x/sys/unix"
 )
 
 // TestBench runs a tiny `megaio bench` and checks that it prints its plan
@@ -68,5 +69,58 @@ func TestBench(t *testing.T) {
 	}
 	if st, err := os.Stat(c.plotPath); err != nil || st.Size() < 1000 {
 		t.Errorf("plot: %v", err)
+	}
+}
+
+// TestBenchLoopCPUs: -loop-cpus reaches megaio's loop (a CPU this process
+// may not use fails its engine with the configuration error) and fio's job,
+// and a -file is synced before direct runs (syncFile).
+func TestBenchLoopCPUs(t *testing.T) {
+	if why := ioURingRefused(t); why != "" {
+		t.Skipf("skipping: io_uring is refused here (%s), and -loop-cpus binds the io_uring loop's thread", why)
+	}
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	last, beyond := -1, -1
+	for c := 0; c < 1024; c++ {
+		if allowed.IsSet(c) {
+			last = c
+		} else if last >= 0 && beyond < 0 {
+			beyond = c
+		}
+	}
+	engines := []string{"megaio-gpu"}
+	if benchrun.FioAvailable() {
+		engines = append(engines, "fio-io_uring")
+	}
+	c := benchConfig{dir: defaultDir(), size: 4 << 20, rw: "randread", block: 4096, depth: 2, batch: 1,
+		duration: 200 * time.Millisecond, rounds: 1, sweepRounds: 1, engines: engines, loopCPUs: []int{last}}
+	var out bytes.Buffer
+	if err := bench(c, &out); err != nil {
+		t.Fatalf("bench -loop-cpus %d: %v\n%s", last, err, out.String())
+	}
+	for _, e := range engines {
+		if !strings.Contains(out.String(), "  "+e+" ") {
+			t.Errorf("bench -loop-cpus %d: no row for %s\n%s", last, e, out.String())
+		}
+	}
+	if beyond >= 0 {
+		c.loopCPUs, c.engines = []int{beyond}, []string{"megaio-gpu"}
+		out.Reset()
+		if err := bench(c, &out); err == nil || !strings.Contains(err.Error(), "sched_setaffinity") {
+			t.Errorf("bench -loop-cpus %d (a CPU this process may not use) = %v; want the loop's configuration error", beyond, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syncFile(path); err != nil {
+		t.Errorf("syncFile: %v", err)
+	}
+	if err := syncFile(path + ".missing"); err == nil {
+		t.Error("syncFile of a missing file: no error")
 	}
 }
