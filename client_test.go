@@ -146,13 +146,7 @@ func TestClientWriteAt(t *testing.T) {
 // is still in flight, and the client then refuses new requests.
 func TestClientWaitContext(t *testing.T) {
 	c := newTestClient(t, BackendIOUring)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	f := registerPipe(t, c, r)
+	f, w := openPipe(t, c)
 	buf, err := c.NewBuffer(4096)
 	if err != nil {
 		t.Fatal(err)
@@ -218,14 +212,8 @@ func TestClientReadAtContext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close(context.Background())
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		defer w.Close()
-		f := registerPipe(t, c, r)
+		t.Cleanup(func() { c.Close(context.Background()) }) // after openPipe's: the pipe's READs end first
+		f, w := openPipe(t, c)
 
 		type outcome struct {
 			n   int
@@ -322,14 +310,8 @@ func TestClientCancelWaiting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close(context.Background())
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		defer w.Close()
-		f := registerPipe(t, c, r)
+		t.Cleanup(func() { c.Close(context.Background()) }) // after openPipe's: the pipe's READs end first
+		f, w := openPipe(t, c)
 		got := make(chan string, 2)
 		for range 2 {
 			go func() {
@@ -533,18 +515,7 @@ func TestDeviceClientCloseRace(t *testing.T) {
 	path, data := patternFile(t, diskDir(t), 1<<20, 31)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for round := 0; round < 40; round++ {
-		c, err := NewClient(ClientConfig{TaskSize: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := c.OpenFile(path, os.O_RDONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, f, w := raceClient(t, ClientConfig{TaskSize: 64 << 10}, path)
 		db, _, err := c.NewDeviceBuffer(g, 1<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -652,18 +623,7 @@ func TestClientCloseRace(t *testing.T) {
 		rng := rand.New(rand.NewPCG(uint64(be), 1))
 		var outcomes [5]atomic.Int64 // bytes, ErrClosed, ErrStopped, ECANCELED, the call's context
 		for round := 0; round < rounds; round++ {
-			c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := c.OpenFile(path, os.O_RDONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, f, w := raceClient(t, ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10}, path)
 			buf, err := c.NewBuffer(256 << 10)
 			if err != nil {
 				t.Fatal(err)
@@ -837,6 +797,37 @@ func TestClientFileAsOSFile(t *testing.T) {
 	if why := pc.Loop().Backend().Reason; !strings.Contains(why, EnvBackend) {
 		t.Errorf("backend chosen by %s: reason %q does not name it", EnvBackend, why)
 	}
+}
+
+// raceClient makes a Client with cfg and opens through it path, read-only,
+// and a new scratch file, read-write: what the Close races act on.
+func raceClient(t *testing.T, cfg ClientConfig, path string) (c *Client, f, w *File) {
+	t.Helper()
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err = c.OpenFile(path, os.O_RDONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if w, err = c.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c, f, w
+}
+
+// openPipe makes a pipe whose read end is registered with c as a File (a
+// READ of it waits for a writer), and returns that File and the write end.
+// Both ends are closed at the test's cleanup, before the cleanups
+// registered earlier (a Client's Close then finds no READ waiting).
+func openPipe(t *testing.T, c *Client) (*File, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); r.Close() })
+	return registerPipe(t, c, r), w
 }
 
 // registerPipe registers the read end of a pipe with c's loop as a File,
