@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -38,15 +39,11 @@ func testSlowRequestHoldsOnlyItself(t *testing.T, be BackendKind) {
 		}
 		done <- n
 	}()
-	finished := false
-	select {
-	case n := <-done:
-		finished = true
-		if n != capacity*laps {
-			t.Fatalf("NOP %d of %d failed", n+1, capacity*laps)
-		}
-	case <-time.After(10 * time.Second):
-		t.Errorf("NOPs around a blocked READ did not complete within 10 s: the slow request holds the ring")
+	// A slow request that held the ring would stop the NOPs: nothing would
+	// move until the pipe is written, and the watchdog would report it.
+	if n := await(t, "NOPs around a blocked READ (a slow request must hold only itself)", done,
+		loopMeters(h.l)...); n != capacity*laps {
+		t.Fatalf("NOP %d of %d failed", n+1, capacity*laps)
 	}
 	if _, err := w.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
@@ -56,9 +53,6 @@ func testSlowRequestHoldsOnlyItself(t *testing.T, be BackendKind) {
 	}
 	if got := string(h.buf.Bytes()[:5]); got != "hello" {
 		t.Errorf("the slow READ wrote %q", got)
-	}
-	if !finished {
-		<-done // the NOPs go on once the READ is out of the way
 	}
 }
 
@@ -83,13 +77,10 @@ func testCProducersManyInFlight(t *testing.T, be BackendKind) {
 		n, err := cproducer.RunMany(h.q.Memory(), h.p.Memory(), ids, threads, per, depth)
 		done <- out{n, err}
 	}()
-	select {
-	case o := <-done:
-		if o.err != nil || o.n != threads*per {
-			t.Fatalf("%d of %d served: %v", o.n, threads*per, o.err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("C producers with %d tickets in flight each on a ring of 8 made no progress in 60 s: deadlock", depth)
+	o := await(t, fmt.Sprintf("C producers with %d tickets in flight each on a ring of 8 (a deadlock stops the loop's counts)",
+		depth), done, loopMeters(h.l)...)
+	if o.err != nil || o.n != threads*per {
+		t.Fatalf("%d of %d served: %v", o.n, threads*per, o.err)
 	}
 }
 
@@ -111,13 +102,9 @@ func TestManyProducerThreadsFewCores(t *testing.T) {
 			n, err = cproducer.RunMany(h.q.Memory(), h.p.Memory(), ids, threads, per, depth)
 			done <- err
 		}()
-		select {
-		case err := <-done:
-			if err != nil || n != threads*per {
-				t.Fatalf("%d of %d served: %v", n, threads*per, err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatalf("%d C producer threads made no progress in 60 s", threads)
+		if err := await(t, fmt.Sprintf("%d C producer threads", threads), done, loopMeters(h.l)...); err != nil ||
+			n != threads*per {
+			t.Fatalf("%d of %d served: %v", n, threads*per, err)
 		}
 	})
 }
@@ -135,7 +122,7 @@ func TestBadCompletionID(t *testing.T) {
 		if got := h.do(Request{Op: OpNop}); got != 0 {
 			t.Fatalf("NOP after the bad id = %d", got)
 		}
-		if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+		if err := stopLoop(t, h.l); err != nil {
 			t.Fatal(err)
 		}
 		if st := h.l.Stats(); st.BadIDs != 1 || st.Completed != 1 || st.Requests[OpWrite] != 0 {
@@ -313,14 +300,11 @@ func TestStopWhileSubmitWaits(t *testing.T) {
 		}
 		stopped := make(chan error, 1)
 		go func() { stopped <- h.l.Stop(context.Background()) }()
-		var o out
-		select {
-		case o = <-blocked:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("Submit still waits 10 s after Stop began (claim_head %d, next ticket %d, claim_seen %d, state %d)",
-				atomic.LoadUint64(&h.q.hdr.claimHead), atomic.LoadUint64(&h.p.side.nextTicket),
-				atomic.LoadUint64(&h.p.side.claimSeen), atomic.LoadUint32(&h.q.hdr.state))
-		}
+		o := await(t, "Submit into a full ring to return after Stop began", blocked,
+			meter{"claim_head", func() uint64 { return atomic.LoadUint64(&h.q.hdr.claimHead) }},
+			meter{"next ticket", func() uint64 { return atomic.LoadUint64(&h.p.side.nextTicket) }},
+			meter{"claim_seen", func() uint64 { return atomic.LoadUint64(&h.p.side.claimSeen) }},
+			meter{"state", func() uint64 { return uint64(atomic.LoadUint32(&h.q.hdr.state)) }})
 		w.Write([]byte("x")) // the READ in flight returns, so Stop can end
 		if err := <-stopped; err != nil {
 			t.Fatal(err)
@@ -372,7 +356,7 @@ func TestStopUnderFlood(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 		for i := 0; i < 5; i++ {
-			if err := stopWithin(t, h.l, 5*time.Second); err != nil {
+			if err := stopLoop(t, h.l); err != nil {
 				t.Fatalf("Stop %d under a flood: %v", i, err)
 			}
 			if err := h.l.Start(); err != nil {

@@ -175,21 +175,12 @@ func TestClientWaitContext(t *testing.T) {
 	defer cancel()
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close(ctx) }()
-	select {
-	case err := <-closed:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Close with a deadline and a READ that never ends: %v, want DeadlineExceeded", err)
-		}
-	case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-		t.Fatal("Close did not return: a Wait under way held it past its deadline")
+	if err := await(t, "Close with a deadline while a Wait is under way", closed); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close with a deadline and a READ that never ends: %v, want DeadlineExceeded", err)
 	}
-	select {
-	case err := <-waited:
-		if !errors.Is(err, unix.ECANCELED) && !errors.Is(err, ErrClosed) {
-			t.Errorf("the READ in flight at Close: %v, want ECANCELED or ErrClosed", err)
-		}
-	case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-		t.Fatal("a Wait under way did not end when Close stopped the loop")
+	if err := await(t, "a Wait under way to end when Close stopped the loop", waited); !errors.Is(err, unix.ECANCELED) &&
+		!errors.Is(err, ErrClosed) {
+		t.Errorf("the READ in flight at Close: %v, want ECANCELED or ErrClosed", err)
 	}
 	if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAt after Close: %v, want ErrClosed", err)
@@ -238,13 +229,9 @@ func TestClientReadAtContext(t *testing.T) {
 		eventually(t, "the second READ claimed", func() bool { return c.Loop().Stats().Requests[OpRead] == 2 })
 
 		cancel2()
-		select {
-		case o := <-out2:
-			if o.n != 0 || !errors.Is(o.err, context.Canceled) {
-				t.Errorf("the cancelled second READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
-			}
-		case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-			t.Fatal("ReadAtContext did not return after its context was cancelled")
+		if o := await(t, "ReadAtContext to return after its context was cancelled", out2,
+			loopMeters(c.Loop())...); o.n != 0 || !errors.Is(o.err, context.Canceled) {
+			t.Errorf("the cancelled second READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
 		}
 		select {
 		case o := <-out1:
@@ -252,13 +239,9 @@ func TestClientReadAtContext(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		cancel1()
-		select {
-		case o := <-out1:
-			if o.n != 0 || !errors.Is(o.err, context.Canceled) {
-				t.Errorf("the cancelled first READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("ReadAtContext did not return after its context was cancelled")
+		if o := await(t, "ReadAtContext to return after its context was cancelled", out1,
+			loopMeters(c.Loop())...); o.n != 0 || !errors.Is(o.err, context.Canceled) {
+			t.Errorf("the cancelled first READ = %d, %v; want 0 and context.Canceled", o.n, o.err)
 		}
 		if !bytes.Equal(p1, make([]byte, 5)) || !bytes.Equal(p2, make([]byte, 5)) {
 			t.Errorf("a cancelled READ wrote into its slice: %q %q", p1, p2)
@@ -332,13 +315,9 @@ func TestClientCancelWaiting(t *testing.T) {
 		}()
 		eventually(t, "the third READ waiting for a record", func() bool { return c.Loop().Stats().Waited == 1 })
 		cancel()
-		select {
-		case err := <-ended:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("the waiting READ: %v, want context.Canceled", err)
-			}
-		case <-time.After(10 * time.Second): // a bound against a hang, not a timing assertion
-			t.Fatal("a READ waiting for a record did not end with its context")
+		if err := await(t, "a READ waiting for a record to end with its context", ended,
+			loopMeters(c.Loop())...); !errors.Is(err, context.Canceled) {
+			t.Errorf("the waiting READ: %v, want context.Canceled", err)
 		}
 		w.WriteString("helloworld")
 		a, b := <-got, <-got

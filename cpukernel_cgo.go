@@ -14,6 +14,7 @@ typedef int (*megaio_cpu_launch_fn)(const char *, const unsigned *, const unsign
 				    void **, char *, size_t);
 typedef int (*megaio_cpu_wait_fn)(void *, long long, char *, size_t);
 typedef void (*megaio_cpu_describe_fn)(void *, char *, size_t);
+typedef unsigned (*megaio_cpu_returned_fn)(void *);
 typedef void (*megaio_cpu_abort_fn)(void *, const char *);
 typedef int (*megaio_cpu_release_fn)(void *);
 
@@ -22,6 +23,7 @@ struct megaio_cpu_lib {
 	megaio_cpu_launch_fn launch;
 	megaio_cpu_wait_fn wait;
 	megaio_cpu_describe_fn describe;
+	megaio_cpu_returned_fn returned;
 	megaio_cpu_abort_fn abort;
 	megaio_cpu_release_fn release;
 };
@@ -41,9 +43,10 @@ static int megaio_cpu_open(struct megaio_cpu_lib *m, const char *path, int want,
 	m->launch = (megaio_cpu_launch_fn)dlsym(m->lib, "megaio_cpu_launch");
 	m->wait = (megaio_cpu_wait_fn)dlsym(m->lib, "megaio_cpu_wait");
 	m->describe = (megaio_cpu_describe_fn)dlsym(m->lib, "megaio_cpu_describe");
+	m->returned = (megaio_cpu_returned_fn)dlsym(m->lib, "megaio_cpu_returned");
 	m->abort = (megaio_cpu_abort_fn)dlsym(m->lib, "megaio_cpu_abort");
 	m->release = (megaio_cpu_release_fn)dlsym(m->lib, "megaio_cpu_release");
-	if (!abi || !m->launch || !m->wait || !m->describe || !m->abort || !m->release) {
+	if (!abi || !m->launch || !m->wait || !m->describe || !m->returned || !m->abort || !m->release) {
 		snprintf(err, len, "%s has no megaio_cpu_* entry points: was it built from a file that includes "
 			 "megaio_device.cuh, with a host compiler?", path);
 		dlclose(m->lib);
@@ -66,6 +69,7 @@ static int megaio_cpu_call_wait(struct megaio_cpu_lib *m, void *l, long long ns,
 	return m->wait(l, ns, msg, len);
 }
 static void megaio_cpu_call_describe(struct megaio_cpu_lib *m, void *l, char *msg, size_t len) { m->describe(l, msg, len); }
+static unsigned megaio_cpu_call_returned(struct megaio_cpu_lib *m, void *l) { return m->returned(l); }
 static void megaio_cpu_call_abort(struct megaio_cpu_lib *m, void *l, const char *why) { m->abort(l, why); }
 static int megaio_cpu_call_release(struct megaio_cpu_lib *m, void *l) { return m->release(l); }
 */
@@ -80,7 +84,7 @@ import (
 
 // cpuABI is the launcher ABI (MEGAIO_CPU_ABI in include/megaio_cpu.h) this
 // package speaks.
-const cpuABI = 1
+const cpuABI = 2
 
 // CPUModule is a library of kernels built for the CPU launcher
 // (include/megaio_cpu.h). Its kernels run on OS threads, one per CUDA
@@ -113,9 +117,10 @@ type CPULaunch struct {
 	m      *CPUModule
 	kernel string
 	h      unsafe.Pointer
-	mu     sync.Mutex
-	ended  bool
-	err    error
+	mu       sync.Mutex
+	ended    bool
+	err      error
+	returned int // threads returned, once ended (the launch is freed then)
 }
 
 // Launch starts kernel on grid x block threads (every block at once, one OS
@@ -151,27 +156,29 @@ func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOption
 // still run, and the memory they use must stay mapped (Ended reports
 // whether they left later).
 func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ended {
-		return l.err
-	}
 	for {
 		step := 50 * time.Millisecond
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < step {
 			step = max(time.Until(d), 0)
 		}
-		if l.waitFor(step) {
-			return l.err
+		// The lock is held a step at a time, so that Returned answers
+		// while a Wait goes on.
+		l.mu.Lock()
+		if l.ended || l.waitFor(step) {
+			err := l.err
+			l.mu.Unlock()
+			return err
 		}
 		if ctx.Err() != nil {
-			break
+			break // with the lock held
 		}
+		l.mu.Unlock()
 	}
+	defer l.mu.Unlock()
 	var msg [2048]C.char
 	C.megaio_cpu_call_describe(&l.m.lib, l.h, &msg[0], C.size_t(len(msg)))
 	state := C.GoString(&msg[0])
-	why := C.CString("the launch's deadline passed")
+	why := C.CString("the launch's wait ended before its threads returned")
 	C.megaio_cpu_call_abort(&l.m.lib, l.h, why)
 	C.free(unsafe.Pointer(why))
 	if C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(grace), &msg[0], C.size_t(len(msg))) != 1 {
@@ -180,6 +187,17 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 	}
 	return errorf("%w: kernel %s did not end before %v (%s), and its threads did not leave within %v: keep "+
 		"the memory they use mapped", ErrKernelRunning, l.kernel, context.Cause(ctx), state, grace)
+}
+
+// Returned reports how many of the launch's threads have returned so far:
+// what a waiter can watch move while a long kernel ends.
+func (l *CPULaunch) Returned() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return l.returned
+	}
+	return int(C.megaio_cpu_call_returned(&l.m.lib, l.h))
 }
 
 // waitFor waits up to d for the launch to end; when it has, it records the
@@ -198,6 +216,7 @@ func (l *CPULaunch) waitFor(d time.Duration) bool {
 
 // end records the launch's outcome and frees it (every thread has returned).
 func (l *CPULaunch) end(err error) error {
+	l.returned = int(C.megaio_cpu_call_returned(&l.m.lib, l.h))
 	C.megaio_cpu_call_release(&l.m.lib, l.h)
 	l.ended, l.err = true, err
 	return err

@@ -7,7 +7,6 @@ import (
 	"log"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/megaio/megaio"
 )
@@ -183,8 +182,9 @@ func ExampleFile_ReadAtAsync() {
 		log.Fatal(err)
 	}
 	fut := f.ReadAtAsync(buf.Bytes(), 0) // four 64 KiB pieces in flight at once
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	// Wait, like Close below, waits until its context ends: give it a
+	// deadline to bound it.
+	ctx := context.Background()
 	n, err := fut.Wait(ctx)
 	fmt.Println(n, err, string(buf.Bytes()[n-6:n]))
 

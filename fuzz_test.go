@@ -2,10 +2,10 @@ package megaio
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,13 +159,10 @@ func FuzzLiveQueue(f *testing.F) {
 			t.Fatalf("NOP after the fuzzed slots = %d", got)
 		}
 		live.published += uint64(len(tickets)) + 1
-		deadline := time.Now().Add(10 * time.Second)
-		for st := h.l.Stats(); st.Completed != live.published || st.BadIDs != live.badIDs; st = h.l.Stats() {
-			if time.Now().After(deadline) {
-				t.Fatalf("loop completed %d requests and dropped %d for their completion ids; %d and %d were published",
-					st.Completed, st.BadIDs, live.published, live.badIDs)
-			}
-			time.Sleep(50 * time.Microsecond)
-		}
+		eventually(t, fmt.Sprintf("%d requests completed and %d dropped for their completion ids", live.published,
+			live.badIDs), func() bool {
+			st := h.l.Stats()
+			return st.Completed == live.published && st.BadIDs == live.badIDs
+		}, append(loopMeters(h.l), meter{"dropped for their ids", func() uint64 { return h.l.Stats().BadIDs }})...)
 	})
 }

@@ -205,19 +205,8 @@ func (h *harness) pipe() (FileHandle, *os.File) {
 	return fh, w
 }
 
-// eventually polls cond for up to 10 s; the bound keeps a broken loop from
-// hanging the suite, it is no timing assertion.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
-
+// stopWithin stops l with a deadline d: for tests of what Stop does at its
+// deadline (stopLoop, in watchdog_test.go, is the plain Stop of a test).
 func stopWithin(t testing.TB, l *Loop, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()

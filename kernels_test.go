@@ -49,8 +49,10 @@ type launcher interface {
 	// read copies n bytes out of the kernels' memory at p.
 	read(t *testing.T, p uint64, n int) []byte
 	// run starts kernel and returns a function that waits for its end,
-	// failing the test with the kernel's name after timeout.
-	run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) (wait func(timeout time.Duration))
+	// failing the test with the kernel's name when nothing moved for
+	// stallLimit (no request of h's loop claimed or completed, no thread
+	// returned).
+	run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) (wait func())
 	// threads is how many threads a block of n threads on a GPU has here:
 	// n, or fewer (never under 2 warps) where each thread costs much more
 	// (ThreadSanitizer on CPU threads).
@@ -114,7 +116,7 @@ func (L *gpuLauncher) read(t *testing.T, p uint64, n int) []byte {
 	return b
 }
 
-func (L *gpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) func(time.Duration) {
+func (L *gpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) func() {
 	stream, err := L.g.NewStream()
 	if err != nil {
 		t.Fatal(err)
@@ -124,17 +126,19 @@ func (L *gpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block D
 	}
 	done := make(chan error, 1)
 	go func() { done <- stream.Synchronize() }()
-	return func(timeout time.Duration) {
+	return func() {
 		t.Helper()
+		ctx, cancel := stallContext(context.Background(), "kernel "+kernel, loopMeters(h.l)...)
+		defer cancel()
 		select {
 		case err := <-done:
 			stream.Close()
 			if err != nil {
 				t.Fatalf("kernel %s: %v", kernel, err)
 			}
-		case <-time.After(timeout):
+		case <-ctx.Done():
 			h.keepMapped = true // the kernel still runs: nothing it uses may be unmapped
-			t.Fatalf("kernel %s did not end within %v", kernel, timeout)
+			t.Fatal(context.Cause(ctx))
 		}
 	}
 }
@@ -333,14 +337,15 @@ func (L *cpuLauncher) read(t *testing.T, p uint64, n int) []byte {
 	return bytes.Clone(L.mem[p][:n])
 }
 
-func (L *cpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) func(time.Duration) {
+func (L *cpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) func() {
 	launch, err := L.mod.Launch(kernel, grid, block, CPULaunchOptions{ActiveMask: L.mode}, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(timeout time.Duration) {
+	return func() {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := stallContext(context.Background(), "kernel "+kernel,
+			append(loopMeters(h.l), launchMeters(launch)...)...)
 		defer cancel()
 		err := launch.Wait(ctx, 10*time.Second)
 		if err != nil && !launch.Ended() {
@@ -370,7 +375,7 @@ func testChecksum(t *testing.T, L launcher) {
 		path, data := patternFile(t, tmpfsDir(t), c.size, uint64(c.size))
 		fh := h.register(path, os.O_RDONLY)
 		runChecksum(t, L, h, queue, side, L.addr(t, h, h.buf), fh, h.dest, data, chunk, blocks, L.threads(c.threads))
-		stopWithin(t, h.l, 10*time.Second)
+		stopLoop(t, h.l)
 		if got, want := h.l.Stats().Requests[OpRead], uint64((c.size+chunk-1)/chunk+1); got != want {
 			t.Errorf("size %d: %d READs, want one per chunk and one past EOF: %d", c.size, got, want)
 		}
@@ -386,7 +391,7 @@ func runChecksum(t *testing.T, L launcher, h *harness, queue, side, buf uint64, 
 	start := time.Now()
 	size := len(data)
 	L.run(t, h, "megaio_checksum", Dim3{X: blocks}, Dim3{X: threads}, queue, side, buf, uint64(fh)<<32|uint64(dest),
-		uint64(size), uint64(chunk), out, out+8)(2 * time.Minute)
+		uint64(size), uint64(chunk), out, out+8)()
 	elapsed := time.Since(start)
 	res := L.read(t, out, 16)
 	sum, errs := leUint64(res[:8]), leUint64(res[8:])
@@ -418,7 +423,7 @@ func testDeviceChecksum(t *testing.T, L launcher, g *GPU) {
 			fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
 			t.Logf("%v: buffer on %v (warning %v)", mode, db.Path(), warn)
 			runChecksum(t, L, h, queue, side, db.Pointer(), fh, dest, data, chunk, blocks, L.threads(256))
-			stopWithin(t, h.l, 10*time.Second)
+			stopLoop(t, h.l)
 			st := h.l.Stats().Device
 			if st.GDSRequests+st.BounceRequests != uint64((size+chunk-1)/chunk+1) {
 				t.Errorf("%v, size %d: %d GDS and %d bounce requests, want one per chunk and one past EOF", mode, size,
@@ -434,7 +439,7 @@ func testDeviceChecksum(t *testing.T, L launcher, g *GPU) {
 func testPingPong(t *testing.T, L launcher, n int) {
 	h, queue, side := L.harness(t, Config{}, 4096)
 	times := L.alloc(t, 8*n)
-	L.run(t, h, "megaio_pingpong", Dim3{X: 1}, Dim3{X: 1}, queue, side, uint64(n), times)(2 * time.Minute)
+	L.run(t, h, "megaio_pingpong", Dim3{X: 1}, Dim3{X: 1}, queue, side, uint64(n), times)()
 	raw := L.read(t, times, 8*n)
 	lat := make([]int64, n)
 	for i := range lat {
@@ -446,7 +451,7 @@ func testPingPong(t *testing.T, L launcher, n int) {
 	pct := func(p float64) time.Duration { return time.Duration(lat[int(p/100*float64(n-1))]) }
 	t.Logf("kernel->host->kernel NOP round trip over %d: p50 %v p90 %v p99 %v p99.9 %v max %v", n, pct(50), pct(90),
 		pct(99), pct(99.9), pct(100))
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.l.Stats().Requests[OpNop]; got != uint64(n) {
@@ -468,7 +473,7 @@ func testWarp2D(t *testing.T, L launcher) {
 		fh := h.register(path, os.O_RDONLY)
 		results := L.alloc(t, 8*blocks*perBlock)
 		L.run(t, h, "megaio_warp2d", Dim3{X: blocks}, block, queue, side, uint64(fh)<<32|uint64(h.dest), chunk,
-			results)(time.Minute)
+			results)()
 		raw := L.read(t, results, 8*blocks*perBlock)
 		for i := 0; i < blocks*perBlock; i++ {
 			if r := int64(leUint64(raw[8*i:])); r != chunk {
@@ -479,7 +484,7 @@ func testWarp2D(t *testing.T, L launcher) {
 		if !bytes.Equal(h.buf.Bytes()[:warps*chunk], data) {
 			t.Errorf("block %v: the chunks did not land where the warps asked", block)
 		}
-		stopWithin(t, h.l, 10*time.Second)
+		stopLoop(t, h.l)
 		if n := h.l.Stats().Requests[OpRead]; n != uint64(warps) {
 			t.Errorf("block %v: %d READs for %d warps: want one per warp", block, n, warps)
 		}
@@ -516,7 +521,7 @@ func testStopRestart(t *testing.T, L launcher, rounds int) {
 			t.Fatalf("Start %d: %v", stops, err)
 		}
 	}
-	wait(2 * time.Minute)
+	wait()
 	raw := L.read(t, counts, 40)
 	shutdowns, falseShutdowns, bad, ok, cancelled := leUint64(raw), leUint64(raw[8:]), leUint64(raw[16:]),
 		leUint64(raw[24:]), leUint64(raw[32:])
@@ -532,7 +537,7 @@ func testStopRestart(t *testing.T, L launcher, rounds int) {
 	if shutdowns+cancelled == 0 {
 		t.Error("no NOP saw a stop (neither -ESHUTDOWN nor -ECANCELED): the test did not exercise stopping")
 	}
-	stopWithin(t, h.l, 10*time.Second)
+	stopLoop(t, h.l)
 	st := h.l.Stats()
 	if st.Requests[OpNop] != uint64(threads*rounds) || st.OK != ok || st.Errors[unix.ECANCELED] != cancelled {
 		t.Errorf("the loop claimed %d NOPs, answered %d with 0 and %d with -ECANCELED; the kernel counted %d, %d, %d",
@@ -637,7 +642,7 @@ func TestCPULauncher(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", kernel, err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := stallContext(context.Background(), "kernel "+kernel, launchMeters(l)...)
 		defer cancel()
 		return l.Wait(ctx, 10*time.Second)
 	}
@@ -703,7 +708,7 @@ func TestCPULauncher(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err = l.Wait(ctx, 10*time.Second)
+	err = l.Wait(ctx, stallLimit) // its threads leave at their next __nanosleep
 	if !errors.Is(err, ErrKernelRunning) || !strings.Contains(err.Error(), "never_ends") ||
 		!strings.Contains(err.Error(), "__nanosleep") || !l.Ended() {
 		t.Errorf("a kernel that never ends = %v (ended %v); want ErrKernelRunning naming it and its threads' "+

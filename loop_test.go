@@ -56,7 +56,7 @@ func testEveryOp(t *testing.T, be BackendKind) {
 		t.Errorf("FENCE = %d, want 0", got)
 	}
 
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatal(err)
 	}
 	st := h.l.Stats()
@@ -206,7 +206,7 @@ func testBadRequests(t *testing.T, be BackendKind) {
 			t.Fatalf("after %s: READ = %d (%v)", c.name, got, got.Err())
 		}
 	}
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatal(err)
 	}
 	st := h.l.Stats()
@@ -329,7 +329,7 @@ func testBackpressure(t *testing.T, be BackendKind) {
 	if !bytes.Equal(h.buf.Bytes()[:len(data)], data) {
 		t.Fatal("bytes differ after backpressure")
 	}
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatal(err)
 	}
 	st := h.l.Stats()
@@ -372,7 +372,7 @@ func testTicketWrap(t *testing.T, be BackendKind) {
 			}()
 		}
 		wg.Wait()
-		if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+		if err := stopLoop(t, h.l); err != nil {
 			t.Fatal(err)
 		}
 		if h.q.head != first+1000 {
@@ -464,7 +464,7 @@ func testRestart(t *testing.T, be BackendKind) {
 				t.Fatalf("cycle %d: NOP = %d", cycle, got)
 			}
 		}
-		if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+		if err := stopLoop(t, h.l); err != nil {
 			t.Fatal(err)
 		}
 		tk := h.p.publish(&requestSlot{op: OpNop}) // the racing producer
@@ -500,7 +500,7 @@ func testCProducer(t *testing.T, be BackendKind) {
 	if !bytes.Equal(h.buf.Bytes()[:512*4096], data[:512*4096]) {
 		t.Fatal("bytes read by C producers differ")
 	}
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := runCProducers(h, fh, 1, 1, 4096); err == nil {
@@ -549,7 +549,7 @@ func testRingFailure(t *testing.T, be BackendKind) {
 	if !errors.Is(l.Err(), ErrRingFailed) || !errors.Is(l.Err(), unix.EBADFD) {
 		t.Errorf("Err() = %v, want ErrRingFailed wrapping EBADFD", l.Err())
 	}
-	if err := stopWithin(t, l, 10*time.Second); !errors.Is(err, ErrRingFailed) {
+	if err := stopLoop(t, l); !errors.Is(err, ErrRingFailed) {
 		t.Errorf("Stop = %v, want ErrRingFailed", err)
 	}
 	if err := l.Start(); err == nil {
@@ -746,7 +746,7 @@ func TestStopWakesSleepingLoop(t *testing.T) { forBackends(t, testStopWakesSleep
 func testStopWakesSleepingLoop(t *testing.T, be BackendKind) {
 	h := newHarness(t, QueueConfig{Capacity: 16}, Config{Backend: be, Backoff: Backoff{Spins: 1, MinSleep: time.Hour, MaxSleep: time.Hour}}, 4096)
 	eventually(t, "the loop to sleep", func() bool { return h.l.Stats().Sleeps > 0 })
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatalf("Stop of a loop sleeping for an hour = %v", err)
 	}
 }
@@ -831,7 +831,7 @@ func testRetryableEnterErrors(t *testing.T, be BackendKind) {
 				t.Fatalf("%v: READ = %d (%v)", errno, got, got.Err())
 			}
 		}
-		if err := stopWithin(t, l, 10*time.Second); err != nil {
+		if err := stopLoop(t, l); err != nil {
 			t.Fatalf("%v: Stop = %v", errno, err)
 		}
 		if st := l.Stats(); st.Retries != 5 {
@@ -865,13 +865,8 @@ func testHugepageBuffer(t *testing.T, be BackendKind) {
 func TestCPUTime(t *testing.T) {
 	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backoff: Backoff{Spins: 1 << 30}}, 4096) // spins: uses CPU
 	before := h.l.CPUTime()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.l.CPUTime()-before < 20*time.Millisecond {
-		if time.Now().After(deadline) {
-			t.Fatalf("a spinning loop used %v of CPU in 10 s", h.l.CPUTime()-before)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, "a spinning loop to use 20 ms of CPU", func() bool { return h.l.CPUTime()-before >= 20*time.Millisecond },
+		meter{"the loop's CPU time (ns)", func() uint64 { return uint64(h.l.CPUTime()) }})
 }
 
 // TestDeepIdle: after Backoff.IdleAfter of quiet the loop sleeps deeply
@@ -899,13 +894,8 @@ func testDeepIdle(t *testing.T, be BackendKind) {
 			}
 			done <- err
 		}()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: a Submit did not wake the loop from deep idle", round)
+		if err := await(t, fmt.Sprintf("round %d: a Submit waking the loop from deep idle", round), done); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if err := h.l.Stop(context.Background()); err != nil {
@@ -918,7 +908,7 @@ func testDeepIdle(t *testing.T, be BackendKind) {
 		t.Fatal(err)
 	}
 	eventually(t, "the loop to sleep deeply", func() bool { return h.l.Stats().DeepSleeps > 0 })
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatalf("Stop of a loop in deep idle: %v", err)
 	}
 	if err := h.l.Start(); err != nil {

@@ -182,3 +182,6 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 	return errNoCgo("the CPU launcher")
 }
 func (l *CPULaunch) Ended() bool { return true }
+
+// Returned reports 0: a launch is never made without cgo.
+func (l *CPULaunch) Returned() int { return 0 }

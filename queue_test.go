@@ -3,12 +3,11 @@ package megaio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
@@ -197,12 +196,7 @@ func TestUncollectedTicketBlocksNobody(t *testing.T) {
 		}
 		done <- tk
 	}()
-	var fifth Ticket
-	select {
-	case fifth = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Submit waited 10 s for a slot whose previous ticket was complete but uncollected")
-	}
+	fifth := await(t, "Submit into a slot whose previous ticket was complete but uncollected", done, loopMeters(h.l)...)
 	if res, ok, err := h.p.Poll(stalled); err != nil || !ok || res != 4096 {
 		t.Fatalf("the stalled ticket: %d, %v, %v", res, ok, err)
 	}
@@ -235,22 +229,13 @@ func TestDuplicateCompletionID(t *testing.T) {
 		t1 := h.p.publishWithID(&requestSlot{op: OpNop}, shared)
 		t2 := h.p.publishWithID(&requestSlot{op: OpNop}, other)
 		c, o := &h.q.comps[shared], &h.q.comps[other]
-		deadline := time.Now().Add(10 * time.Second)
-		for atomic.LoadUint64(&o.done) != t2+1 {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the other id's NOP (ticket %d) never completed", round, t2)
-			}
-			runtime.Gosched()
-		}
+		eventually(t, fmt.Sprintf("round %d: the other id's NOP (ticket %d) to complete", round, t2),
+			func() bool { return atomic.LoadUint64(&o.done) == t2+1 }, loopMeters(h.l)...)
 		// The loop claims in order and completes each request once: once
 		// t2 is done, both of the shared id's requests were claimed; wait
 		// until the loop has nothing in flight.
-		for h.l.Stats().Completed < uint64(3*(round+1)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: %d completions, want %d", round, h.l.Stats().Completed, 3*(round+1))
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
+		eventually(t, fmt.Sprintf("round %d: %d completions", round, 3*(round+1)),
+			func() bool { return h.l.Stats().Completed >= uint64(3*(round+1)) }, loopMeters(h.l)...)
 		switch done, res := atomic.LoadUint64(&c.done), c.result; {
 		case done == t1+1 && res == 0:
 		case done == t0+1 && res == 1<<20:

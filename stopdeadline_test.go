@@ -11,15 +11,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stopBound is how long after its 50 ms deadline Stop may take to return
-// when every blocked request can be interrupted: the cancel, a signal to
-// each blocked worker, their -ECANCELED completions, and the machine's
-// noise. (It returns within a millisecond or two of the deadline here.)
-const stopBound = 50*time.Millisecond + 250*time.Millisecond
-
 // TestStopDeadlineBlockedForever: READs that would block forever (pipes
 // nobody writes, a FUSE file whose server waits) do not hold Stop past its
-// deadline: a pool worker in read(2) is interrupted, the READ completes
+// deadline: Stop returns while they still block (the pipes are written and
+// the server released only after it returned: its returning at all shows
+// it did not wait for them; how long it took is logged, not asserted, since
+// a loaded machine may take any time to run the cancel), with nothing left
+// in the kernel; a pool worker in read(2) is interrupted, the READ completes
 // with -ECANCELED having moved nothing, the buffer does not change after
 // Stop returns, and after Start the pool serves again, the bytes the
 // cancelled READs did not take still in the pipe. On the pool backend,
@@ -82,9 +80,6 @@ func TestStopDeadlineBlockedForever(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStopIncomplete) {
 				t.Fatalf("Stop = %v; want the deadline reported, nothing left in the kernel", err)
 			}
-			if took > stopBound {
-				t.Errorf("Stop(50 ms) returned after %v, want under %v", took, stopBound)
-			}
 			t.Logf("Stop(50 ms) returned after %v", took.Round(100*time.Microsecond))
 			after := bytes.Clone(h.buf.Bytes())
 			for i, tk := range tickets {
@@ -121,8 +116,9 @@ func TestStopDeadlineBlockedForever(t *testing.T) {
 }
 
 // TestStopDeadlineUninterruptible: a FUSE server that ignores interrupts
-// keeps a pool worker in the kernel. Stop returns at its deadline plus the
-// grace with ErrStopIncomplete naming the request; Start and Close refuse
+// keeps a pool worker in the kernel. Stop returns, after its deadline and
+// the grace, while the server still holds the READ, with ErrStopIncomplete
+// naming the request; Start and Close refuse
 // while it is there; once the server answers, Stop returns, the READ has
 // its bytes, and the loop starts and closes normally.
 func TestStopDeadlineUninterruptible(t *testing.T) {
@@ -143,9 +139,6 @@ func TestStopDeadlineUninterruptible(t *testing.T) {
 	if !errors.Is(err, ErrStopIncomplete) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Stop = %v, want ErrStopIncomplete wrapping the deadline", err)
 	}
-	if took > 50*time.Millisecond+stopGrace+250*time.Millisecond {
-		t.Errorf("Stop returned after %v", took)
-	}
 	t.Logf("Stop returned after %v: %v", took.Round(time.Millisecond), err)
 	if err := h.l.Start(); !errors.Is(err, ErrStopIncomplete) {
 		t.Errorf("Start with a request in the kernel = %v, want ErrStopIncomplete", err)
@@ -154,7 +147,7 @@ func TestStopDeadlineUninterruptible(t *testing.T) {
 		t.Errorf("Close with a request in the kernel = %v, want ErrStopIncomplete", err)
 	}
 	close(gate)
-	if err := stopWithin(t, h.l, 10*time.Second); err != nil {
+	if err := stopLoop(t, h.l); err != nil {
 		t.Fatalf("Stop once the server answered = %v", err)
 	}
 	if res, err := h.p.Wait(tk); err != nil || res != 4096 || !bytes.Equal(h.buf.Bytes()[:4096], data[:4096]) {

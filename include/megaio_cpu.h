@@ -101,7 +101,7 @@ extern "C" void __tsan_release(void *addr);
 
 /* The version of the entry points below (megaio_cpu_*); the Go loader
  * refuses a library built against another. */
-#define MEGAIO_CPU_ABI 1
+#define MEGAIO_CPU_ABI 2
 
 /* __activemask() modes, per launch. */
 enum { MEGAIO_CPU_MASK_LIVE = 0, MEGAIO_CPU_MASK_CALLER = 1 };
@@ -732,6 +732,17 @@ __attribute__((visibility("default"))) int megaio_cpu_wait(void *lp, long long t
 		return 2;
 	}
 	return 0;
+}
+
+/* How many of the launch's threads have returned: a waiter's measure of
+ * progress. */
+__attribute__((visibility("default"))) unsigned megaio_cpu_returned(void *lp)
+{
+	using namespace megaio_cpu;
+	handoff h;
+	launch *l = (launch *)lp;
+	std::lock_guard<std::mutex> g(l->mu);
+	return (unsigned)l->threads.size() - l->running;
 }
 
 /* What the threads still running are doing, for a stuck launch's report. */
