@@ -114,9 +114,9 @@ func LoadCPUModule(path string) (*CPUModule, error) {
 
 // CPULaunch is a kernel running on CPU threads.
 type CPULaunch struct {
-	m      *CPUModule
-	kernel string
-	h      unsafe.Pointer
+	m        *CPUModule
+	kernel   string
+	h        unsafe.Pointer
 	mu       sync.Mutex
 	ended    bool
 	err      error
