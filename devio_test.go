@@ -838,7 +838,7 @@ func TestDeviceGDSSilentCancel(t *testing.T) {
 	defer cancel()
 	err := h.l.Stop(ctx)
 	if errors.Is(err, ErrStopIncomplete) {
-		// Stop's grace (stopGrace) is shorter than the loop's patience
+		// Stop's grace (Config.StopGrace) is shorter than the loop's patience
 		// with a silent batch (gdsCancelGrace): Stop again waits for it.
 		t.Logf("first Stop: %v", err)
 		err = h.l.Stop(context.Background())

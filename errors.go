@@ -55,10 +55,13 @@ var (
 	// ErrUnknownTicket: the ticket is not in flight on this producer
 	// (already collected, or from another producer).
 	ErrUnknownTicket = errors.New("megaio: ticket not in flight")
-	// ErrStopIncomplete: Stop's deadline and grace passed with requests
-	// still in the kernel, in a wait it does not interrupt (a hung network
-	// or FUSE file system). Their buffers stay mapped; Start and Close
-	// refuse until they are out; Stop again waits for them.
+	// ErrStopIncomplete: Stop's deadline and grace (Config.StopGrace)
+	// passed with requests still in the kernel: IO at the device that no
+	// cancel reaches (a deep O_DIRECT queue), or a wait the kernel does not
+	// interrupt (a hung network or FUSE file system). The loop has not
+	// stopped: those requests may still write into their buffers, which
+	// stay mapped; requests published meanwhile complete with -ECANCELED;
+	// Start and Close refuse until they are out; Stop again waits for them.
 	ErrStopIncomplete = errors.New("megaio: requests still in the kernel after Stop")
 	// ErrRingFailed: the loop's ring failed; every claimed request was
 	// completed with -EIO. Loop.Err returns the cause.

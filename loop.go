@@ -791,9 +791,24 @@ func (l *Loop) Start() error {
 // result: requests claimed before Stop run to their end, requests claimed
 // after it began complete with -ECANCELED. When ctx ends first, requests in
 // flight are cancelled (their slots get -ECANCELED, or the bytes moved so
-// far) and Stop returns an error wrapping ctx.Err(). Either way Stop returns
-// only when the kernel can no longer write into any registered buffer. It
-// also returns the ring's fatal error, if any (see Err).
+// far) and Stop waits up to Config.StopGrace (default 100 ms) more for
+// them to leave the kernel. It returns nil, or an error wrapping ctx.Err()
+// when the deadline passed, once the loop has stopped: the kernel can no
+// longer write into any registered buffer, and the queues' state is
+// STOPPED. It also returns the ring's fatal error, if any (see Err).
+//
+// When requests are still in the kernel after the grace, Stop returns an
+// error matching ErrStopIncomplete (and ctx.Err()) that names their
+// tickets, and the loop has not stopped: those requests run to their end
+// and may still write into their buffers, whose bytes may change until
+// then; buffers, files and queues stay registered and mapped; Start and
+// Close refuse with ErrStopIncomplete; and requests published meanwhile
+// are still claimed and completed with -ECANCELED (the queue's state is
+// not STOPPED until the last one is out). Stop again waits for them (until
+// its own ctx ends) and returns nil once the loop has stopped. The usual
+// cause is IO already at the device that no cancel reaches: a deep
+// O_DIRECT queue on a slow disk; the other is a wait the kernel does not
+// interrupt (a hung network or FUSE file system).
 func (l *Loop) Stop(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -813,7 +828,7 @@ func (l *Loop) stop(ctx context.Context) error {
 		ctxErr = ctx.Err()
 		l.pastDeadline.Store(true)
 		l.wk.wake()
-		grace := time.NewTimer(stopGrace)
+		grace := time.NewTimer(l.cfg.StopGrace)
 		defer grace.Stop()
 		select {
 		case <-l.runDone:
@@ -830,12 +845,10 @@ func (l *Loop) stop(ctx context.Context) error {
 	return errors.Join(ctxErr, l.Err())
 }
 
-// stopGrace is how long Stop waits after its deadline for the requests it
-// cancelled. Cancelled io_uring requests and interrupted pool workers end
-// within microseconds; a request still in the kernel after this sits in an
-// uninterruptible wait (a hung network or FUSE file system), and Stop
-// returns ErrStopIncomplete instead of waiting for it.
-const stopGrace = 100 * time.Millisecond
+// defaultStopGrace is Config.StopGrace's default: far longer than a
+// cancelled io_uring request or an interrupted pool worker takes to leave
+// the kernel, short enough that a caller's deadline still means something.
+const defaultStopGrace = 100 * time.Millisecond
 
 // unfinished reports whether a stopped run still waits for requests in the
 // kernel (Stop returned ErrStopIncomplete).
@@ -870,9 +883,11 @@ func (l *Loop) awaitUnfinished(ctx context.Context) error {
 func (l *Loop) incomplete(cause error) error {
 	var tickets []uint64
 	l.exec(func(cy *cycle) error { tickets = cy.inKernel(); return nil })
-	return errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v), in a wait the "+
-		"kernel does not interrupt; their buffers stay mapped, and Start and Close refuse until they are out "+
-		"(Stop again to wait for them): %w", ErrStopIncomplete, len(tickets), stopGrace, tickets, cause)
+	return errorf("%w: %d request(s) still in the kernel %v after Stop's deadline (tickets %v): IO at the device "+
+		"that no cancel reaches (a deep O_DIRECT queue), or a wait the kernel does not interrupt (a hung network "+
+		"or FUSE file system). They may still write into their buffers, which stay mapped; requests published "+
+		"meanwhile complete with -ECANCELED; Start and Close refuse until they are out (Stop again to wait for "+
+		"them): %w", ErrStopIncomplete, len(tickets), l.cfg.StopGrace, tickets, cause)
 }
 
 // inKernel lists the tickets of the records the loop still holds.

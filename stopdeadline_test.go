@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +161,117 @@ func TestStopDeadlineUninterruptible(t *testing.T) {
 	}
 	if res := h.do(Request{Op: OpRead, File: fh, Dest: h.dest, FileOffset: 4096, Length: 4096}); res != 4096 {
 		t.Fatalf("READ after Start = %d", res)
+	}
+}
+
+// TestStopDeepDeviceQueue: Stop with a 1 ms deadline over a deep queue of
+// large O_DIRECT READs, most of them at the disk, where no cancel reaches.
+// Either Stop waits for them (the grace is long enough) and reports the
+// deadline, or it returns ErrStopIncomplete naming tickets that were in
+// flight; then Start and Close refuse, a request published meanwhile is
+// answered -ECANCELED (or, if the last READ left first, ErrStopped), and
+// Stop again waits and returns nil. In both cases every READ ends with its
+// bytes (the file's, for the count it reports) or -ECANCELED, and no byte
+// of the buffer changes after the call that reported the loop stopped. On
+// both backends, with the default grace and with none (StopGrace -1, which
+// makes ErrStopIncomplete all but certain).
+func TestStopDeepDeviceQueue(t *testing.T) {
+	forBackends(t, func(t *testing.T, be BackendKind) {
+		for _, c := range []struct {
+			name  string
+			grace time.Duration
+		}{{"default-grace", 0}, {"no-grace", -1}} {
+			t.Run(c.name, func(t *testing.T) { testStopDeepDeviceQueue(t, be, c.grace) })
+		}
+	})
+}
+
+func testStopDeepDeviceQueue(t *testing.T, be BackendKind, grace time.Duration) {
+	const reads, each = 128, 256 << 10
+	h := newHarness(t, QueueConfig{Capacity: 256}, Config{Backend: be, StopGrace: grace}, reads*each)
+	path, data := patternFile(t, diskDir(t), reads*each, 61)
+	if f, err := os.Open(path); err == nil { // written back now, not by the first O_DIRECT READ
+		f.Sync()
+		f.Close()
+	}
+	fh := h.register(path, os.O_RDONLY|unix.O_DIRECT)
+	tickets := make([]Ticket, reads)
+	inFlight := map[uint64]bool{}
+	for i := range tickets {
+		tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, FileOffset: uint64(i * each),
+			DestOffset: uint64(i * each), Length: each})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets[i] = tk
+		inFlight[tk.n] = true
+	}
+	eventually(t, "the loop to claim every READ", func() bool { return h.l.Stats().Requests[OpRead] == reads },
+		loopMeters(h.l)...)
+	done := h.l.Stats().Completed
+	err := stopWithin(t, h.l, time.Millisecond)
+	t.Logf("%v, grace %v: %d of %d READs done before Stop; Stop(1 ms): %v", be, h.l.cfg.StopGrace, done, reads, err)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop(1 ms) = %v; want nil or an error wrapping the deadline", err)
+	}
+	if errors.Is(err, ErrStopIncomplete) {
+		named := regexp.MustCompile(`tickets \[([0-9 ]*)\]`).FindStringSubmatch(err.Error())
+		if named == nil || named[1] == "" {
+			t.Fatalf("ErrStopIncomplete names no ticket: %v", err)
+		}
+		for _, f := range strings.Fields(named[1]) {
+			if n, _ := strconv.ParseUint(f, 10, 64); !inFlight[n] {
+				t.Errorf("ErrStopIncomplete names ticket %s, which was not one of the READs", f)
+			}
+		}
+		if err := h.l.Start(); !errors.Is(err, ErrStopIncomplete) {
+			t.Errorf("Start while READs are at the disk = %v, want ErrStopIncomplete", err)
+		}
+		if err := h.l.Close(); !errors.Is(err, ErrStopIncomplete) {
+			t.Errorf("Close while READs are at the disk = %v, want ErrStopIncomplete", err)
+		}
+		if tk, err := h.p.Submit(Request{Op: OpNop}); err == nil {
+			res, err := h.p.Wait(tk)
+			t.Logf("a NOP published while the READs finish: %d (%v), %v", res, res.Err(), err)
+			if !errors.Is(err, ErrStopped) && (err != nil || !errors.Is(res.Err(), unix.ECANCELED)) {
+				t.Errorf("a NOP published while the READs finish: %d (%v), %v; want -ECANCELED or ErrStopped", res,
+					res.Err(), err)
+			}
+		} else if !errors.Is(err, ErrStopped) {
+			t.Errorf("Submit while the READs finish = %v, want a ticket or ErrStopped", err)
+		}
+		if err := stopLoop(t, h.l); err != nil {
+			t.Fatalf("Stop again, to wait for the READs at the disk = %v, want nil", err)
+		}
+	}
+	// The loop has stopped: nothing may write into the buffer from here on.
+	after := bytes.Clone(h.buf.Bytes())
+	full, partial, cancelled := 0, 0, 0
+	for i, tk := range tickets {
+		res, ok, err := h.p.Poll(tk)
+		switch {
+		case err != nil || !ok:
+			t.Fatalf("READ %d has no result after Stop: %v, %v", i, ok, err)
+		case res == each:
+			full++
+		case res >= 0 && res < each:
+			partial++
+		case errors.Is(res.Err(), unix.ECANCELED):
+			cancelled++
+			continue
+		default:
+			t.Fatalf("READ %d: %d (%v); want bytes or -ECANCELED", i, res, res.Err())
+		}
+		if got, want := after[i*each:i*each+int(res)], data[i*each:i*each+int(res)]; !bytes.Equal(got, want) {
+			t.Errorf("READ %d reported %d bytes, not the file's", i, res)
+		}
+	}
+	t.Logf("READs: %d whole, %d partial, %d -ECANCELED", full, partial, cancelled)
+	time.Sleep(100 * time.Millisecond) // a READ still at the disk would land within this
+	if !bytes.Equal(after, h.buf.Bytes()) {
+		t.Fatal("the buffer changed after the loop reported it had stopped")
+	}
+	if err := h.l.Start(); err != nil {
+		t.Fatalf("Start after the stop = %v", err)
 	}
 }

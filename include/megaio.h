@@ -230,6 +230,25 @@
  * -ECANCELED (claimed by the sweep), or stays published for the next loop;
  * a request the loop served is never answered -MEGAIO_ESHUTDOWN.
  *
+ * A stop with a deadline. The host may give Stop a deadline. When it
+ * passes, the loop cancels what it can: requests not yet handed to the
+ * kernel, and requests the kernel can interrupt (a read of a pipe or
+ * socket, a worker thread blocked in a read), complete with -ECANCELED or
+ * the bytes moved so far. Requests already at a device cannot be
+ * cancelled (a deep queue of O_DIRECT reads drains at the disk's pace),
+ * nor can a wait the kernel does not interrupt (a hung network or FUSE
+ * file system). If such requests outlast a grace period, the host's Stop
+ * returns early (ErrStopIncomplete in the Go API) and the loop is still
+ * stopping, not stopped:
+ *   - those requests run to their end: their destinations may still change
+ *     until each one's done is written, with its real result;
+ *   - state stays RUNNING: requests published meanwhile are claimed and
+ *     completed with -ECANCELED, by host and GPU producers alike;
+ *   - state becomes STOPPED, as above, once the last of them is out.
+ * So a producer never needs to know how the host stopped: the rules above
+ * hold, and a destination is quiet once every request that names it has
+ * its done.
+ *
  * ------------------------------------------------------------------------
  * Designs considered
  * ------------------------------------------------------------------------
