@@ -111,19 +111,26 @@ test)
 	# A plain `go test ./...` skips TestSeccompProfile without the runtime's
 	# profile; here it was fetched above, and its absence is a failure.
 	export MEGAIO_REQUIRE_RUNTIME_PROFILE=1
-	go test -race -count=1 ./...
-	(cd cmd && go test -race -count=1 ./...)
+	# Every wait in the tests is bounded by the absence of progress (60 s
+	# with nothing moving fails it, saying what was stuck: watchdog_test.go),
+	# never by elapsed time. go test's own -timeout (10 min by default, for
+	# a whole package) is only the last resort for a wait no watchdog
+	# covers: set far above the suite's time on a loaded machine, so that a
+	# slow run is never cut, and within CI's limit.
+	t="-timeout=${MEGAIO_GO_TEST_TIMEOUT:-45m}"
+	go test "$t" -race -count=1 ./...
+	(cd cmd && go test "$t" -race -count=1 ./...)
 	twins='^TestCPU(Checksum|DeviceChecksum|PingPong|Warp2D|StopRestart|DoublePin|Launcher)$'
 	echo "build.sh: the CPU twins with a ring of 64 slots (the ring-full path)"
-	MEGAIO_CPU_CAPACITY=64 go test -count=1 -run "$twins" .
+	MEGAIO_CPU_CAPACITY=64 go test "$t" -count=1 -run "$twins" .
 	echo "build.sh: the CPU twins with __activemask() naming only the calling lane"
-	MEGAIO_CPU_ACTIVEMASK=caller go test -count=1 -run "$twins" .
+	MEGAIO_CPU_ACTIVEMASK=caller go test "$t" -count=1 -run "$twins" .
 	# ThreadSanitizer: -tags megaio_tsan builds the kernels with
 	# -fsanitize=thread and links its runtime into the test binary. Go's
 	# -race carries another copy of that runtime, so the two never meet.
 	echo "build.sh: the CPU twins under ThreadSanitizer"
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/testdata/tsan.supp ${TSAN_OPTIONS:-}" \
-		go test -tags megaio_tsan -count=1 -run "$twins" .
+		go test "$t" -tags megaio_tsan -count=1 -run "$twins" .
 	# A program that imports the library gets none of the commands'
 	# dependencies (scripts/consumer-check.sh).
 	scripts/consumer-check.sh
