@@ -35,7 +35,7 @@
 //	dh, _ := l.AddDestination(buf, 0, 1<<20)      // a bounds-checked region of buf
 //	l.Start()
 //	... producers publish requests naming fh and dh ...
-//	l.Stop(ctx)  // returns once the kernel can no longer write into buf
+//	l.Stop(ctx)  // nil or the deadline: the kernel can no longer write into buf (ErrStopIncomplete: not yet)
 //	l.Close()
 //	q.Close()
 //
