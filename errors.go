@@ -70,10 +70,11 @@ var (
 	// GPU's model (a warp operation's mask, say) and was stopped; the
 	// error names the kernel, block, warp and lanes.
 	ErrKernelAborted = errors.New("megaio: CPU kernel aborted")
-	// ErrKernelRunning: a kernel on the CPU launcher did not end in time.
-	// If its threads did not leave when asked either, the memory they use
-	// (the queue, buffers, arguments) must stay mapped.
-	ErrKernelRunning = errors.New("megaio: CPU kernel still running")
+	// ErrKernelRunning: a kernel had not ended when a wait for it did
+	// (KernelRun.Wait, CPULaunch.Wait). The memory it uses (the queue,
+	// buffers, arguments) must stay mapped until it ends; a CPU launch
+	// whose threads left when asked says so.
+	ErrKernelRunning = errors.New("megaio: kernel still running")
 )
 
 // SetupError says which step of ring or buffer set-up failed and why.

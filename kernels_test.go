@@ -163,26 +163,6 @@ var cpuKernels struct {
 	mods map[string]*CPUModule
 }
 
-// libcuxxInclude is a directory holding libcu++'s cuda/atomic: CUDA 13
-// keeps it under include/cccl.
-func libcuxxInclude() string {
-	var dirs []string
-	if d := os.Getenv("MEGAIO_LIBCUXX"); d != "" {
-		dirs = append(dirs, d)
-	}
-	for _, root := range []string{os.Getenv("CUDA_HOME"), "/usr/local/cuda", "/usr"} {
-		if root != "" {
-			dirs = append(dirs, filepath.Join(root, "include"), filepath.Join(root, "include", "cccl"))
-		}
-	}
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "cuda", "atomic")); err == nil {
-			return d
-		}
-	}
-	return ""
-}
-
 // cpuCompiler is the C++ compiler the kernels are built with: $MEGAIO_CXX,
 // else g++.
 func cpuCompiler() string {
@@ -195,7 +175,7 @@ func cpuCompiler() string {
 // buildCPUModule compiles src (a .cu file of kernels) into a library for
 // the CPU launcher in dir, with ThreadSanitizer when the test binary has it.
 func buildCPUModule(dir, src string) (string, error) {
-	inc := libcuxxInclude()
+	inc := LibcuxxInclude()
 	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".cu")+".so")
 	args := []string{"-std=c++17", "-O2", "-g", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Werror",
 		"-x", "c++", "-Iinclude", "-I" + inc, src, "-o", out}
@@ -245,7 +225,7 @@ func requireCPUToolchain(t *testing.T) {
 			cpuKernels.skip = fmt.Sprintf("no C++ compiler (%s: %v); install g++", cpuCompiler(), err)
 			return
 		}
-		if libcuxxInclude() == "" {
+		if LibcuxxInclude() == "" {
 			cpuKernels.skip = "no libcu++ (cuda/atomic) under $MEGAIO_LIBCUXX, $CUDA_HOME, /usr/local/cuda or /usr: " +
 				"scripts/install-cuda-toolkit.sh installs it"
 			return

@@ -154,7 +154,7 @@ func runCProducers(h *harness, fh FileHandle, threads, per int, block uint64) ([
 
 // TestHeader: the embedded headers are the repository's.
 func TestHeader(t *testing.T) {
-	for _, name := range []string{"megaio.h", "megaio_device.cuh"} {
+	for _, name := range []string{"megaio.h", "megaio_device.cuh", "megaio_cpu.h"} {
 		got, err := Header(name)
 		want, rerr := os.ReadFile("include/" + name)
 		if err != nil || rerr != nil || !bytes.Equal(got, want) {

@@ -584,6 +584,12 @@ static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long 
 static inline unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
+/* Memory fences: sequentially consistent on the host, at least as strong as
+ * the GPU's. (ThreadSanitizer does not model a fence alone: a kernel run
+ * under it should publish through atomics, as the protocol does.) */
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 template <class T> static inline T min(T a, T b) { return b < a ? b : a; }
 template <class T> static inline T max(T a, T b) { return a < b ? b : a; }
 

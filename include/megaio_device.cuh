@@ -367,4 +367,42 @@ __device__ inline long long megaio_warp_request(const megaio_dev_queue &q, const
 	return megaio_warp_request_sync(megaio_warp_lanes(), q, req, cid);
 }
 
+/* ------------------------------------------------------------------------
+ * Words shared with the host beside the queue
+ * ------------------------------------------------------------------------
+ * A persistent kernel runs until it is told to stop, and the service wants
+ * to see how far it got. Both go through 64-bit words in host memory the
+ * kernel can reach (a loop's Buffer, mapped for the GPU by
+ * Loop.MapForGPU or Kernels.Attach), aligned to 8 bytes, which the host
+ * reads and writes with atomics (sync/atomic on a *uint64 into
+ * Buffer.Bytes()). System scope, because the host is another agent across
+ * PCIe; acquire and release, so that what the host wrote before setting a
+ * word is visible after the kernel sees it, and what the kernel wrote (its
+ * results, in mapped memory) before a progress word is visible to a host
+ * that reads that word. Results in device memory are copied out by the
+ * host after the kernel ends (Kernels.CopyOut).
+ *
+ * The stop idiom: the host stores 1 into a stop word; every thread (or
+ * one per block, shared by __syncthreads) checks it between units of work,
+ * finishes the unit in hand, collects every request it has in flight, and
+ * returns. The host then waits for the kernel to end before closing the
+ * loop (its queue and buffers stay mapped until then). */
+
+/* Reads a word the host writes (a stop flag, a command). */
+__device__ inline unsigned long long megaio_dev_load_host(const unsigned long long *p)
+{
+	return cuda::atomic_ref<unsigned long long, cuda::thread_scope_system>(*const_cast<unsigned long long *>(p))
+	    .load(cuda::memory_order_acquire);
+}
+
+/* Writes a word the host reads (progress, a count of units done). Give
+ * each writer a word of its own (per block, say) and let the host add them
+ * up: a read-modify-write on host memory across PCIe (fetch_add with
+ * system scope) is atomic only where the platform supports PCIe atomics,
+ * and megaio's protocol uses none. */
+__device__ inline void megaio_dev_store_host(unsigned long long *p, unsigned long long v)
+{
+	cuda::atomic_ref<unsigned long long, cuda::thread_scope_system>(*p).store(v, cuda::memory_order_release);
+}
+
 #endif /* MEGAIO_DEVICE_CUH */

@@ -1,0 +1,631 @@
+package megaio
+
+// Kernels: one .cu source of persistent kernels, built and run on a GPU
+// where one opens and on CPU threads otherwise, behind one set of calls.
+// This is the path a service takes from a kernel source to a running
+// kernel served by a loop:
+//
+//	k, err := megaio.OpenKernels(megaio.KernelsConfig{Source: "reader.cu"})
+//	q, _ := megaio.NewQueue(...); l, _ := megaio.NewLoop(q, ...)
+//	kq, err := k.Attach(l, q)              // the queue where the kernel sees it
+//	run, err := k.Launch("reader", megaio.Dim3{X: 8}, megaio.Dim3{X: 256}, kq.Queue, kq.Side, ...)
+//	err = run.Wait(ctx)
+//
+// GPU and CPU threads differ only here: where memory lives (device memory
+// and mapped host memory, or plain host memory), how the source is built
+// (nvcc, or g++ against include/megaio_cpu.h) and how a launch is made.
+// The kernel source, the queue protocol and the loop are the same.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// KernelTarget says where Kernels run.
+type KernelTarget int
+
+const (
+	// TargetAuto runs on GPU 0 (KernelsConfig.GPU) where it opens and the
+	// source can be built for it, else on CPU threads; Kernels.Where says
+	// which and why.
+	TargetAuto KernelTarget = iota
+	// TargetGPU runs on the GPU or fails.
+	TargetGPU
+	// TargetCPU runs on CPU threads.
+	TargetCPU
+)
+
+var targetNames = []string{TargetAuto: "auto", TargetGPU: "gpu", TargetCPU: "cpu"}
+
+func (t KernelTarget) String() string { return enumName(t, targetNames, "KernelTarget") }
+
+// ParseKernelTarget parses "auto", "gpu" or "cpu".
+func ParseKernelTarget(s string) (KernelTarget, error) {
+	return parseEnum[KernelTarget](s, targetNames, "kernel target")
+}
+
+// KernelsConfig says what to build and where to run it.
+type KernelsConfig struct {
+	// Source is the .cu file of the kernels. It includes
+	// "megaio_device.cuh" (OpenKernels puts this version's headers on the
+	// include path), declares each kernel extern "C" __global__ with only
+	// 64-bit arguments (pointers, integers), at most 8 of them (pass more
+	// through Kernels.Args), and names each with MEGAIO_CPU_KERNEL(name)
+	// after its definition.
+	Source string
+	// Code, when set, is the source itself (a //go:embed of the .cu file,
+	// say) in place of Source; it is written into Dir as NAME.cu, NAME
+	// being Name (default "kernels").
+	Code []byte
+	Name string
+	// GPUImage, when set, is the kernels already built for the GPU (a
+	// fatbin or cubin from nvcc): OpenKernels does not run nvcc. CPULibrary,
+	// when set, is the library already built for CPU threads (the g++ line
+	// of KernelBuildCommands). Either may replace Source for its target.
+	GPUImage   []byte
+	CPULibrary string
+	// Target picks where the kernels run (default TargetAuto).
+	Target KernelTarget
+	// GPU is the device ordinal (default 0).
+	GPU int
+	// Dir is where the headers and built images go (default: a new
+	// temporary directory that Close removes).
+	Dir string
+	// CPUOptions tune the launches on CPU threads.
+	CPUOptions CPULaunchOptions
+}
+
+// Kernels is a loaded set of kernels and the memory they use: on a GPU (a
+// CUDA module, device memory) or on CPU threads (a library for the CPU
+// launcher, host memory). It is safe for concurrent use.
+type Kernels struct {
+	where  string
+	gpu    *GPU
+	ownGPU bool
+	mod    *Module
+	cpu    *CPUModule
+	cpuOpt CPULaunchOptions
+	dir    string
+	ownDir bool
+
+	mu      sync.Mutex
+	closed  bool
+	host    map[uint64][]byte // CPU threads: the "device memory" Alloc made, by address
+	dev     []uint64          // GPU: device memory Alloc made
+	running map[*KernelRun]bool
+}
+
+// OpenKernels builds cfg.Source for its target (or takes the images given)
+// and loads it. With TargetAuto it runs on the GPU when one opens and nvcc
+// builds the source for it, and on CPU threads otherwise; Where says which
+// and why. It fails with ErrConfig when neither can be built (the error
+// says what is missing), and with ErrNoDriver or ErrNoDevice for TargetGPU
+// without a GPU.
+func OpenKernels(cfg KernelsConfig) (*Kernels, error) {
+	if cfg.Source == "" && cfg.Code == nil && cfg.GPUImage == nil && cfg.CPULibrary == "" {
+		return nil, configError("OpenKernels: no Source, Code, GPUImage or CPULibrary")
+	}
+	if cfg.Source != "" && cfg.Code != nil {
+		return nil, configError("OpenKernels: both Source and Code")
+	}
+	if cfg.Target < TargetAuto || cfg.Target > TargetCPU {
+		return nil, configError("OpenKernels: Target %v: want TargetAuto, TargetGPU or TargetCPU", cfg.Target)
+	}
+	k := &Kernels{cpuOpt: cfg.CPUOptions, dir: cfg.Dir, host: map[uint64][]byte{}, running: map[*KernelRun]bool{}}
+	if k.dir == "" {
+		d, err := os.MkdirTemp("", "megaio-kernels-")
+		if err != nil {
+			return nil, err
+		}
+		k.dir, k.ownDir = d, true
+	}
+	if cfg.Code != nil {
+		name := cfg.Name
+		if name == "" {
+			name = "kernels"
+		}
+		if strings.ContainsAny(name, "/\x00") {
+			k.Close()
+			return nil, configError("OpenKernels: Name %q: want a plain file name", name)
+		}
+		cfg.Source = filepath.Join(k.dir, name+".cu")
+		if err := os.WriteFile(cfg.Source, cfg.Code, 0o644); err != nil {
+			k.Close()
+			return nil, err
+		}
+	}
+	var gpuWhy error
+	if cfg.Target != TargetCPU {
+		if gpuWhy = k.openGPU(cfg); gpuWhy == nil {
+			return k, nil
+		}
+		if cfg.Target == TargetGPU {
+			k.Close()
+			return nil, gpuWhy
+		}
+	}
+	if err := k.openCPU(cfg); err != nil {
+		k.Close()
+		if gpuWhy != nil {
+			return nil, fmt.Errorf("%w (and no GPU: %v)", err, gpuWhy)
+		}
+		return nil, err
+	}
+	if gpuWhy != nil {
+		k.where += " (no GPU: " + gpuWhy.Error() + ")"
+	}
+	return k, nil
+}
+
+func (k *Kernels) openGPU(cfg KernelsConfig) error {
+	g, err := OpenGPU(cfg.GPU)
+	if err != nil {
+		return err
+	}
+	img := cfg.GPUImage
+	if img == nil {
+		if cfg.Source == "" {
+			g.Close()
+			return configError("OpenKernels: no GPUImage and no Source to build one from")
+		}
+		path, err := k.build(cfg.Source, true)
+		if err == nil {
+			img, err = os.ReadFile(path)
+		}
+		if err != nil {
+			g.Close()
+			return err
+		}
+	}
+	mod, err := g.LoadModule(img)
+	if err != nil {
+		g.Close()
+		return err
+	}
+	k.gpu, k.ownGPU, k.mod = g, true, mod
+	k.where = fmt.Sprintf("GPU %d (%s)", cfg.GPU, g.Name())
+	return nil
+}
+
+func (k *Kernels) openCPU(cfg KernelsConfig) error {
+	lib := cfg.CPULibrary
+	if lib == "" {
+		if cfg.Source == "" {
+			return configError("OpenKernels: no CPULibrary and no Source to build one from")
+		}
+		var err error
+		if lib, err = k.build(cfg.Source, false); err != nil {
+			return err
+		}
+	}
+	m, err := LoadCPUModule(lib)
+	if err != nil {
+		return err
+	}
+	k.cpu = m
+	k.where = "CPU threads"
+	return nil
+}
+
+// build writes this version's headers into the kernels' directory and
+// compiles src for the GPU (nvcc) or for CPU threads (g++); it returns the
+// image's path.
+func (k *Kernels) build(src string, gpu bool) (string, error) {
+	inc := filepath.Join(k.dir, "include")
+	if err := writeHeaders(inc); err != nil {
+		return "", err
+	}
+	cmds, err := KernelBuildCommands(src, k.dir, inc)
+	if err != nil {
+		return "", err
+	}
+	c, out := cmds.CPU, cmds.CPUOut
+	if gpu {
+		c, out = cmds.GPU, cmds.GPUOut
+	}
+	if c == nil {
+		return "", configError("OpenKernels: %s", cmds.Missing[map[bool]string{true: "gpu", false: "cpu"}[gpu]])
+	}
+	if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+		return "", configError("OpenKernels: building %s: %s: %v\n%s", src, strings.Join(c, " "), err, out)
+	}
+	return out, nil
+}
+
+// writeHeaders writes the headers a kernel source includes into dir.
+func writeHeaders(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{"megaio.h", "megaio_device.cuh", "megaio_cpu.h"} {
+		b, err := Header(name)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// KernelCommands are the command lines that build a kernel source: GPU for
+// the GPU (nil where no nvcc was found), CPU for CPU threads (nil where no
+// C++ compiler or libcu++ was found), each writing the file GPUOut or
+// CPUOut; Missing says why one is nil, by "gpu" and "cpu".
+type KernelCommands struct {
+	GPU, CPU       []string
+	GPUOut, CPUOut string
+	Missing        map[string]string
+}
+
+// KernelBuildCommands returns the nvcc and g++ command lines that build
+// src into outDir, with include (a directory holding megaio.h,
+// megaio_device.cuh and megaio_cpu.h: see Header) on the include path:
+//
+//	nvcc -fatbin -arch=native -std=c++17 -O3 -I include -o out/NAME.fatbin SRC
+//	g++ -std=c++17 -O2 -fPIC -shared -pthread -x c++ -I include -I LIBCUXX -o out/NAME.so SRC
+//
+// -arch=native builds for the GPUs of the machine it runs on; for others,
+// name them (-gencode arch=compute_90,code=sm_90). LIBCUXX is a directory
+// holding libcu++'s cuda/atomic: $MEGAIO_LIBCUXX, else the CUDA toolkit's
+// include (or include/cccl) directory under $CUDA_HOME, /usr/local/cuda or
+// /usr (Debian's libcu++-dev). The compilers: $MEGAIO_NVCC or nvcc (on
+// PATH, under $CUDA_HOME/bin or /usr/local/cuda/bin), $MEGAIO_CXX or g++.
+func KernelBuildCommands(src, outDir, include string) (KernelCommands, error) {
+	if src == "" || outDir == "" || include == "" {
+		return KernelCommands{}, configError("KernelBuildCommands: src, outDir and include are all needed")
+	}
+	name := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
+	c := KernelCommands{Missing: map[string]string{}, GPUOut: filepath.Join(outDir, name+".fatbin"),
+		CPUOut: filepath.Join(outDir, name+".so")}
+	if nvcc := findNVCC(); nvcc != "" {
+		c.GPU = []string{nvcc, "-fatbin", "-arch=native", "-std=c++17", "-O3", "-I", include, "-o", c.GPUOut, src}
+	} else {
+		c.Missing["gpu"] = "no nvcc (set MEGAIO_NVCC, or install the CUDA toolkit)"
+	}
+	cxx := os.Getenv("MEGAIO_CXX")
+	if cxx == "" {
+		cxx = "g++"
+	}
+	cxxPath, err := exec.LookPath(cxx)
+	libcuxx := LibcuxxInclude()
+	switch {
+	case err != nil:
+		c.Missing["cpu"] = fmt.Sprintf("no C++ compiler (%s: %v); install g++", cxx, err)
+	case libcuxx == "":
+		c.Missing["cpu"] = "no libcu++ (cuda/atomic) under $MEGAIO_LIBCUXX, $CUDA_HOME, /usr/local/cuda or /usr: " +
+			"install Debian's libcu++-dev or a CUDA toolkit"
+	default:
+		c.CPU = []string{cxxPath, "-std=c++17", "-O2", "-fPIC", "-shared", "-pthread", "-x", "c++", "-I", include,
+			"-I", libcuxx, "-o", c.CPUOut, src}
+	}
+	return c, nil
+}
+
+func findNVCC() string {
+	if p := os.Getenv("MEGAIO_NVCC"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("nvcc"); err == nil {
+		return p
+	}
+	for _, root := range []string{os.Getenv("CUDA_HOME"), "/usr/local/cuda"} {
+		if root == "" {
+			continue
+		}
+		if p := filepath.Join(root, "bin", "nvcc"); unix.Access(p, unix.X_OK) == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// LibcuxxInclude is a directory holding libcu++'s cuda/atomic, which
+// megaio_device.cuh includes: $MEGAIO_LIBCUXX, else include (or
+// include/cccl, as CUDA 13 has it) under $CUDA_HOME, /usr/local/cuda or
+// /usr; "" where there is none.
+func LibcuxxInclude() string {
+	var dirs []string
+	if d := os.Getenv("MEGAIO_LIBCUXX"); d != "" {
+		dirs = append(dirs, d)
+	}
+	for _, root := range []string{os.Getenv("CUDA_HOME"), "/usr/local/cuda", "/usr"} {
+		if root != "" {
+			dirs = append(dirs, filepath.Join(root, "include"), filepath.Join(root, "include", "cccl"))
+		}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "cuda", "atomic")); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+// Where says where the kernels run: "GPU 0 (NAME)", or "CPU threads" and,
+// under TargetAuto, why not on a GPU.
+func (k *Kernels) Where() string { return k.where }
+
+// OnGPU reports whether the kernels run on a GPU.
+func (k *Kernels) OnGPU() bool { return k.gpu != nil }
+
+// GPU is the GPU the kernels run on, or nil on CPU threads (for
+// Loop.NewDeviceBuffer and the like).
+func (k *Kernels) GPU() *GPU { return k.gpu }
+
+// KernelQueue is where the kernels see a queue: pass Queue and Side to
+// megaio_dev_attach.
+type KernelQueue struct {
+	Queue uint64 // the queue's memory (header, slots, completions)
+	Side  uint64 // the producer side, in the kernels' own memory
+}
+
+// Attach makes loop l's queue q reachable from the kernels: on a GPU it
+// maps the loop's queues and buffers (Loop.MapForGPU, unless already
+// mapped for this GPU); on both it copies q's producer side into the
+// kernels' memory. Buffers are then at BufferAddress.
+func (k *Kernels) Attach(l *Loop, q *Queue) (KernelQueue, error) {
+	if l == nil || q == nil {
+		return KernelQueue{}, configError("Kernels.Attach: nil loop or queue")
+	}
+	var kq KernelQueue
+	if k.gpu != nil {
+		if _, err := l.MapForGPU(k.gpu); err != nil && !errors.Is(err, ErrInUse) {
+			return kq, err
+		}
+		if kq.Queue = l.QueueAddress(q); kq.Queue == 0 {
+			return kq, errorf("%w: Kernels.Attach: the loop is mapped for another GPU, or does not serve the queue",
+				ErrConfig)
+		}
+	} else {
+		mem := q.Memory()
+		if len(mem) == 0 {
+			return kq, errorf("%w: Kernels.Attach: the queue", ErrClosed)
+		}
+		kq.Queue = uint64(uintptr(unsafe.Pointer(&mem[0])))
+	}
+	side := q.DeviceProducerSide()
+	var err error
+	if kq.Side, err = k.Alloc(len(side)); err != nil {
+		return kq, err
+	}
+	return kq, k.CopyIn(kq.Side, side)
+}
+
+// BufferAddress is where the kernels see buffer b of an attached loop (0
+// before Attach on a GPU).
+func (k *Kernels) BufferAddress(b *Buffer) uint64 {
+	if b == nil {
+		return 0
+	}
+	if k.gpu != nil {
+		return b.DevicePointer()
+	}
+	if mem := b.Bytes(); len(mem) > 0 {
+		return uint64(uintptr(unsafe.Pointer(&mem[0])))
+	}
+	return 0
+}
+
+// Alloc is n zeroed bytes of the kernels' own memory (device memory on a
+// GPU), freed by Close.
+func (k *Kernels) Alloc(n int) (uint64, error) {
+	if n <= 0 {
+		return 0, configError("Kernels.Alloc(%d): want a positive size", n)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return 0, errorf("%w: the kernels", ErrClosed)
+	}
+	if k.gpu != nil {
+		p, err := k.gpu.Alloc(n)
+		if err != nil {
+			return 0, err
+		}
+		if err := k.gpu.CopyToDevice(p, make([]byte, n)); err != nil {
+			k.gpu.Free(p)
+			return 0, err
+		}
+		k.dev = append(k.dev, p)
+		return p, nil
+	}
+	b, err := mapAnonymous(n, false) // never the Go heap: the kernels' threads keep the address
+	if err != nil {
+		return 0, err
+	}
+	p := uint64(uintptr(unsafe.Pointer(&b[0])))
+	k.host[p] = b
+	return p, nil
+}
+
+// hostRange is the host memory of [p, p+n) Alloc made, on CPU threads.
+func (k *Kernels) hostRange(p uint64, n int) ([]byte, error) {
+	for base, b := range k.host {
+		if p >= base && p+uint64(n) <= base+uint64(len(b)) {
+			return b[p-base : p-base+uint64(n)], nil
+		}
+	}
+	return nil, configError("Kernels: [%#x, +%d) is not memory Alloc made", p, n)
+}
+
+// CopyIn copies src to the kernels' memory at dst.
+func (k *Kernels) CopyIn(dst uint64, src []byte) error {
+	if len(src) == 0 {
+		return nil
+	}
+	if k.gpu != nil {
+		return k.gpu.CopyToDevice(dst, src)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b, err := k.hostRange(dst, len(src))
+	if err == nil {
+		copy(b, src)
+	}
+	return err
+}
+
+// CopyOut copies len(dst) bytes of the kernels' memory at src into dst. On
+// CPU threads it reads memory the threads may be writing: read what a
+// kernel wrote after it ended, or words it publishes with atomics.
+func (k *Kernels) CopyOut(dst []byte, src uint64) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	if k.gpu != nil {
+		return k.gpu.CopyFromDevice(dst, src)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	b, err := k.hostRange(src, len(dst))
+	if err == nil {
+		copy(dst, b)
+	}
+	return err
+}
+
+// Args puts words into the kernels' memory and returns their address: the
+// convention for a kernel that takes more than Launch's 8 arguments. The
+// kernel takes one pointer and reads the words as a struct of 64-bit
+// fields, in order:
+//
+//	struct reader_args { unsigned long long queue, side, buf, file_dest, size, chunk, out, errors, stop; };
+//	extern "C" __global__ void reader(unsigned long long args) { const reader_args a = *(const reader_args *)args; ... }
+func (k *Kernels) Args(words ...uint64) (uint64, error) {
+	b := make([]byte, 8*len(words))
+	for i, w := range words {
+		*(*uint64)(unsafe.Pointer(&b[8*i])) = w // little-endian on every target megaio runs on
+	}
+	p, err := k.Alloc(max(len(b), 8))
+	if err == nil {
+		err = k.CopyIn(p, b)
+	}
+	return p, err
+}
+
+// KernelRun is one launch of a kernel.
+type KernelRun struct {
+	k      *Kernels
+	kernel string
+	done   chan struct{}
+	err    error
+}
+
+// Launch starts kernel on grid x block threads with up to 8 arguments,
+// each 64 bits (pointers, integers); it does not wait. On a GPU it runs on
+// a non-blocking stream of its own, never the legacy default stream; on
+// CPU threads every block runs at once, one OS thread per CUDA thread.
+func (k *Kernels) Launch(kernel string, grid, block Dim3, args ...uint64) (*KernelRun, error) {
+	if len(args) > 8 {
+		return nil, configError("Kernels.Launch: %d arguments; at most 8 (pass more through Kernels.Args)", len(args))
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil, errorf("%w: the kernels", ErrClosed)
+	}
+	r := &KernelRun{k: k, kernel: kernel, done: make(chan struct{})}
+	var wait func() error
+	if k.gpu != nil {
+		s, err := k.gpu.NewStream()
+		if err != nil {
+			return nil, err
+		}
+		if err := k.mod.LaunchOn(s, kernel, grid, block, 0, args...); err != nil {
+			s.Close()
+			return nil, err
+		}
+		wait = func() error { return errors.Join(s.Synchronize(), s.Close()) }
+	} else {
+		l, err := k.cpu.Launch(kernel, grid, block, k.cpuOpt, args...)
+		if err != nil {
+			return nil, err
+		}
+		wait = func() error { return l.Wait(context.Background(), 0) }
+	}
+	k.running[r] = true
+	go func() {
+		r.err = wait()
+		k.mu.Lock()
+		delete(k.running, r)
+		k.mu.Unlock()
+		close(r.done)
+	}()
+	return r, nil
+}
+
+// Wait waits until the kernel has ended and returns its error (nil; a CUDA
+// error; ErrKernelAborted on CPU threads for a broken rule of the GPU's
+// model). When ctx ends first it returns an error matching
+// ErrKernelRunning and ctx.Err(), and the kernel goes on: a kernel cannot
+// be stopped from outside on a GPU, so a persistent kernel is told to stop
+// (a word in mapped memory it polls, as the examples do) and waited for
+// again. Until it has ended, keep the loop, its queues and buffers, and
+// the kernels open: it uses them.
+func (r *KernelRun) Wait(ctx context.Context) error {
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return errorf("%w: kernel %s on %s: %w", ErrKernelRunning, r.kernel, r.k.where, ctx.Err())
+	}
+}
+
+// Ended reports whether the kernel has ended.
+func (r *KernelRun) Ended() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close frees the kernels' memory and unloads them (and releases the GPU
+// OpenKernels opened: close the loops mapped for it first). It refuses
+// with ErrInUse while a launch is running.
+func (k *Kernels) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	if n := len(k.running); n > 0 {
+		return errorf("%w: %d kernel launch(es) still running; wait for them first", ErrInUse, n)
+	}
+	var errs []error
+	if k.gpu != nil {
+		for _, p := range k.dev {
+			errs = append(errs, k.gpu.Free(p))
+		}
+		if k.mod != nil {
+			errs = append(errs, k.mod.Unload())
+		}
+		k.dev, k.mod = nil, nil
+		if k.ownGPU {
+			if err := k.gpu.Close(); err != nil {
+				return errors.Join(append(errs, err)...) // a loop is still mapped: Close again after closing it
+			}
+		}
+	}
+	for p, b := range k.host {
+		errs = append(errs, unix.Munmap(b))
+		delete(k.host, p)
+	}
+	k.closed = true
+	if k.ownDir {
+		errs = append(errs, os.RemoveAll(k.dir))
+	}
+	return errors.Join(errs...)
+}
