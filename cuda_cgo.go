@@ -297,23 +297,25 @@ func (d Dim3) c() [3]C.uint {
 	return [3]C.uint{one(d.X), one(d.Y), one(d.Z)}
 }
 
-// Launch starts kernel on a 1-D grid with up to 8 arguments, each passed
-// as a 64-bit value (pointers and 64-bit integers), on the GPU's own
-// non-blocking stream (GPU.Stream). It does not wait.
+// Launch starts kernel on grid x block threads with sharedBytes of dynamic
+// shared memory and up to 8 arguments, each passed as a 64-bit value
+// (pointers and 64-bit integers; pass more through a struct in device
+// memory, as Kernels.Args does), on the GPU's own non-blocking stream
+// (GPU.Stream). It does not wait.
 //
 // A persistent kernel must never sit on the legacy default stream (stream
 // 0): every synchronous copy, cuMemAlloc and default-stream launch of the
 // process (other libraries' too) would then wait for a kernel that is itself
 // waiting for IO, and hang.
-func (m *Module) Launch(kernel string, grid, block, sharedBytes int, args ...uint64) error {
-	return m.LaunchOn(nil, kernel, Dim3{X: grid}, Dim3{X: block}, sharedBytes, args...)
+func (m *Module) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {
+	return m.LaunchOn(nil, kernel, grid, block, sharedBytes, args...)
 }
 
-// LaunchOn is Launch on stream s (nil: the GPU's own stream) with 3-D grid
-// and block shapes.
+// LaunchOn is Launch on stream s (nil: the GPU's own stream).
 func (m *Module) LaunchOn(s *Stream, kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {
 	if len(args) > 8 {
-		return configError("Launch takes at most 8 arguments, got %d", len(args))
+		return configError("Launch takes at most 8 arguments, got %d (pass more through a struct in device memory: "+
+			"Kernels.Args)", len(args))
 	}
 	if s == nil {
 		var err error

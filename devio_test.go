@@ -1016,7 +1016,7 @@ func TestDeviceLaunchStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mod.Launch("k", 4, 128, 0, 1, 2, 3); err != nil {
+	if err := mod.Launch("k", Dim3{X: 4}, Dim3{X: 128}, 0, 1, 2, 3); err != nil {
 		t.Fatalf("Launch on the GPU's own stream: %v", err)
 	}
 	own, err := g.Stream()
@@ -1039,7 +1039,7 @@ func TestDeviceLaunchStream(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := mod.Launch("k", 1, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9); !errors.Is(err, ErrConfig) {
+	if err := mod.Launch("k", Dim3{X: 1}, Dim3{X: 1}, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9); !errors.Is(err, ErrConfig) {
 		t.Errorf("Launch with 9 arguments = %v, want ErrConfig", err)
 	}
 	if err := mod.Unload(); err != nil {

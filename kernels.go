@@ -464,11 +464,14 @@ func (k *Kernels) CopyIn(dst uint64, src []byte) error {
 	if len(src) == 0 {
 		return nil
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return errorf("%w: the kernels", ErrClosed)
+	}
 	if k.gpu != nil {
 		return k.gpu.CopyToDevice(dst, src)
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	b, err := k.hostRange(dst, len(src))
 	if err == nil {
 		copy(b, src)
@@ -483,11 +486,14 @@ func (k *Kernels) CopyOut(dst []byte, src uint64) error {
 	if len(dst) == 0 {
 		return nil
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return errorf("%w: the kernels", ErrClosed)
+	}
 	if k.gpu != nil {
 		return k.gpu.CopyFromDevice(dst, src)
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	b, err := k.hostRange(src, len(dst))
 	if err == nil {
 		copy(dst, b)

@@ -80,7 +80,7 @@ func (g *GPU) makeCurrent() error                                  { return errN
 // Module is a loaded CUDA module.
 type Module struct{}
 
-func (m *Module) Launch(kernel string, grid, block, sharedBytes int, args ...uint64) error {
+func (m *Module) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {
 	return errNoCgo("CUDA")
 }
 func (m *Module) LaunchOn(s *Stream, kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {

@@ -2,8 +2,9 @@
 # gpu-check.sh - run megaio's GPU suite on a machine that has a GPU but no Go.
 #
 #   scripts/gpu-check.sh bundle [DIR]   here: build the test binary (liburing
-#                                       linked statically) and copy the CUDA
-#                                       sources into DIR (default gpu-bundle/)
+#                                       linked statically) and the examples,
+#                                       and copy the CUDA sources into DIR
+#                                       (default gpu-bundle/)
 #   DIR/run.sh                          there: the CUDA checks for that GPU,
 #                                       the GPU and device tests, the
 #                                       benchmarks and the whole suite; one
@@ -18,6 +19,8 @@ bundle)
 	rm -rf "$dir" && mkdir -p "$dir/src/scripts" "$dir/testdata/fakecuda"
 	go test -c -o "$dir/megaio.test" .
 	go build -o "$dir/scopecheck" ./internal/scopecheck
+	# The examples, each building its own kernel with nvcc there.
+	for ex in checksum checkpoint warpread; do go build -o "$dir/examples/$ex" "./examples/$ex"; done
 	# What cuda-checks.sh reads there, in the repository's layout under src/.
 	cp -r include "$dir/src/"
 	(cd csrc && find . -name '*.h' -o -name '*.c' -o -name '*.cc' -o -name '*.cu') |

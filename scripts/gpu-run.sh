@@ -10,6 +10,8 @@
 #          cufile (found, and whether GDS or compatibility mode),
 #          gpu-tests (TestGPU*: the persistent kernels, through the same
 #          test bodies as their TestCPU* twins on CPU threads), device-gds and
+#          examples (each program under examples/, its kernel built with
+#          nvcc for this GPU), device-gds and
 #          device-bounce (TestDevice* on the real driver with and without
 #          cuFile), bench (BenchmarkDevice), all-tests (the whole suite,
 #          the TestCPU* twins included where g++ is installed)
@@ -91,6 +93,29 @@ if [ -f "$kernels" ]; then
 		./megaio.test -test.run '^TestGPU' -test.v -test.count=1 -test.timeout 8m
 else
 	part gpu-tests FAIL "build/megakernel.fatbin was not built (see cuda-checks)"
+fi
+# The examples, as a user runs them: each builds its kernel for this GPU
+# with nvcc (-arch=native) and verifies what it did. Their output follows
+# the GPU tests' in gpu-tests.txt (the logs stay at 8 files).
+if [ -z "$nvcc" ]; then
+	part examples FAIL "no nvcc: the examples cannot build their kernels"
+else
+	{ echo; echo "==== examples (-target gpu) ===="; } >>"$logs/gpu-tests.txt"
+	passed=0 failed=""
+	for ex in "checksum" "checksum -device" "checkpoint" "warpread"; do
+		echo "---- examples/$ex" >>"$logs/gpu-tests.txt"
+		# shellcheck disable=SC2086 # $ex is a program and its flags
+		if MEGAIO_NVCC="$nvcc" ./examples/$ex -target gpu >>"$logs/gpu-tests.txt" 2>&1; then
+			passed=$((passed + 1))
+		else
+			failed="$failed$ex; "
+		fi
+	done
+	if [ -z "$failed" ]; then
+		part examples PASS "$passed examples verified on the GPU (see gpu-tests.txt)"
+	else
+		part examples FAIL "failed: $failed see gpu-tests.txt"
+	fi
 fi
 # The device paths on the real driver: with cuFile (GDS or its
 # compatibility mode), then without it (the bounce path).
