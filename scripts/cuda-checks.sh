@@ -8,7 +8,7 @@
 #
 # ROOT holds include/, csrc/ and scripts/ (default: this repository);
 # OUTDIR gets the fatbins (default ROOT/build/gpu). It
-#   1. compiles every .cu under ROOT/csrc for every target architecture
+#   1. compiles every .cu under ROOT/csrc and ROOT/examples for every target architecture
 #      (megaio_gpu_archs; MEGAIO_CUDA_ARCHS="90" narrows it), warnings as
 #      errors in nvcc, ptxas and the host compiler;
 #   2. checks csrc/cuda_shim.h against cuda.h and csrc/cufile_shim.h against
@@ -66,6 +66,13 @@ else
 	fi
 fi
 
+# The kernel sources: csrc/ and the examples (where the tree has them).
+kernel_sources() {
+	find "$root/csrc" -name '*.cu'
+	[ -d "$root/examples" ] && find "$root/examples" -name '*.cu'
+	true
+}
+
 # 1. Kernels, for every architecture; protocol_check.cu keeps each
 # architecture's PTX too, for the scope check.
 archs="$(megaio_gpu_archs "$nvcc")"
@@ -96,7 +103,7 @@ while IFS= read -r cu; do
 	else
 		fail "${cu#"$root"/} does not compile"
 	fi
-done < <(find "$root/csrc" -name '*.cu' | sort)
+done < <(kernel_sources)
 
 # 3. The scope check.
 if [ -f "$out/protocol_check.fatbin" ]; then
@@ -143,7 +150,7 @@ for cxx in g++ clang++; do
 		else
 			fail "${cu#"$root"/} does not compile for CPU threads with $cxx"
 		fi
-	done < <(find "$root/csrc" -name '*.cu' | sort)
+	done < <(kernel_sources)
 done
 
 if [ "$failed" -ne 0 ]; then

@@ -25,6 +25,7 @@ bundle)
 	cp -r include "$dir/src/"
 	(cd csrc && find . -name '*.h' -o -name '*.c' -o -name '*.cc' -o -name '*.cu') |
 		while read -r f; do mkdir -p "$dir/src/csrc/$(dirname "$f")" && cp "csrc/$f" "$dir/src/csrc/$f"; done
+	(find examples -name '*.cu') | while read -r f; do mkdir -p "$dir/src/$(dirname "$f")" && cp "$f" "$dir/src/$f"; done
 	cp scripts/cuda-env.sh scripts/cuda-checks.sh "$dir/src/scripts/"
 	# Files the tests read relative to the package directory.
 	cp -r include deploy "$dir/"
