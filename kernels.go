@@ -460,45 +460,39 @@ func (k *Kernels) hostRange(p uint64, n int) ([]byte, error) {
 }
 
 // CopyIn copies src to the kernels' memory at dst.
-func (k *Kernels) CopyIn(dst uint64, src []byte) error {
-	if len(src) == 0 {
-		return nil
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed {
-		return errorf("%w: the kernels", ErrClosed)
-	}
-	if k.gpu != nil {
-		return k.gpu.CopyToDevice(dst, src)
-	}
-	b, err := k.hostRange(dst, len(src))
-	if err == nil {
-		copy(b, src)
-	}
-	return err
-}
+func (k *Kernels) CopyIn(dst uint64, src []byte) error { return k.copy(dst, src, true) }
 
 // CopyOut copies len(dst) bytes of the kernels' memory at src into dst. On
 // CPU threads it reads memory the threads may be writing: read what a
 // kernel wrote after it ended, or words it publishes with atomics.
-func (k *Kernels) CopyOut(dst []byte, src uint64) error {
-	if len(dst) == 0 {
+func (k *Kernels) CopyOut(dst []byte, src uint64) error { return k.copy(src, dst, false) }
+
+// copy moves len(b) bytes between b and the kernels' memory at p: into it
+// (in) or out of it.
+func (k *Kernels) copy(p uint64, b []byte, in bool) error {
+	if len(b) == 0 {
 		return nil
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.closed {
+	switch {
+	case k.closed:
 		return errorf("%w: the kernels", ErrClosed)
+	case k.gpu != nil && in:
+		return k.gpu.CopyToDevice(p, b)
+	case k.gpu != nil:
+		return k.gpu.CopyFromDevice(b, p)
 	}
-	if k.gpu != nil {
-		return k.gpu.CopyFromDevice(dst, src)
+	mem, err := k.hostRange(p, len(b))
+	if err != nil {
+		return err
 	}
-	b, err := k.hostRange(src, len(dst))
-	if err == nil {
-		copy(dst, b)
+	if in {
+		copy(mem, b)
+	} else {
+		copy(b, mem)
 	}
-	return err
+	return nil
 }
 
 // Args puts words into the kernels' memory and returns their address: the
