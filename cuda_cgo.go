@@ -300,7 +300,7 @@ func (d Dim3) c() [3]C.uint {
 // Launch starts kernel on grid x block threads with sharedBytes of dynamic
 // shared memory and up to 8 arguments, each passed as a 64-bit value
 // (pointers and 64-bit integers; pass more through a struct in device
-// memory, as Kernels.Args does), on the GPU's own non-blocking stream
+// memory, as kernels.Program.Args does), on the GPU's own non-blocking stream
 // (GPU.Stream). It does not wait.
 //
 // A persistent kernel must never sit on the legacy default stream (stream
@@ -315,7 +315,7 @@ func (m *Module) Launch(kernel string, grid, block Dim3, sharedBytes int, args .
 func (m *Module) LaunchOn(s *Stream, kernel string, grid, block Dim3, sharedBytes int, args ...uint64) error {
 	if len(args) > 8 {
 		return configError("Launch takes at most 8 arguments, got %d (pass more through a struct in device memory: "+
-			"Kernels.Args)", len(args))
+			"kernels.Program.Args)", len(args))
 	}
 	if s == nil {
 		var err error

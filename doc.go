@@ -4,7 +4,7 @@
 // What has been proven where: the host side (queues, the loop, the Client)
 // runs in every test; the device half (include/megaio_device.cuh and the
 // example kernels) executes on CPU threads against a real loop (the CPU
-// launcher: LoadCPUModule), under ThreadSanitizer too; nothing has executed
+// launcher: package cpukernel), under ThreadSanitizer too; nothing has executed
 // on a GPU yet, so the GPU paths (MapForGPU, NewDeviceBuffer, GPUDirect
 // Storage, the bounce path on a real driver) are compiled and checked, not
 // proven (docs/gpu-results.md).

@@ -66,15 +66,6 @@ var (
 	// ErrRingFailed: the loop's ring failed; every claimed request was
 	// completed with -EIO. Loop.Err returns the cause.
 	ErrRingFailed = errors.New("megaio: io_uring ring failed")
-	// ErrKernelAborted: a kernel on the CPU launcher broke a rule of the
-	// GPU's model (a warp operation's mask, say) and was stopped; the
-	// error names the kernel, block, warp and lanes.
-	ErrKernelAborted = errors.New("megaio: CPU kernel aborted")
-	// ErrKernelRunning: a kernel had not ended when a wait for it did
-	// (KernelRun.Wait, CPULaunch.Wait). The memory it uses (the queue,
-	// buffers, arguments) must stay mapped until it ends; a CPU launch
-	// whose threads left when asked says so.
-	ErrKernelRunning = errors.New("megaio: kernel still running")
 )
 
 // SetupError says which step of ring or buffer set-up failed and why.

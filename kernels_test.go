@@ -17,6 +17,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/megaio/megaio/cpukernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -146,8 +147,8 @@ func (L *gpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block D
 // ---- CPU threads ----
 
 type cpuLauncher struct {
-	mod  *CPUModule
-	mode ActiveMask
+	mod  *cpukernel.Module
+	mode cpukernel.ActiveMask
 	mu   sync.Mutex
 	mem  map[uint64][]byte // alloc's mappings, by address
 }
@@ -160,7 +161,7 @@ var cpuKernels struct {
 	skip string // why the twins cannot run here
 	err  error
 	mu   sync.Mutex
-	mods map[string]*CPUModule
+	mods map[string]*cpukernel.Module
 }
 
 // cpuCompiler is the C++ compiler the kernels are built with: $MEGAIO_CXX,
@@ -175,7 +176,7 @@ func cpuCompiler() string {
 // buildCPUModule compiles src (a .cu file of kernels) into a library for
 // the CPU launcher in dir, with ThreadSanitizer when the test binary has it.
 func buildCPUModule(dir, src string) (string, error) {
-	inc := LibcuxxInclude()
+	inc := cpukernel.LibcuxxInclude()
 	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".cu")+".so")
 	args := []string{"-std=c++17", "-O2", "-g", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Werror",
 		"-x", "c++", "-Iinclude", "-I" + inc, src, "-o", out}
@@ -192,7 +193,7 @@ func buildCPUModule(dir, src string) (string, error) {
 // threads and loads it, once per test binary; it skips, saying why, where
 // there is no C++ compiler or libcu++ (and fails instead under
 // MEGAIO_REQUIRE_CPU_KERNELS).
-func loadCPUModule(t *testing.T, src string) *CPUModule {
+func loadCPUModule(t *testing.T, src string) *cpukernel.Module {
 	t.Helper()
 	requireCPUToolchain(t)
 	cpuKernels.mu.Lock()
@@ -204,12 +205,12 @@ func loadCPUModule(t *testing.T, src string) *CPUModule {
 	if err != nil {
 		t.Fatalf("building %s for CPU threads: %v", src, err)
 	}
-	m, err := LoadCPUModule(lib)
+	m, err := cpukernel.Load(lib)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cpuKernels.mods == nil {
-		cpuKernels.mods = map[string]*CPUModule{}
+		cpuKernels.mods = map[string]*cpukernel.Module{}
 	}
 	cpuKernels.mods[src] = m
 	return m
@@ -225,7 +226,7 @@ func requireCPUToolchain(t *testing.T) {
 			cpuKernels.skip = fmt.Sprintf("no C++ compiler (%s: %v); install g++", cpuCompiler(), err)
 			return
 		}
-		if LibcuxxInclude() == "" {
+		if cpukernel.LibcuxxInclude() == "" {
 			cpuKernels.skip = "no libcu++ (cuda/atomic) under $MEGAIO_LIBCUXX, $CUDA_HOME, /usr/local/cuda or /usr: " +
 				"scripts/install-cuda-toolkit.sh installs it"
 			return
@@ -247,7 +248,7 @@ func newCPULauncher(t *testing.T) *cpuLauncher {
 	t.Helper()
 	L := &cpuLauncher{mod: loadCPUModule(t, filepath.Join("csrc", "gpu", "megakernel.cu")), mem: map[uint64][]byte{}}
 	if os.Getenv("MEGAIO_CPU_ACTIVEMASK") == "caller" {
-		L.mode = ActiveMaskCaller
+		L.mode = cpukernel.ActiveMaskCaller
 	}
 	t.Logf("CPU launcher: __activemask() %v, ring of %d slots, ThreadSanitizer %v", L.mode, cpuCapacity(t), cpuTSan)
 	return L
@@ -318,7 +319,7 @@ func (L *cpuLauncher) read(t *testing.T, p uint64, n int) []byte {
 }
 
 func (L *cpuLauncher) run(t *testing.T, h *harness, kernel string, grid, block Dim3, args ...uint64) func() {
-	launch, err := L.mod.Launch(kernel, grid, block, CPULaunchOptions{ActiveMask: L.mode}, args...)
+	launch, err := L.mod.Launch(kernel, cpukernel.Dim3(grid), cpukernel.Dim3(block), cpukernel.LaunchOptions{ActiveMask: L.mode}, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,8 +618,8 @@ func TestCPULauncher(t *testing.T) {
 		}
 		return w
 	}
-	run := func(kernel string, grid, block Dim3, mode ActiveMask, args ...uint64) error {
-		l, err := mod.Launch(kernel, grid, block, CPULaunchOptions{ActiveMask: mode}, args...)
+	run := func(kernel string, grid, block cpukernel.Dim3, mode cpukernel.ActiveMask, args ...uint64) error {
+		l, err := mod.Launch(kernel, grid, block, cpukernel.LaunchOptions{ActiveMask: mode}, args...)
 		if err != nil {
 			t.Fatalf("%s: %v", kernel, err)
 		}
@@ -628,7 +629,7 @@ func TestCPULauncher(t *testing.T) {
 	}
 
 	out := L.alloc(t, 8*4*96)
-	if err := run("shared_per_block", Dim3{X: 4}, Dim3{X: 96}, ActiveMaskLive, out); err != nil {
+	if err := run("shared_per_block", cpukernel.Dim3{X: 4}, cpukernel.Dim3{X: 96}, cpukernel.ActiveMaskLive, out); err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range words(out, 4*96) {
@@ -637,9 +638,9 @@ func TestCPULauncher(t *testing.T) {
 		}
 	}
 
-	for _, mode := range []ActiveMask{ActiveMaskLive, ActiveMaskCaller} {
+	for _, mode := range []cpukernel.ActiveMask{cpukernel.ActiveMaskLive, cpukernel.ActiveMaskCaller} {
 		out := L.alloc(t, 8*2*48)
-		if err := run("masks", Dim3{X: 1}, Dim3{X: 48}, mode, out); err != nil {
+		if err := run("masks", cpukernel.Dim3{X: 1}, cpukernel.Dim3{X: 48}, mode, out); err != nil {
 			t.Fatal(err)
 		}
 		w := words(out, 2*48)
@@ -649,7 +650,7 @@ func TestCPULauncher(t *testing.T) {
 				lanes, ballot = 0xffff, 0xaaaa
 			}
 			active := lanes
-			if mode == ActiveMaskCaller {
+			if mode == cpukernel.ActiveMaskCaller {
 				active = 1 << (i % 32)
 			}
 			if w[2*i] != active || w[2*i+1] != ballot {
@@ -660,7 +661,7 @@ func TestCPULauncher(t *testing.T) {
 	}
 
 	out = L.alloc(t, 8*64)
-	if err := run("full_mask_shuffle", Dim3{X: 1}, Dim3{X: 64}, ActiveMaskLive, out); err != nil {
+	if err := run("full_mask_shuffle", cpukernel.Dim3{X: 1}, cpukernel.Dim3{X: 64}, cpukernel.ActiveMaskLive, out); err != nil {
 		t.Fatalf("full_mask_shuffle over whole warps: %v", err)
 	}
 	for i, v := range words(out, 64) {
@@ -668,51 +669,51 @@ func TestCPULauncher(t *testing.T) {
 			t.Fatalf("full_mask_shuffle: lane %d got %d", i, v)
 		}
 	}
-	err := run("full_mask_shuffle", Dim3{X: 1}, Dim3{X: 48}, ActiveMaskLive, L.alloc(t, 8*48))
-	if !errors.Is(err, ErrKernelAborted) || !strings.Contains(err.Error(), "kernel full_mask_shuffle, block 0, warp 1") ||
+	err := run("full_mask_shuffle", cpukernel.Dim3{X: 1}, cpukernel.Dim3{X: 48}, cpukernel.ActiveMaskLive, L.alloc(t, 8*48))
+	if !errors.Is(err, cpukernel.ErrAborted) || !strings.Contains(err.Error(), "kernel full_mask_shuffle, block 0, warp 1") ||
 		!strings.Contains(err.Error(), "lanes 16-31") {
-		t.Errorf("a full mask in a short warp = %v; want ErrKernelAborted naming the kernel, block, warp and lanes 16-31", err)
+		t.Errorf("a full mask in a short warp = %v; want cpukernel.ErrAborted naming the kernel, block, warp and lanes 16-31", err)
 	}
 	t.Logf("a full mask in a short warp: %v", err)
 
-	err = run("divergent_syncwarp", Dim3{X: 1}, Dim3{X: 32}, ActiveMaskLive, 0)
-	if !errors.Is(err, ErrKernelAborted) || !strings.Contains(err.Error(), "__syncwarp") {
-		t.Errorf("lanes disagreeing on __syncwarp = %v; want ErrKernelAborted", err)
+	err = run("divergent_syncwarp", cpukernel.Dim3{X: 1}, cpukernel.Dim3{X: 32}, cpukernel.ActiveMaskLive, 0)
+	if !errors.Is(err, cpukernel.ErrAborted) || !strings.Contains(err.Error(), "__syncwarp") {
+		t.Errorf("lanes disagreeing on __syncwarp = %v; want cpukernel.ErrAborted", err)
 	}
 	t.Logf("lanes disagreeing on __syncwarp: %v", err)
 
 	flag := L.alloc(t, 8)
-	l, err := mod.Launch("never_ends", Dim3{X: 2}, Dim3{X: 4}, CPULaunchOptions{}, flag)
+	l, err := mod.Launch("never_ends", cpukernel.Dim3{X: 2}, cpukernel.Dim3{X: 4}, cpukernel.LaunchOptions{}, flag)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err = l.Wait(ctx, stallLimit) // its threads leave at their next __nanosleep
-	if !errors.Is(err, ErrKernelRunning) || !strings.Contains(err.Error(), "never_ends") ||
+	if !errors.Is(err, cpukernel.ErrRunning) || !strings.Contains(err.Error(), "never_ends") ||
 		!strings.Contains(err.Error(), "__nanosleep") || !l.Ended() {
-		t.Errorf("a kernel that never ends = %v (ended %v); want ErrKernelRunning naming it and its threads' "+
+		t.Errorf("a kernel that never ends = %v (ended %v); want cpukernel.ErrRunning naming it and its threads' "+
 			"__nanosleep, and the threads gone", err, l.Ended())
 	}
 	t.Logf("a kernel that never ends: %v", err)
 
 	for _, c := range []struct {
 		kernel string
-		block  Dim3
+		block  cpukernel.Dim3
 		args   []uint64
 		want   string
 	}{
-		{"nope", Dim3{X: 1}, nil, "no kernel nope in this library (it has: "},
-		{"masks", Dim3{X: 1}, []uint64{1, 2}, "kernel masks takes 1 arguments, 2 given"},
-		{"masks", Dim3{X: 2048}, []uint64{out}, "want 1 to 1024 threads a block"},
-		{"masks", Dim3{X: -1}, []uint64{out}, "negative dimension"},
+		{"nope", cpukernel.Dim3{X: 1}, nil, "no kernel nope in this library (it has: "},
+		{"masks", cpukernel.Dim3{X: 1}, []uint64{1, 2}, "kernel masks takes 1 arguments, 2 given"},
+		{"masks", cpukernel.Dim3{X: 2048}, []uint64{out}, "want 1 to 1024 threads a block"},
+		{"masks", cpukernel.Dim3{X: -1}, []uint64{out}, "negative dimension"},
 	} {
-		if _, err := mod.Launch(c.kernel, Dim3{X: 1}, c.block, CPULaunchOptions{}, c.args...); !errors.Is(err, ErrConfig) ||
+		if _, err := mod.Launch(c.kernel, cpukernel.Dim3{X: 1}, c.block, cpukernel.LaunchOptions{}, c.args...); !errors.Is(err, cpukernel.ErrConfig) ||
 			!strings.Contains(err.Error(), c.want) {
-			t.Errorf("Launch(%s, %v, %d args) = %v; want ErrConfig saying %q", c.kernel, c.block, len(c.args), err, c.want)
+			t.Errorf("Launch(%s, %v, %d args) = %v; want cpukernel.ErrConfig saying %q", c.kernel, c.block, len(c.args), err, c.want)
 		}
 	}
-	if _, err := LoadCPUModule(filepath.Join("testdata", "cpukernels", "launcher.cu")); !errors.Is(err, ErrConfig) {
-		t.Errorf("LoadCPUModule of a source file = %v; want ErrConfig", err)
+	if _, err := cpukernel.Load(filepath.Join("testdata", "cpukernels", "launcher.cu")); !errors.Is(err, cpukernel.ErrConfig) {
+		t.Errorf("cpukernel.Load of a source file = %v; want cpukernel.ErrConfig", err)
 	}
 }

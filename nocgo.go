@@ -10,10 +10,8 @@ package megaio
 // queue itself (NewQueue, HostProducer) is plain Go and works.
 
 import (
-	"context"
 	"fmt"
 	"sync"
-	"time"
 	"unsafe"
 )
 
@@ -167,21 +165,3 @@ func (b *gdsBatch) submit(n int) error { return errNoCgo("cuFile") }
 func (b *gdsBatch) poll() (int, error) { return 0, errNoCgo("cuFile") }
 func (b *gdsBatch) cancel() error      { return nil }
 func (b *gdsBatch) destroy()           {}
-
-// CPUModule needs cgo (dlopen); LoadCPUModule says so.
-type CPUModule struct{}
-
-// CPULaunch is never made without cgo.
-type CPULaunch struct{}
-
-func LoadCPUModule(path string) (*CPUModule, error) { return nil, errNoCgo("the CPU launcher") }
-func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOptions, args ...uint64) (*CPULaunch, error) {
-	return nil, errNoCgo("the CPU launcher")
-}
-func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
-	return errNoCgo("the CPU launcher")
-}
-func (l *CPULaunch) Ended() bool { return true }
-
-// Returned reports 0: a launch is never made without cgo.
-func (l *CPULaunch) Returned() int { return 0 }

@@ -15,5 +15,5 @@ var cSources embed.FS
 // "megaio_device.cuh", or "megaio_cpu.h", which megaio_device.cuh includes
 // when a host compiler builds it for CPU threads) as this build of the
 // package speaks it, for tools that compile kernels against the exact ABI
-// of the running library (OpenKernels writes all three).
+// of the running library (kernels.Open writes all three).
 func Header(name string) ([]byte, error) { return cSources.ReadFile("include/" + name) }

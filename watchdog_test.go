@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/megaio/megaio/cpukernel"
 )
 
 // stallLimit is how long a wait in a test may see nothing move before it is
@@ -67,7 +69,7 @@ func loopMeters(l *Loop) []meter {
 }
 
 // launchMeters watch a CPU kernel's threads return.
-func launchMeters(l *CPULaunch) []meter {
+func launchMeters(l *cpukernel.Run) []meter {
 	return []meter{{"threads returned", func() uint64 { return uint64(l.Returned()) }}}
 }
 

@@ -12,7 +12,9 @@
  *         -I<megaio>/include -I<libcu++: the CUDA include dir> \
  *         kernels.cu -o kernels.so            # add -fsanitize=thread for TSan
  *
- * and launch it from Go with megaio.LoadCPUModule and CPUModule.Launch.
+ * and launch it from Go with cpukernel.Load and Module.Launch (package
+ * github.com/megaio/megaio/cpukernel), or let package kernels build and
+ * launch it.
  * Each kernel the library offers is named after its definition with
  * MEGAIO_CPU_KERNEL(name); on a GPU build that line compiles to nothing.
  *

@@ -13,7 +13,7 @@
 #include "megaio_device.cuh"
 
 struct checkpoint_args {
-	unsigned long long queue, side; /* Kernels.Attach */
+	unsigned long long queue, side; /* Program.Attach */
 	unsigned long long staging;     /* where the kernel sees the staging buffer: one region per block */
 	unsigned long long file, dest;  /* handles: the file (opened for writing), the staging buffer's destination */
 	unsigned long long region;      /* bytes a block writes a step */

@@ -24,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/kernels"
 )
 
 //go:embed checkpoint.cu
@@ -33,7 +34,7 @@ type options struct {
 	file                   string
 	region                 int
 	blocks, threads, steps int
-	target                 megaio.KernelTarget
+	target                 kernels.Target
 }
 
 func main() {
@@ -46,7 +47,7 @@ func main() {
 	target := flag.String("target", "auto", "where the kernel runs: auto (a GPU where one opens), gpu or cpu")
 	flag.Parse()
 	var err error
-	if o.target, err = megaio.ParseKernelTarget(*target); err == nil {
+	if o.target, err = kernels.ParseTarget(*target); err == nil {
 		err = run(o, os.Stdout)
 	}
 	if err != nil {
@@ -69,7 +70,7 @@ func run(o options, w io.Writer) (err error) {
 	if o.region <= 0 || o.blocks <= 0 || o.blocks > 256 || o.threads <= 0 || o.steps <= 0 {
 		return fmt.Errorf("-region, -threads and -steps must be positive, -blocks 1 to 256")
 	}
-	k, err := megaio.OpenKernels(megaio.KernelsConfig{Code: source, Name: "checkpoint", Target: o.target})
+	k, err := kernels.Open(kernels.Config{Code: source, Name: "checkpoint", Target: o.target})
 	if err != nil {
 		return err
 	}

@@ -11,14 +11,14 @@
  * the service reads, then checks the stop word the service writes.
  *
  * The same source runs on a GPU (nvcc) and on CPU threads (g++ against
- * megaio_cpu.h): megaio.OpenKernels builds it for whichever it finds.
+ * megaio_cpu.h): kernels.Open builds it for whichever it finds.
  */
 #include "megaio_device.cuh"
 
-/* The kernel's arguments, in memory the kernel reads (Kernels.Args): one
+/* The kernel's arguments, in memory the kernel reads (Program.Args): one
  * pointer instead of Launch's at most 8 words. */
 struct checksum_args {
-	unsigned long long queue, side; /* Kernels.Attach */
+	unsigned long long queue, side; /* Program.Attach */
 	unsigned long long dest_mem;    /* where the kernel sees the destination's bytes */
 	unsigned long long file, dest;  /* handles: Loop.RegisterFile, Loop.AddDestination */
 	unsigned long long file_size, chunk;

@@ -10,7 +10,7 @@
 //	go run ./examples/checksum -target cpu          # CPU threads even where there is a GPU
 //
 // What a service does, in order: build and load the kernels
-// (megaio.OpenKernels), make a queue and a loop and register the file and
+// (kernels.Open), make a queue and a loop and register the file and
 // the destination, start the loop, attach the queue for the kernels,
 // launch, watch the kernel's progress words, store the stop word, wait for
 // the kernel to end, and only then stop and close the loop: the kernel
@@ -32,6 +32,7 @@ import (
 	"unsafe"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/kernels"
 )
 
 //go:embed checksum.cu
@@ -44,7 +45,7 @@ type options struct {
 	blocks, threads int
 	passes          uint64
 	device          bool
-	target          megaio.KernelTarget
+	target          kernels.Target
 	// stall is how long the kernel may make no progress (no block
 	// finishing a pass) before the run is called stuck.
 	stall time.Duration
@@ -63,7 +64,7 @@ func main() {
 	flag.DurationVar(&o.stall, "stall", time.Minute, "how long the kernel may make no progress before the run fails")
 	flag.Parse()
 	var err error
-	if o.target, err = megaio.ParseKernelTarget(*target); err == nil {
+	if o.target, err = kernels.ParseTarget(*target); err == nil {
 		err = run(o, os.Stdout)
 	}
 	if err != nil {
@@ -88,7 +89,7 @@ func run(o options, w io.Writer) (err error) {
 	if o.chunk <= 0 || o.blocks <= 0 || o.blocks > 200 || o.threads <= 0 || o.passes == 0 {
 		return fmt.Errorf("-chunk, -threads and -passes must be positive, -blocks 1 to 200")
 	}
-	k, err := megaio.OpenKernels(megaio.KernelsConfig{Code: source, Name: "checksum", Target: o.target})
+	k, err := kernels.Open(kernels.Config{Code: source, Name: "checksum", Target: o.target})
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/kernels"
 )
 
 //go:embed warpread.cu
@@ -31,7 +32,7 @@ type options struct {
 	file            string
 	size, chunk     int
 	blocks, threads int
-	target          megaio.KernelTarget
+	target          kernels.Target
 }
 
 func main() {
@@ -44,7 +45,7 @@ func main() {
 	target := flag.String("target", "auto", "where the kernel runs: auto (a GPU where one opens), gpu or cpu")
 	flag.Parse()
 	var err error
-	if o.target, err = megaio.ParseKernelTarget(*target); err == nil {
+	if o.target, err = kernels.ParseTarget(*target); err == nil {
 		err = run(o, os.Stdout)
 	}
 	if err != nil {
@@ -58,7 +59,7 @@ func run(o options, w io.Writer) (err error) {
 		return fmt.Errorf("-size, -blocks and -threads must be positive, -chunk 1 to 1 GiB")
 	}
 	warps := o.blocks * ((o.threads + 31) / 32)
-	k, err := megaio.OpenKernels(megaio.KernelsConfig{Code: source, Name: "warpread", Target: o.target})
+	k, err := kernels.Open(kernels.Config{Code: source, Name: "warpread", Target: o.target})
 	if err != nil {
 		return err
 	}

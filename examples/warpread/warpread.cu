@@ -14,7 +14,7 @@
 #include "megaio_device.cuh"
 
 struct warpread_args {
-	unsigned long long queue, side; /* Kernels.Attach */
+	unsigned long long queue, side; /* Program.Attach */
 	unsigned long long dest_mem;    /* where the kernel sees the destination: one chunk per warp */
 	unsigned long long file, dest;  /* handles */
 	unsigned long long file_size, chunk;

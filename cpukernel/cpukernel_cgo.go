@@ -1,4 +1,6 @@
-package megaio
+//go:build cgo
+
+package cpukernel
 
 // The CPU launcher's loader (cpukernel.go has its types and what it is for).
 
@@ -77,6 +79,7 @@ import "C"
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 	"unsafe"
@@ -86,35 +89,39 @@ import (
 // package speaks.
 const cpuABI = 2
 
-// CPUModule is a library of kernels built for the CPU launcher
+// Available reports whether the launcher can run here: nil, or (built
+// without cgo) ErrCgoRequired.
+func Available() error { return nil }
+
+// Module is a library of kernels built for the CPU launcher
 // (include/megaio_cpu.h). Its kernels run on OS threads, one per CUDA
 // thread, and see memory by its host address: give them the queue's
 // Memory(), a producer side copied from Queue.DeviceProducerSide into memory
 // that stays put (not the Go heap: mmap it), and buffers' Bytes().
-type CPUModule struct {
+type Module struct {
 	lib C.struct_megaio_cpu_lib
 }
 
-// LoadCPUModule opens a library built for the CPU launcher. The library is
+// Load opens a library built for the CPU launcher. The library is
 // never unloaded: a kernel that does not end keeps running its code.
-func LoadCPUModule(path string) (*CPUModule, error) {
-	m := &CPUModule{}
+func Load(path string) (*Module, error) {
+	m := &Module{}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	var msg [512]C.char
 	switch r := C.megaio_cpu_open(&m.lib, cpath, cpuABI, &msg[0], C.size_t(len(msg))); {
 	case r == -1:
-		return nil, configError("LoadCPUModule: %s", C.GoString(&msg[0]))
+		return nil, configError("Load: %s", C.GoString(&msg[0]))
 	case r != 0:
-		return nil, configError("LoadCPUModule: %s speaks CPU launcher ABI %d, this package %d: rebuild it "+
+		return nil, configError("Load: %s speaks CPU launcher ABI %d, this package %d: rebuild it "+
 			"against this version's include/megaio_cpu.h", path, int(r), cpuABI)
 	}
 	return m, nil
 }
 
-// CPULaunch is a kernel running on CPU threads.
-type CPULaunch struct {
-	m        *CPUModule
+// Run is a kernel running on CPU threads.
+type Run struct {
+	m        *Module
 	kernel   string
 	h        unsafe.Pointer
 	mu       sync.Mutex
@@ -123,12 +130,22 @@ type CPULaunch struct {
 	returned int // threads returned, once ended (the launch is freed then)
 }
 
+func (d Dim3) c() [3]C.uint {
+	one := func(v int) C.uint {
+		if v == 0 {
+			return 1
+		}
+		return C.uint(v)
+	}
+	return [3]C.uint{one(d.X), one(d.Y), one(d.Z)}
+}
+
 // Launch starts kernel on grid x block threads (every block at once, one OS
 // thread per CUDA thread, at most 1024 a block and 16384 in all) with
 // args, each a 64-bit word (integers and pointers). It does not wait.
-func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOptions, args ...uint64) (*CPULaunch, error) {
+func (m *Module) Launch(kernel string, grid, block Dim3, opts LaunchOptions, args ...uint64) (*Run, error) {
 	if min(grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z) < 0 {
-		return nil, configError("CPUModule.Launch: grid %+v, block %+v: negative dimension", grid, block)
+		return nil, configError("Module.Launch: grid %+v, block %+v: negative dimension", grid, block)
 	}
 	ck := C.CString(kernel)
 	defer C.free(unsafe.Pointer(ck))
@@ -141,21 +158,21 @@ func (m *CPUModule) Launch(kernel string, grid, block Dim3, opts CPULaunchOption
 	var h unsafe.Pointer
 	if C.megaio_cpu_call_launch(&m.lib, ck, &g[0], &b[0], &a[0], C.int(len(args)), C.int(opts.ActiveMask), &h,
 		&msg[0], C.size_t(len(msg))) != 0 {
-		return nil, configError("CPUModule.Launch: %s", C.GoString(&msg[0]))
+		return nil, configError("Module.Launch: %s", C.GoString(&msg[0]))
 	}
-	return &CPULaunch{m: m, kernel: kernel, h: h}, nil
+	return &Run{m: m, kernel: kernel, h: h}, nil
 }
 
 // Wait waits for every thread of the launch to return. It returns nil;
-// an error matching ErrKernelAborted when a thread broke a rule of the
+// an error matching ErrAborted when a thread broke a rule of the
 // model (the message names the kernel, block, warp and lanes); or, when ctx
-// ends first, an error matching ErrKernelRunning that says what the threads
+// ends first, an error matching ErrRunning that says what the threads
 // were doing. The launch is then aborted: its threads leave at their next
 // barrier, warp operation or __nanosleep. If they do within grace, the
 // error says so and the launch is over; if not, the error says the threads
 // still run, and the memory they use must stay mapped (Ended reports
 // whether they left later).
-func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
+func (l *Run) Wait(ctx context.Context, grace time.Duration) error {
 	for {
 		step := 50 * time.Millisecond
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < step {
@@ -182,16 +199,16 @@ func (l *CPULaunch) Wait(ctx context.Context, grace time.Duration) error {
 	C.megaio_cpu_call_abort(&l.m.lib, l.h, why)
 	C.free(unsafe.Pointer(why))
 	if C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(grace), &msg[0], C.size_t(len(msg))) != 1 {
-		return l.end(errorf("%w: kernel %s did not end before %v (%s); its threads left when asked",
-			ErrKernelRunning, l.kernel, context.Cause(ctx), state))
+		return l.end(fmt.Errorf("%w: kernel %s did not end before %v (%s); its threads left when asked",
+			ErrRunning, l.kernel, context.Cause(ctx), state))
 	}
-	return errorf("%w: kernel %s did not end before %v (%s), and its threads did not leave within %v: keep "+
-		"the memory they use mapped", ErrKernelRunning, l.kernel, context.Cause(ctx), state, grace)
+	return fmt.Errorf("%w: kernel %s did not end before %v (%s), and its threads did not leave within %v: keep "+
+		"the memory they use mapped", ErrRunning, l.kernel, context.Cause(ctx), state, grace)
 }
 
 // Returned reports how many of the launch's threads have returned so far:
 // what a waiter can watch move while a long kernel ends.
-func (l *CPULaunch) Returned() int {
+func (l *Run) Returned() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended {
@@ -201,21 +218,21 @@ func (l *CPULaunch) Returned() int {
 }
 
 // waitFor waits up to d for the launch to end; when it has, it records the
-// outcome (nil, or ErrKernelAborted with the abort's message), frees the
+// outcome (nil, or ErrAborted with the abort's message), frees the
 // launch and returns true. Called with l.mu held.
-func (l *CPULaunch) waitFor(d time.Duration) bool {
+func (l *Run) waitFor(d time.Duration) bool {
 	var msg [2048]C.char
 	switch C.megaio_cpu_call_wait(&l.m.lib, l.h, C.longlong(d), &msg[0], C.size_t(len(msg))) {
 	case 0:
 		l.end(nil)
 	case 2:
-		l.end(errorf("%w: %s", ErrKernelAborted, C.GoString(&msg[0])))
+		l.end(fmt.Errorf("%w: %s", ErrAborted, C.GoString(&msg[0])))
 	}
 	return l.ended
 }
 
 // end records the launch's outcome and frees it (every thread has returned).
-func (l *CPULaunch) end(err error) error {
+func (l *Run) end(err error) error {
 	l.returned = int(C.megaio_cpu_call_returned(&l.m.lib, l.h))
 	C.megaio_cpu_call_release(&l.m.lib, l.h)
 	l.ended, l.err = true, err
@@ -223,7 +240,7 @@ func (l *CPULaunch) end(err error) error {
 }
 
 // Ended reports whether every thread of the launch has returned.
-func (l *CPULaunch) Ended() bool {
+func (l *Run) Ended() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.ended || l.waitFor(0)

@@ -1,20 +1,20 @@
-package megaio
-
-// Kernels: one .cu source of persistent kernels, built and run on a GPU
-// where one opens and on CPU threads otherwise, behind one set of calls.
-// This is the path a service takes from a kernel source to a running
-// kernel served by a loop:
+// Package kernels takes one .cu source of persistent kernels to running
+// kernels served by a megaio loop: built and run on a GPU where one opens
+// (nvcc, the CUDA driver) and on CPU threads otherwise (g++, the CPU
+// launcher of package cpukernel), behind one set of calls:
 //
-//	k, err := megaio.OpenKernels(megaio.KernelsConfig{Source: "reader.cu"})
+//	p, err := kernels.Open(kernels.Config{Source: "reader.cu"})
 //	q, _ := megaio.NewQueue(...); l, _ := megaio.NewLoop(q, ...)
-//	kq, err := k.Attach(l, q)              // the queue where the kernel sees it
-//	run, err := k.Launch("reader", megaio.Dim3{X: 8}, megaio.Dim3{X: 256}, kq.Queue, kq.Side, ...)
+//	ref, err := p.Attach(l, q)             // the queue where the kernel sees it
+//	run, err := p.Launch("reader", megaio.Dim3{X: 8}, megaio.Dim3{X: 256}, ref.Queue, ref.Side, ...)
 //	err = run.Wait(ctx)
 //
 // GPU and CPU threads differ only here: where memory lives (device memory
 // and mapped host memory, or plain host memory), how the source is built
-// (nvcc, or g++ against include/megaio_cpu.h) and how a launch is made.
-// The kernel source, the queue protocol and the loop are the same.
+// and how a launch is made. The kernel source, the queue protocol and the
+// loop are the same. The README's "Your own persistent kernel" and the
+// programs under examples/ show the whole path.
+package kernels
 
 import (
 	"context"
@@ -28,16 +28,38 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/cpukernel"
 )
 
-// KernelTarget says where Kernels run.
-type KernelTarget int
+// ErrRunning: a kernel had not ended when a wait for it did (Run.Wait).
+// It is cpukernel.ErrRunning: errors.Is matches either name.
+var ErrRunning = cpukernel.ErrRunning
+
+func configError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", megaio.ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// asConfig makes the CPU launcher's refusals match megaio.ErrConfig too,
+// as the GPU's do.
+func asConfig(err error) error {
+	if errors.Is(err, cpukernel.ErrConfig) {
+		return fmt.Errorf("%w: %w", megaio.ErrConfig, err)
+	}
+	return err
+}
+
+func closedError() error { return fmt.Errorf("%w: the kernels", megaio.ErrClosed) }
+
+// Target says where a Program runs.
+type Target int
 
 const (
-	// TargetAuto runs on GPU 0 (KernelsConfig.GPU) where it opens and the
-	// source can be built for it, else on CPU threads; Kernels.Where says
+	// TargetAuto runs on GPU 0 (Config.GPU) where it opens and the
+	// source can be built for it, else on CPU threads; Program.Where says
 	// which and why.
-	TargetAuto KernelTarget = iota
+	TargetAuto Target = iota
 	// TargetGPU runs on the GPU or fails.
 	TargetGPU
 	// TargetCPU runs on CPU threads.
@@ -46,20 +68,30 @@ const (
 
 var targetNames = []string{TargetAuto: "auto", TargetGPU: "gpu", TargetCPU: "cpu"}
 
-func (t KernelTarget) String() string { return enumName(t, targetNames, "KernelTarget") }
-
-// ParseKernelTarget parses "auto", "gpu" or "cpu".
-func ParseKernelTarget(s string) (KernelTarget, error) {
-	return parseEnum[KernelTarget](s, targetNames, "kernel target")
+func (t Target) String() string {
+	if t >= 0 && int(t) < len(targetNames) {
+		return targetNames[t]
+	}
+	return fmt.Sprintf("Target(%d)", int(t))
 }
 
-// KernelsConfig says what to build and where to run it.
-type KernelsConfig struct {
+// ParseTarget parses "auto", "gpu" or "cpu".
+func ParseTarget(s string) (Target, error) {
+	for i, n := range targetNames {
+		if s == n {
+			return Target(i), nil
+		}
+	}
+	return 0, configError("kernel target %q: want auto, gpu or cpu", s)
+}
+
+// Config says what to build and where to run it.
+type Config struct {
 	// Source is the .cu file of the kernels. It includes
-	// "megaio_device.cuh" (OpenKernels puts this version's headers on the
+	// "megaio_device.cuh" (Open puts this version's headers on the
 	// include path), declares each kernel extern "C" __global__ with only
 	// 64-bit arguments (pointers, integers), at most 8 of them (pass more
-	// through Kernels.Args), and names each with MEGAIO_CPU_KERNEL(name)
+	// through Program.Args), and names each with MEGAIO_CPU_KERNEL(name)
 	// after its definition.
 	Source string
 	// Code, when set, is the source itself (a //go:embed of the .cu file,
@@ -68,32 +100,32 @@ type KernelsConfig struct {
 	Code []byte
 	Name string
 	// GPUImage, when set, is the kernels already built for the GPU (a
-	// fatbin or cubin from nvcc): OpenKernels does not run nvcc. CPULibrary,
+	// fatbin or cubin from nvcc): Open does not run nvcc. CPULibrary,
 	// when set, is the library already built for CPU threads (the g++ line
-	// of KernelBuildCommands). Either may replace Source for its target.
+	// of BuildCommands). Either may replace Source for its target.
 	GPUImage   []byte
 	CPULibrary string
 	// Target picks where the kernels run (default TargetAuto).
-	Target KernelTarget
+	Target Target
 	// GPU is the device ordinal (default 0).
 	GPU int
 	// Dir is where the headers and built images go (default: a new
 	// temporary directory that Close removes).
 	Dir string
 	// CPUOptions tune the launches on CPU threads.
-	CPUOptions CPULaunchOptions
+	CPUOptions cpukernel.LaunchOptions
 }
 
-// Kernels is a loaded set of kernels and the memory they use: on a GPU (a
-// CUDA module, device memory) or on CPU threads (a library for the CPU
-// launcher, host memory). It is safe for concurrent use.
-type Kernels struct {
+// Program is a kernel source built and loaded, and the memory its kernels
+// use: on a GPU (a CUDA module, device memory) or on CPU threads (a library
+// for the CPU launcher, host memory). It is safe for concurrent use.
+type Program struct {
 	where  string
-	gpu    *GPU
+	gpu    *megaio.GPU
 	ownGPU bool
-	mod    *Module
-	cpu    *CPUModule
-	cpuOpt CPULaunchOptions
+	mod    *megaio.Module
+	cpu    *cpukernel.Module
+	cpuOpt cpukernel.LaunchOptions
 	dir    string
 	ownDir bool
 
@@ -101,26 +133,26 @@ type Kernels struct {
 	closed  bool
 	host    map[uint64][]byte // CPU threads: the "device memory" Alloc made, by address
 	dev     []uint64          // GPU: device memory Alloc made
-	running map[*KernelRun]bool
+	running map[*Run]bool
 }
 
-// OpenKernels builds cfg.Source for its target (or takes the images given)
+// Open builds cfg.Source for its target (or takes the images given)
 // and loads it. With TargetAuto it runs on the GPU when one opens and nvcc
 // builds the source for it, and on CPU threads otherwise; Where says which
 // and why. It fails with ErrConfig when neither can be built (the error
 // says what is missing), and with ErrNoDriver or ErrNoDevice for TargetGPU
 // without a GPU.
-func OpenKernels(cfg KernelsConfig) (*Kernels, error) {
+func Open(cfg Config) (*Program, error) {
 	if cfg.Source == "" && cfg.Code == nil && cfg.GPUImage == nil && cfg.CPULibrary == "" {
-		return nil, configError("OpenKernels: no Source, Code, GPUImage or CPULibrary")
+		return nil, configError("Open: no Source, Code, GPUImage or CPULibrary")
 	}
 	if cfg.Source != "" && cfg.Code != nil {
-		return nil, configError("OpenKernels: both Source and Code")
+		return nil, configError("Open: both Source and Code")
 	}
 	if cfg.Target < TargetAuto || cfg.Target > TargetCPU {
-		return nil, configError("OpenKernels: Target %v: want TargetAuto, TargetGPU or TargetCPU", cfg.Target)
+		return nil, configError("Open: Target %v: want TargetAuto, TargetGPU or TargetCPU", cfg.Target)
 	}
-	k := &Kernels{cpuOpt: cfg.CPUOptions, dir: cfg.Dir, host: map[uint64][]byte{}, running: map[*KernelRun]bool{}}
+	k := &Program{cpuOpt: cfg.CPUOptions, dir: cfg.Dir, host: map[uint64][]byte{}, running: map[*Run]bool{}}
 	if k.dir == "" {
 		d, err := os.MkdirTemp("", "megaio-kernels-")
 		if err != nil {
@@ -135,7 +167,7 @@ func OpenKernels(cfg KernelsConfig) (*Kernels, error) {
 		}
 		if strings.ContainsAny(name, "/\x00") {
 			k.Close()
-			return nil, configError("OpenKernels: Name %q: want a plain file name", name)
+			return nil, configError("Open: Name %q: want a plain file name", name)
 		}
 		cfg.Source = filepath.Join(k.dir, name+".cu")
 		if err := os.WriteFile(cfg.Source, cfg.Code, 0o644); err != nil {
@@ -166,8 +198,8 @@ func OpenKernels(cfg KernelsConfig) (*Kernels, error) {
 	return k, nil
 }
 
-func (k *Kernels) openGPU(cfg KernelsConfig) error {
-	g, err := OpenGPU(cfg.GPU)
+func (k *Program) openGPU(cfg Config) error {
+	g, err := megaio.OpenGPU(cfg.GPU)
 	if err != nil {
 		return err
 	}
@@ -175,7 +207,7 @@ func (k *Kernels) openGPU(cfg KernelsConfig) error {
 	if img == nil {
 		if cfg.Source == "" {
 			g.Close()
-			return configError("OpenKernels: no GPUImage and no Source to build one from")
+			return configError("Open: no GPUImage and no Source to build one from")
 		}
 		path, err := k.build(cfg.Source, true)
 		if err == nil {
@@ -196,20 +228,20 @@ func (k *Kernels) openGPU(cfg KernelsConfig) error {
 	return nil
 }
 
-func (k *Kernels) openCPU(cfg KernelsConfig) error {
+func (k *Program) openCPU(cfg Config) error {
 	lib := cfg.CPULibrary
 	if lib == "" {
 		if cfg.Source == "" {
-			return configError("OpenKernels: no CPULibrary and no Source to build one from")
+			return configError("Open: no CPULibrary and no Source to build one from")
 		}
 		var err error
 		if lib, err = k.build(cfg.Source, false); err != nil {
 			return err
 		}
 	}
-	m, err := LoadCPUModule(lib)
+	m, err := cpukernel.Load(lib)
 	if err != nil {
-		return err
+		return asConfig(err)
 	}
 	k.cpu = m
 	k.where = "CPU threads"
@@ -219,12 +251,12 @@ func (k *Kernels) openCPU(cfg KernelsConfig) error {
 // build writes this version's headers into the kernels' directory and
 // compiles src for the GPU (nvcc) or for CPU threads (g++); it returns the
 // image's path.
-func (k *Kernels) build(src string, gpu bool) (string, error) {
+func (k *Program) build(src string, gpu bool) (string, error) {
 	inc := filepath.Join(k.dir, "include")
 	if err := writeHeaders(inc); err != nil {
 		return "", err
 	}
-	cmds, err := KernelBuildCommands(src, k.dir, inc)
+	cmds, err := BuildCommands(src, k.dir, inc)
 	if err != nil {
 		return "", err
 	}
@@ -233,10 +265,10 @@ func (k *Kernels) build(src string, gpu bool) (string, error) {
 		c, out = cmds.GPU, cmds.GPUOut
 	}
 	if c == nil {
-		return "", configError("OpenKernels: %s", cmds.Missing[map[bool]string{true: "gpu", false: "cpu"}[gpu]])
+		return "", configError("Open: %s", cmds.Missing[map[bool]string{true: "gpu", false: "cpu"}[gpu]])
 	}
 	if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-		return "", configError("OpenKernels: building %s: %s: %v\n%s", src, strings.Join(c, " "), err, out)
+		return "", configError("Open: building %s: %s: %v\n%s", src, strings.Join(c, " "), err, out)
 	}
 	return out, nil
 }
@@ -247,7 +279,7 @@ func writeHeaders(dir string) error {
 		return err
 	}
 	for _, name := range []string{"megaio.h", "megaio_device.cuh", "megaio_cpu.h"} {
-		b, err := Header(name)
+		b, err := megaio.Header(name)
 		if err == nil {
 			err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
 		}
@@ -258,19 +290,19 @@ func writeHeaders(dir string) error {
 	return nil
 }
 
-// KernelCommands are the command lines that build a kernel source: GPU for
+// Commands are the command lines that build a kernel source: GPU for
 // the GPU (nil where no nvcc was found), CPU for CPU threads (nil where no
 // C++ compiler or libcu++ was found), each writing the file GPUOut or
 // CPUOut; Missing says why one is nil, by "gpu" and "cpu".
-type KernelCommands struct {
+type Commands struct {
 	GPU, CPU       []string
 	GPUOut, CPUOut string
 	Missing        map[string]string
 }
 
-// KernelBuildCommands returns the nvcc and g++ command lines that build
+// BuildCommands returns the nvcc and g++ command lines that build
 // src into outDir, with include (a directory holding megaio.h,
-// megaio_device.cuh and megaio_cpu.h: see Header) on the include path:
+// megaio_device.cuh and megaio_cpu.h: see megaio.Header) on the include path:
 //
 //	nvcc -fatbin -arch=native -std=c++17 -O3 -I include -o out/NAME.fatbin SRC
 //	g++ -std=c++17 -O2 -fPIC -shared -pthread -x c++ -I include -I LIBCUXX -o out/NAME.so SRC
@@ -281,12 +313,12 @@ type KernelCommands struct {
 // include (or include/cccl) directory under $CUDA_HOME, /usr/local/cuda or
 // /usr (Debian's libcu++-dev). The compilers: $MEGAIO_NVCC or nvcc (on
 // PATH, under $CUDA_HOME/bin or /usr/local/cuda/bin), $MEGAIO_CXX or g++.
-func KernelBuildCommands(src, outDir, include string) (KernelCommands, error) {
+func BuildCommands(src, outDir, include string) (Commands, error) {
 	if src == "" || outDir == "" || include == "" {
-		return KernelCommands{}, configError("KernelBuildCommands: src, outDir and include are all needed")
+		return Commands{}, configError("BuildCommands: src, outDir and include are all needed")
 	}
 	name := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
-	c := KernelCommands{Missing: map[string]string{}, GPUOut: filepath.Join(outDir, name+".fatbin"),
+	c := Commands{Missing: map[string]string{}, GPUOut: filepath.Join(outDir, name+".fatbin"),
 		CPUOut: filepath.Join(outDir, name+".so")}
 	if nvcc := findNVCC(); nvcc != "" {
 		c.GPU = []string{nvcc, "-fatbin", "-arch=native", "-std=c++17", "-O3", "-I", include, "-o", c.GPUOut, src}
@@ -298,8 +330,10 @@ func KernelBuildCommands(src, outDir, include string) (KernelCommands, error) {
 		cxx = "g++"
 	}
 	cxxPath, err := exec.LookPath(cxx)
-	libcuxx := LibcuxxInclude()
+	libcuxx := cpukernel.LibcuxxInclude()
 	switch {
+	case cpukernel.Available() != nil:
+		c.Missing["cpu"] = cpukernel.Available().Error()
 	case err != nil:
 		c.Missing["cpu"] = fmt.Sprintf("no C++ compiler (%s: %v); install g++", cxx, err)
 	case libcuxx == "":
@@ -330,42 +364,20 @@ func findNVCC() string {
 	return ""
 }
 
-// LibcuxxInclude is a directory holding libcu++'s cuda/atomic, which
-// megaio_device.cuh includes: $MEGAIO_LIBCUXX, else include (or
-// include/cccl, as CUDA 13 has it) under $CUDA_HOME, /usr/local/cuda or
-// /usr; "" where there is none.
-func LibcuxxInclude() string {
-	var dirs []string
-	if d := os.Getenv("MEGAIO_LIBCUXX"); d != "" {
-		dirs = append(dirs, d)
-	}
-	for _, root := range []string{os.Getenv("CUDA_HOME"), "/usr/local/cuda", "/usr"} {
-		if root != "" {
-			dirs = append(dirs, filepath.Join(root, "include"), filepath.Join(root, "include", "cccl"))
-		}
-	}
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "cuda", "atomic")); err == nil {
-			return d
-		}
-	}
-	return ""
-}
-
 // Where says where the kernels run: "GPU 0 (NAME)", or "CPU threads" and,
 // under TargetAuto, why not on a GPU.
-func (k *Kernels) Where() string { return k.where }
+func (k *Program) Where() string { return k.where }
 
 // OnGPU reports whether the kernels run on a GPU.
-func (k *Kernels) OnGPU() bool { return k.gpu != nil }
+func (k *Program) OnGPU() bool { return k.gpu != nil }
 
 // GPU is the GPU the kernels run on, or nil on CPU threads (for
-// Loop.NewDeviceBuffer and the like).
-func (k *Kernels) GPU() *GPU { return k.gpu }
+// megaio.Loop.NewDeviceBuffer and the like).
+func (k *Program) GPU() *megaio.GPU { return k.gpu }
 
-// KernelQueue is where the kernels see a queue: pass Queue and Side to
+// QueueRef is where the kernels see a queue: pass Queue and Side to
 // megaio_dev_attach.
-type KernelQueue struct {
+type QueueRef struct {
 	Queue uint64 // the queue's memory (header, slots, completions)
 	Side  uint64 // the producer side, in the kernels' own memory
 }
@@ -374,23 +386,22 @@ type KernelQueue struct {
 // maps the loop's queues and buffers (Loop.MapForGPU, unless already
 // mapped for this GPU); on both it copies q's producer side into the
 // kernels' memory. Buffers are then at BufferAddress.
-func (k *Kernels) Attach(l *Loop, q *Queue) (KernelQueue, error) {
+func (k *Program) Attach(l *megaio.Loop, q *megaio.Queue) (QueueRef, error) {
 	if l == nil || q == nil {
-		return KernelQueue{}, configError("Kernels.Attach: nil loop or queue")
+		return QueueRef{}, configError("Program.Attach: nil loop or queue")
 	}
-	var kq KernelQueue
+	var kq QueueRef
 	if k.gpu != nil {
-		if _, err := l.MapForGPU(k.gpu); err != nil && !errors.Is(err, ErrInUse) {
+		if _, err := l.MapForGPU(k.gpu); err != nil && !errors.Is(err, megaio.ErrInUse) {
 			return kq, err
 		}
 		if kq.Queue = l.QueueAddress(q); kq.Queue == 0 {
-			return kq, errorf("%w: Kernels.Attach: the loop is mapped for another GPU, or does not serve the queue",
-				ErrConfig)
+			return kq, configError("Program.Attach: the loop is mapped for another GPU, or does not serve the queue")
 		}
 	} else {
 		mem := q.Memory()
 		if len(mem) == 0 {
-			return kq, errorf("%w: Kernels.Attach: the queue", ErrClosed)
+			return kq, fmt.Errorf("%w: Program.Attach: the queue", megaio.ErrClosed)
 		}
 		kq.Queue = uint64(uintptr(unsafe.Pointer(&mem[0])))
 	}
@@ -404,7 +415,7 @@ func (k *Kernels) Attach(l *Loop, q *Queue) (KernelQueue, error) {
 
 // BufferAddress is where the kernels see buffer b of an attached loop (0
 // before Attach on a GPU).
-func (k *Kernels) BufferAddress(b *Buffer) uint64 {
+func (k *Program) BufferAddress(b *megaio.Buffer) uint64 {
 	if b == nil {
 		return 0
 	}
@@ -419,14 +430,14 @@ func (k *Kernels) BufferAddress(b *Buffer) uint64 {
 
 // Alloc is n zeroed bytes of the kernels' own memory (device memory on a
 // GPU), freed by Close.
-func (k *Kernels) Alloc(n int) (uint64, error) {
+func (k *Program) Alloc(n int) (uint64, error) {
 	if n <= 0 {
-		return 0, configError("Kernels.Alloc(%d): want a positive size", n)
+		return 0, configError("Program.Alloc(%d): want a positive size", n)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
-		return 0, errorf("%w: the kernels", ErrClosed)
+		return 0, closedError()
 	}
 	if k.gpu != nil {
 		p, err := k.gpu.Alloc(n)
@@ -440,7 +451,8 @@ func (k *Kernels) Alloc(n int) (uint64, error) {
 		k.dev = append(k.dev, p)
 		return p, nil
 	}
-	b, err := mapAnonymous(n, false) // never the Go heap: the kernels' threads keep the address
+	// Never the Go heap: the kernels' threads keep the address.
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return 0, err
 	}
@@ -450,26 +462,26 @@ func (k *Kernels) Alloc(n int) (uint64, error) {
 }
 
 // hostRange is the host memory of [p, p+n) Alloc made, on CPU threads.
-func (k *Kernels) hostRange(p uint64, n int) ([]byte, error) {
+func (k *Program) hostRange(p uint64, n int) ([]byte, error) {
 	for base, b := range k.host {
 		if p >= base && p+uint64(n) <= base+uint64(len(b)) {
 			return b[p-base : p-base+uint64(n)], nil
 		}
 	}
-	return nil, configError("Kernels: [%#x, +%d) is not memory Alloc made", p, n)
+	return nil, configError("Program: [%#x, +%d) is not memory Alloc made", p, n)
 }
 
 // CopyIn copies src to the kernels' memory at dst.
-func (k *Kernels) CopyIn(dst uint64, src []byte) error { return k.copy(dst, src, true) }
+func (k *Program) CopyIn(dst uint64, src []byte) error { return k.copy(dst, src, true) }
 
 // CopyOut copies len(dst) bytes of the kernels' memory at src into dst. On
 // CPU threads it reads memory the threads may be writing: read what a
 // kernel wrote after it ended, or words it publishes with atomics.
-func (k *Kernels) CopyOut(dst []byte, src uint64) error { return k.copy(src, dst, false) }
+func (k *Program) CopyOut(dst []byte, src uint64) error { return k.copy(src, dst, false) }
 
 // copy moves len(b) bytes between b and the kernels' memory at p: into it
 // (in) or out of it.
-func (k *Kernels) copy(p uint64, b []byte, in bool) error {
+func (k *Program) copy(p uint64, b []byte, in bool) error {
 	if len(b) == 0 {
 		return nil
 	}
@@ -477,7 +489,7 @@ func (k *Kernels) copy(p uint64, b []byte, in bool) error {
 	defer k.mu.Unlock()
 	switch {
 	case k.closed:
-		return errorf("%w: the kernels", ErrClosed)
+		return closedError()
 	case k.gpu != nil && in:
 		return k.gpu.CopyToDevice(p, b)
 	case k.gpu != nil:
@@ -502,7 +514,7 @@ func (k *Kernels) copy(p uint64, b []byte, in bool) error {
 //
 //	struct reader_args { unsigned long long queue, side, buf, file_dest, size, chunk, out, errors, stop; };
 //	extern "C" __global__ void reader(unsigned long long args) { const reader_args a = *(const reader_args *)args; ... }
-func (k *Kernels) Args(words ...uint64) (uint64, error) {
+func (k *Program) Args(words ...uint64) (uint64, error) {
 	b := make([]byte, 8*len(words))
 	for i, w := range words {
 		*(*uint64)(unsafe.Pointer(&b[8*i])) = w // little-endian on every target megaio runs on
@@ -514,9 +526,9 @@ func (k *Kernels) Args(words ...uint64) (uint64, error) {
 	return p, err
 }
 
-// KernelRun is one launch of a kernel.
-type KernelRun struct {
-	k      *Kernels
+// Run is one launch of a kernel.
+type Run struct {
+	k      *Program
 	kernel string
 	done   chan struct{}
 	err    error
@@ -526,16 +538,16 @@ type KernelRun struct {
 // each 64 bits (pointers, integers); it does not wait. On a GPU it runs on
 // a non-blocking stream of its own, never the legacy default stream; on
 // CPU threads every block runs at once, one OS thread per CUDA thread.
-func (k *Kernels) Launch(kernel string, grid, block Dim3, args ...uint64) (*KernelRun, error) {
+func (k *Program) Launch(kernel string, grid, block megaio.Dim3, args ...uint64) (*Run, error) {
 	if len(args) > 8 {
-		return nil, configError("Kernels.Launch: %d arguments; at most 8 (pass more through Kernels.Args)", len(args))
+		return nil, configError("Program.Launch: %d arguments; at most 8 (pass more through Program.Args)", len(args))
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
-		return nil, errorf("%w: the kernels", ErrClosed)
+		return nil, closedError()
 	}
-	r := &KernelRun{k: k, kernel: kernel, done: make(chan struct{})}
+	r := &Run{k: k, kernel: kernel, done: make(chan struct{})}
 	var wait func() error
 	if k.gpu != nil {
 		s, err := k.gpu.NewStream()
@@ -548,9 +560,9 @@ func (k *Kernels) Launch(kernel string, grid, block Dim3, args ...uint64) (*Kern
 		}
 		wait = func() error { return errors.Join(s.Synchronize(), s.Close()) }
 	} else {
-		l, err := k.cpu.Launch(kernel, grid, block, k.cpuOpt, args...)
+		l, err := k.cpu.Launch(kernel, cpukernel.Dim3(grid), cpukernel.Dim3(block), k.cpuOpt, args...)
 		if err != nil {
-			return nil, err
+			return nil, asConfig(err)
 		}
 		wait = func() error { return l.Wait(context.Background(), 0) }
 	}
@@ -566,24 +578,24 @@ func (k *Kernels) Launch(kernel string, grid, block Dim3, args ...uint64) (*Kern
 }
 
 // Wait waits until the kernel has ended and returns its error (nil; a CUDA
-// error; ErrKernelAborted on CPU threads for a broken rule of the GPU's
-// model). When ctx ends first it returns an error matching
-// ErrKernelRunning and ctx.Err(), and the kernel goes on: a kernel cannot
+// error; cpukernel.ErrAborted on CPU threads for a broken rule of the
+// GPU's model). When ctx ends first it returns an error matching
+// ErrRunning and ctx.Err(), and the kernel goes on: a kernel cannot
 // be stopped from outside on a GPU, so a persistent kernel is told to stop
 // (a word in mapped memory it polls, as the examples do) and waited for
 // again. Until it has ended, keep the loop, its queues and buffers, and
 // the kernels open: it uses them.
-func (r *KernelRun) Wait(ctx context.Context) error {
+func (r *Run) Wait(ctx context.Context) error {
 	select {
 	case <-r.done:
 		return r.err
 	case <-ctx.Done():
-		return errorf("%w: kernel %s on %s: %w", ErrKernelRunning, r.kernel, r.k.where, ctx.Err())
+		return fmt.Errorf("%w: kernel %s on %s: %w", ErrRunning, r.kernel, r.k.where, ctx.Err())
 	}
 }
 
 // Ended reports whether the kernel has ended.
-func (r *KernelRun) Ended() bool {
+func (r *Run) Ended() bool {
 	select {
 	case <-r.done:
 		return true
@@ -593,16 +605,16 @@ func (r *KernelRun) Ended() bool {
 }
 
 // Close frees the kernels' memory and unloads them (and releases the GPU
-// OpenKernels opened: close the loops mapped for it first). It refuses
+// Open opened: close the loops mapped for it first). It refuses
 // with ErrInUse while a launch is running.
-func (k *Kernels) Close() error {
+func (k *Program) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
 		return nil
 	}
 	if n := len(k.running); n > 0 {
-		return errorf("%w: %d kernel launch(es) still running; wait for them first", ErrInUse, n)
+		return fmt.Errorf("%w: %d kernel launch(es) still running; wait for them first", megaio.ErrInUse, n)
 	}
 	var errs []error
 	if k.gpu != nil {

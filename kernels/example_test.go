@@ -1,4 +1,4 @@
-package megaio_test
+package kernels_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/megaio/megaio"
+	"github.com/megaio/megaio/kernels"
 )
 
 // helloKernel: every thread of the grid READs 16 bytes of the file at its
@@ -37,12 +38,12 @@ extern "C" __global__ void hello(unsigned long long queue, unsigned long long si
 MEGAIO_CPU_KERNEL(hello);
 `
 
-// ExampleOpenKernels: a kernel source built and launched on a GPU where
-// one opens, else on CPU threads (TestExampleOpenKernels runs it there). Its
+// ExampleOpen: a kernel source built and launched on a GPU where
+// one opens, else on CPU threads (TestExampleOpen runs it there). Its
 // 64 threads each READ 16 bytes of a file through the loop; the host checks
 // the bytes once the kernel has ended. examples/ has whole programs.
-func ExampleOpenKernels() {
-	k, err := megaio.OpenKernels(megaio.KernelsConfig{Code: []byte(helloKernel), Name: "hello"})
+func ExampleOpen() {
+	k, err := kernels.Open(kernels.Config{Code: []byte(helloKernel), Name: "hello"})
 	if err != nil {
 		log.Fatal(err) // no GPU and no g++ or libcu++: the error says what is missing
 	}
@@ -94,14 +95,14 @@ func ExampleOpenKernels() {
 	fmt.Printf("%d of 64 threads read their 16 bytes\n", ok)
 }
 
-// TestExampleOpenKernels runs ExampleOpenKernels on CPU threads (go test
+// TestExampleOpen runs ExampleOpen on CPU threads (go test
 // runs an example only with an Output comment, which this one cannot have:
 // without a GPU and g++ it cannot run).
-func TestExampleOpenKernels(t *testing.T) {
+func TestExampleOpen(t *testing.T) {
 	dir := t.TempDir()
-	if cmds, _ := megaio.KernelBuildCommands("k.cu", dir, dir); cmds.CPU == nil {
+	if cmds, _ := kernels.BuildCommands("k.cu", dir, dir); cmds.CPU == nil {
 		if os.Getenv("MEGAIO_REQUIRE_CPU_KERNELS") != "" {
-			t.Fatalf("ExampleOpenKernels cannot run on CPU threads: %s", cmds.Missing["cpu"])
+			t.Fatalf("ExampleOpen cannot run on CPU threads: %s", cmds.Missing["cpu"])
 		}
 		t.Skipf("skipping: %s", cmds.Missing["cpu"])
 	}
@@ -111,11 +112,11 @@ func TestExampleOpenKernels(t *testing.T) {
 	}
 	stdout := os.Stdout
 	os.Stdout = w
-	ExampleOpenKernels()
+	ExampleOpen()
 	os.Stdout = stdout
 	w.Close()
 	out, _ := io.ReadAll(r)
 	if got, want := string(out), "64 of 64 threads read their 16 bytes\n"; got != want {
-		t.Fatalf("ExampleOpenKernels printed %q, want %q", got, want)
+		t.Fatalf("ExampleOpen printed %q, want %q", got, want)
 	}
 }
