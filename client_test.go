@@ -26,7 +26,7 @@ import (
 // are split at test sizes.
 func newTestClient(t *testing.T, be BackendKind) *Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{Loop: Config{Backend: be}, TaskSize: 16 << 10})
+	c, err := NewClient(ClientConfig{Loop: Config{Backend: be, StopGrace: testStopGrace}, TaskSize: 16 << 10})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}

@@ -720,9 +720,19 @@ func testZeroAllocs(t *testing.T, be BackendKind) {
 		}
 	}
 	run()
-	if allocs := testing.AllocsPerRun(5, run); allocs >= 1 {
-		t.Errorf("%.1f allocations per 1000 requests, want 0", allocs)
+	// A request that allocated would cost 1000 allocations a run, every
+	// run. The runtime's own (a waiting goroutine's sudog cache refilled,
+	// more often when a loaded machine makes waits long) cost one now and
+	// then: the best of three measurements is the steady state's.
+	var tries []float64
+	for range 3 {
+		allocs := testing.AllocsPerRun(5, run)
+		if allocs < 1 {
+			return
+		}
+		tries = append(tries, allocs)
 	}
+	t.Errorf("%v allocations per 1000 requests in three measurements, want 0", tries)
 }
 
 func TestBackoff(t *testing.T) {

@@ -129,7 +129,7 @@ func TestStopDeadlineUninterruptible(t *testing.T) {
 	gate := make(chan struct{})
 	slow := &faultFile{data: data, eioFrom: -1, gate: gate, deaf: true, reads: make(chan struct{}, 1)}
 	paths := faultFS(t, map[string]*faultFile{"slow": slow}) // its cleanup opens the gate
-	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: BackendPool}, 1<<20)
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{Backend: BackendPool, StopGrace: defaultStopGrace}, 1<<20)
 	fh := h.register(paths["slow"], os.O_RDONLY)
 	tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 4096})
 	if err != nil {
@@ -180,7 +180,7 @@ func TestStopDeepDeviceQueue(t *testing.T) {
 		for _, c := range []struct {
 			name  string
 			grace time.Duration
-		}{{"default-grace", 0}, {"no-grace", -1}} {
+		}{{"default-grace", defaultStopGrace}, {"no-grace", -1}} {
 			t.Run(c.name, func(t *testing.T) { testStopDeepDeviceQueue(t, be, c.grace) })
 		}
 	})
