@@ -1,9 +1,9 @@
 package megaio
 
-// Admission: what happens to a request between its claim (queues.go) and
+// Admission: what happens to a request between its claim (multiqueue.go) and
 // the batch (dispatch, loop.go). A request goes one way: admit reads its
 // op's row (ops.go), checks it against the tables (checkRange, checkFile,
-// below), hands device-memory requests to the device engine (devio.go, which
+// below), hands device-memory requests to the device engine (devengine.go, which
 // answers only through engineHost), takes a record and queues it for
 // dispatch; a request that fails a check completes here, with its errno.
 
@@ -40,7 +40,7 @@ func (cy *cycle) admit(s *served, t uint64, req *requestSlot, now int64) {
 			res = e
 			break
 		}
-		if d.dev != nil { // device memory: the device engine's (devio.go)
+		if d.dev != nil { // device memory: the device engine's (devengine.go)
 			p, e := cy.dev.plan(req, d)
 			if e != 0 {
 				res = e

@@ -6,7 +6,7 @@ package megaio
 // same paths through the backends (backend.cancel: IORING_OP_ASYNC_CANCEL,
 // or the pool's per-job cancel and signal).
 //
-// A request is in one of four places while the loop holds it, and each has
+// A request is in one of five places while the loop holds it, and each has
 // its way out:
 //
 //	unclaimed: not yet the loop's to end; cancelRequest reports it not

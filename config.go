@@ -28,7 +28,7 @@ type Config struct {
 	// PoolWorkers is the pool backend's thread count (default 16).
 	PoolWorkers int
 	// Device tunes device destinations: GPUDirect Storage or the bounce
-	// path (device.go).
+	// path (devicebuffer.go).
 	Device DeviceConfig
 	// InlineMax is the longest READ from a memory-backed file (tmpfs
 	// without swap, ramfs, hugetlbfs) that the loop copies itself, with

@@ -24,7 +24,7 @@ type Buffer struct {
 	mem      []byte
 	index    uint16
 	devPtr   uint64 // device address, once the loop is mapped for a GPU
-	internal bool   // the loop's own staging memory (devio.go): never a destination
+	internal bool   // the loop's own staging memory (devengine.go): never a destination
 }
 
 // DevicePointer is the buffer's address on the GPU the loop is mapped for
@@ -62,7 +62,7 @@ type destination struct {
 	addr   uint64 // address of the destination's first byte (a device address for dev)
 	length uint64
 	valid  bool
-	dev    *DeviceBuffer // a device destination (device.go), or nil
+	dev    *DeviceBuffer // a device destination (devicebuffer.go), or nil
 }
 
 // addDest puts d in the first free slot and returns its handle.

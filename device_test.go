@@ -11,7 +11,7 @@ import (
 
 // The device paths' planning and policy, tested without CUDA: how requests
 // are cut into pieces, which path each piece takes, the staging pool's
-// accounting and the configuration checks. devio_test.go runs the paths
+// accounting and the configuration checks. devengine_test.go runs the paths
 // themselves, on a GPU or on the stand-in driver.
 
 // checkPlan cuts [off, end) with nextPiece and checks the pieces tile it
@@ -126,7 +126,8 @@ func TestRequestPlan(t *testing.T) {
 	} {
 		name := fmt.Sprintf("%v buf=%v file=%v direct=%v write=%v [%d,+%d)", c.mode, c.bufGDS, c.fileGDS, c.direct,
 			c.write, c.off, c.n)
-		p, errno := requestPlan(c.mode, c.bufGDS, c.fileGDS, c.direct, c.write, c.off, c.n, cfg)
+		p, errno := requestPlan(planRequest{mode: c.mode, bufGDS: c.bufGDS, fileGDS: c.fileGDS, direct: c.direct,
+			write: c.write, off: c.off, length: c.n}, cfg)
 		if errno != -int64(c.wantErr) {
 			t.Errorf("%s: errno %d, want %d", name, errno, -int64(c.wantErr))
 			continue
@@ -147,7 +148,7 @@ func TestRequestPlan(t *testing.T) {
 		n       uint64
 		wantGDS bool
 	}{{DevicePathAuto, 8192, false}, {DevicePathAuto, 64 << 10, true}, {DevicePathGDS, 8192, true}} {
-		if p, errno := requestPlan(c.mode, true, true, true, false, 0, c.n, cfg); errno != 0 || p.gds != c.wantGDS {
+		if p, errno := requestPlan(planRequest{mode: c.mode, bufGDS: true, fileGDS: true, direct: true, length: c.n}, cfg); errno != 0 || p.gds != c.wantGDS {
 			t.Errorf("threshold 64 KiB, %v, %d bytes: gds %v (errno %d), want %v", c.mode, c.n, p.gds, errno, c.wantGDS)
 		}
 	}

@@ -48,7 +48,7 @@
 // The cycle (loop.go) is: drain completions, claim new requests, dispatch
 // them, flush the batch to the kernel in one cgo call, and wait - a bounded
 // wait while IO is in flight, a spin-then-sleep backoff when idle. A loop
-// may serve several queues (queues.go); the device engine (devio.go)
+// may serve several queues (multiqueue.go); the device engine (devengine.go)
 // serves destinations in GPU memory as a guest of the cycle.
 //
 // # Vocabulary

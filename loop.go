@@ -24,7 +24,7 @@ const commandQueue = 16
 // fuseLaneWorkers is the most workers of the FUSE lane's pool (fuseLane).
 const fuseLaneWorkers = 4
 
-// Loop serves one or more queues (AddQueue, queues.go): one goroutine
+// Loop serves one or more queues (AddQueue, multiqueue.go): one goroutine
 // locked to its OS thread owns the io_uring, the registered files and
 // buffers, and runs the cycle. Methods may be called from any goroutine.
 type Loop struct {
@@ -61,11 +61,11 @@ type Loop struct {
 type cycle struct {
 	l *Loop // the handle: configuration, lifecycle flags, published counters
 
-	qs           []*served // the queues served, in claim order (queues.go)
+	qs           []*served // the queues served, in claim order (multiqueue.go)
 	lanes        [2]lane   // the backend, and the pool for FUSE files on io_uring (see fuseLane)
 	tab          tables
 	gpu          *GPU       // set by MapForGPU
-	dev          *devEngine // device destinations (devio.go), from the first device buffer
+	dev          *devEngine // device destinations (devengine.go), from the first device buffer
 	recs         []record
 	free         []uint32     // free record indices
 	cancels      []uint32     // records asked to end early (cancelStep)
@@ -132,7 +132,7 @@ type record struct {
 	op        Op
 	lane      uint8
 	live      bool      // taken and not yet completed
-	dev       bool      // the device engine's (devio.go): not cancelled one by one
+	dev       bool      // the device engine's (devengine.go): not cancelled one by one
 	cancel    cancelled // asked to end early (cancelRequest)
 }
 
@@ -283,7 +283,7 @@ func (l *Loop) thread(cy *cycle, open func() (backend, BackendInfo, error), read
 }
 
 // serve runs the cycle until Stop completes. The whole cycle is here; the
-// steps live in the functions below and in queues.go (claiming, round the
+// steps live in the functions below and in multiqueue.go (claiming, round the
 // queues), admit.go (a request's checks and its record), ops.go (what each
 // op is), cancel.go, fence.go, backoff.go and the backend.
 func (cy *cycle) serve() {
@@ -297,7 +297,7 @@ func (cy *cycle) serve() {
 		if len(cy.cancels) > 0 {
 			cy.cancelStep() // requests asked to end early (cancel.go)
 		}
-		advanced := cy.dev.poll() // the device engine (devio.go): finished copies and GDS IOs
+		advanced := cy.dev.poll() // the device engine (devengine.go): finished copies and GDS IOs
 		cy.dev.issue()            // and its queued requests -> staged IOs, copies, GDS batches
 		if cy.l.stopReq.Load() && cy.stopStep() {
 			return
@@ -700,7 +700,7 @@ func engineIO(userData uint64) (uint32, bool) {
 	return uint32(userData &^ devTag), userData&devTag != 0
 }
 
-// The loop's side of the device engine's seam (engineHost, devio.go).
+// The loop's side of the device engine's seam (engineHost, devengine.go).
 
 func (cy *cycle) queueIO(lane uint8, s sqe) {
 	ln := &cy.lanes[lane]

@@ -4,7 +4,7 @@ package megaio
 
 // Built without cgo (CGO_ENABLED=0, or no C compiler), megaio has no
 // io_uring, no worker pool and no CUDA: this file stands in for the four
-// files that call C (uring_cgo.go, pool.go, cuda_cgo.go, cufile_cgo.go),
+// files that call C (uring_cgo.go, pool_cgo.go, cuda_cgo.go, cufile_cgo.go),
 // so that a program importing megaio still compiles, and every constructor
 // that needs C (NewLoop, NewClient, OpenGPU) returns ErrCgoRequired. The
 // queue itself (NewQueue, HostProducer) is plain Go and works.

@@ -8,11 +8,10 @@ import (
 
 // The ops, one row each: everything the loop, the device engine and the
 // backends know of an op that is not in its own case of admit. Adding an op
-// is a row here, its number in include/megaio.h's enum (and Op's constants
-// in queue.go), and, if a backend runs it, an sqe op with its lines in
-// csrc/uring_shim.c and csrc/pool_shim.c. A number with no row is refused
-// with -EINVAL by admit, and the shims refuse an sqe op they do not know
-// with -EINVAL too (TestUnknownOps).
+// is a row here and a few lines in other files, C and the header included:
+// docs/ARCHITECTURE.md, "Adding an op", lists every one. A number with no
+// row is refused with -EINVAL by admit, and the shims refuse an sqe op they
+// do not know with -EINVAL too (TestUnknownOps).
 
 // opKind is how admit handles an op.
 type opKind uint8
@@ -71,7 +70,7 @@ func (o Op) String() string {
 }
 
 // A transfer's life, the same for a host record (loop.go's reaped) and a
-// device request's pieces (devio.go): an IO that moved some bytes but not
+// device request's pieces (devengine.go): an IO that moved some bytes but not
 // all goes on from where it stopped (continues); once it ends, its result
 // is transferResult. Host records and device pieces keep their own
 // bookkeeping (a record's next file offset and address; a piece's staging

@@ -47,7 +47,7 @@ type QueueStats struct {
 	// MaxOvertaken is the most records that went to other queues in a
 	// row while this queue had a request waiting for one: at most the
 	// number of queues less one, however hard the others flood
-	// (queues.go), unless a FENCE of another queue retired meanwhile and
+	// (multiqueue.go), unless a FENCE of another queue retired meanwhile and
 	// freed its own.
 	MaxOvertaken uint64
 	Latency      Histogram // claim to completion
@@ -178,7 +178,7 @@ type counters struct {
 	dev          devCounters // the device engine's, copied in before each publication
 }
 
-// devCounters are the device engine's (devio.go), touched only by the
+// devCounters are the device engine's (devengine.go), touched only by the
 // loop's thread.
 type devCounters struct {
 	gdsReqs, splitReqs, bounceReqs uint64

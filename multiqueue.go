@@ -176,13 +176,13 @@ func (cy *cycle) setState(state uint32) {
 const claimBatch = 256
 
 // minClaimBudget is the least a queue may claim in one cycle however many
-// queues share claimBatch (queues.go), so a busy queue does not pay a
+// queues share claimBatch, so a busy queue does not pay a
 // cycle for each handful.
 const minClaimBudget = 16
 
 // claim takes newly published requests from every queue, round the queues
 // from a different one each cycle and at most claimBudget from each, so no
-// queue starves another (queues.go). It returns how many it claimed.
+// queue starves another. It returns how many it claimed.
 func (cy *cycle) claim() int {
 	if cy.phase == phaseServing && cy.l.stopReq.Load() {
 		cy.phase = phaseStopping // so a request published after Stop began is cancelled

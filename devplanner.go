@@ -9,7 +9,7 @@ import "golang.org/x/sys/unix"
 // A buffer's path is decided once (chooseBufferPath, when it is
 // registered); each request's plan at its claim (devEngine.plan ->
 // requestPlan); its pieces as the engine issues them (nextPiece). The
-// engine (devio.go) carries the plan out; device.go holds the public types.
+// engine (devengine.go) carries the plan out; devicebuffer.go holds the public types.
 
 // chooseBufferPath decides a buffer's path from the configured mode and
 // what cuFile answered (gdsErr: nil when cuFile registered the buffer). It
@@ -35,6 +35,17 @@ type planParams struct {
 	gdsMax uint64 // largest GDS IO (a multiple of align)
 }
 
+// planRequest is what requestPlan decides from: the request and what
+// serves its file and its buffer.
+type planRequest struct {
+	mode        DevicePath // the loop's Device.Path
+	bufGDS      bool       // the buffer is registered with cuFile (its path is GDS)
+	fileGDS     bool       // the file has a cuFile handle
+	direct      bool       // the file is O_DIRECT
+	write       bool       // a WRITE (bytes flow to the file)
+	off, length uint64     // the file range
+}
+
 // requestPlan decides how a READ or WRITE of [off, off+length) to a device
 // destination is served, or returns the negative errno that completes it:
 //   - a WRITE to an O_DIRECT file must be 4 KiB aligned in offset and
@@ -42,17 +53,17 @@ type planParams struct {
 //     read-modify-write of blocks other writers may be changing);
 //   - with DevicePathGDS, a file or buffer GDS does not serve is
 //     -EOPNOTSUPP.
-func requestPlan(mode DevicePath, bufGDS, fileGDS, direct, write bool, off, length uint64, cfg DeviceConfig) (planParams, int64) {
+func requestPlan(r planRequest, cfg DeviceConfig) (planParams, int64) {
 	p := planParams{align: 1, chunk: uint64(cfg.ChunkSize), gdsMax: uint64(cfg.GDSMaxIO)}
-	if direct {
+	if r.direct {
 		p.align = gdsAlign
 	}
-	if write && direct && (off%gdsAlign != 0 || length%gdsAlign != 0) {
+	if r.write && r.direct && (r.off%gdsAlign != 0 || r.length%gdsAlign != 0) {
 		return p, -int64(unix.EINVAL)
 	}
-	p.gds = bufGDS && fileGDS && direct && mode != DevicePathBounce &&
-		(mode == DevicePathGDS || length >= uint64(cfg.GDSThreshold))
-	if mode == DevicePathGDS && !p.gds {
+	p.gds = r.bufGDS && r.fileGDS && r.direct && r.mode != DevicePathBounce &&
+		(r.mode == DevicePathGDS || r.length >= uint64(cfg.GDSThreshold))
+	if r.mode == DevicePathGDS && !p.gds {
 		return p, -int64(unix.EOPNOTSUPP)
 	}
 	return p, 0
@@ -100,6 +111,6 @@ func (e *devEngine) plan(req *requestSlot, d *destination) (planParams, int64) {
 	if fs.f == nil {
 		return planParams{}, -int64(unix.EBADF) // the device paths hold no descriptor for it (see gdsWhy)
 	}
-	return requestPlan(e.cfg.Path, d.dev.path == DevicePathGDS, fs.f.fh != nil, fs.f.direct, req.op.spec().write,
-		req.fileOffset, req.length, e.cfg)
+	return requestPlan(planRequest{mode: e.cfg.Path, bufGDS: d.dev.path == DevicePathGDS, fileGDS: fs.f.fh != nil,
+		direct: fs.f.direct, write: req.op.spec().write, off: req.fileOffset, length: req.length}, e.cfg)
 }

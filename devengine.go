@@ -9,7 +9,7 @@ import (
 )
 
 // The device engine: how READs and WRITEs whose destination is device
-// memory are served (devplan.go decides how; device.go has the public
+// memory are served (devplanner.go decides how; devicebuffer.go has the public
 // types). It is a guest of the cycle: the loop calls it at a few points
 // (nil-safe methods: the engine exists from the first device buffer), and
 // it asks the loop for only what engineHost offers. Everything runs on the loop's thread:
