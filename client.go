@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,11 @@ type ClientConfig struct {
 	// TaskSize is the largest piece a request is split into (default 4
 	// MiB; MEGAIO_TASK_SIZE). At least 4 KiB, a multiple of 4 KiB.
 	TaskSize int
+	// NoCallerIO sends every ReadAt and WriteAt to the loop. By default a
+	// call first moves on the caller's goroutine what it can without
+	// waiting on a device (cached bytes, files in memory: callerio.go)
+	// and hands the loop only the rest.
+	NoCallerIO bool
 }
 
 // Client is a loop, its queue and a host producer for Go code. Its methods
@@ -50,6 +56,8 @@ type Client struct {
 	l    *Loop
 	p    *HostProducer
 	task uint64
+	// noCallerIO: ClientConfig.NoCallerIO.
+	noCallerIO bool
 
 	// Two locks order use against Close. publishing is held (shared)
 	// while a request's pieces are published, briefly; Close takes it to
@@ -67,6 +75,8 @@ type Client struct {
 	inPlace   atomic.Uint64 // ClientStats.InPlace
 	pageCache atomic.Uint64 // ClientStats.PageCache
 	cancelled atomic.Uint64 // ClientStats.Cancelled
+	callerIO  atomic.Uint64 // ClientStats.CallerIO
+	callerB   atomic.Uint64 // ClientStats.CallerBytes
 
 	mu   sync.Mutex     // guards the tables below
 	bufs []clientBuffer // buffers from NewBuffer
@@ -101,7 +111,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		q.Close()
 		return nil, err
 	}
-	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, calls: newCallTable(q)}
+	c := &Client{q: q, l: l, task: uint64(cfg.TaskSize), devs: map[*DeviceBuffer]DestHandle{}, calls: newCallTable(q),
+		noCallerIO: cfg.NoCallerIO}
 	err = l.exec(func(cy *cycle) error { cy.tab.calls = c.calls; return nil })
 	if err == nil {
 		c.p, err = q.HostProducer()
@@ -120,6 +131,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // ClientStats count how a Client's ReadAt and WriteAt calls (and their
 // Context forms) moved their bytes. No call copies: there is no staging.
 type ClientStats struct {
+	// CallerIO: calls served wholly on the caller's goroutine, without
+	// the loop (cached bytes, files in memory: ClientConfig.NoCallerIO);
+	// CallerBytes: the bytes moved there, by those calls and by the first
+	// parts of calls whose rest went to the loop.
+	CallerIO, CallerBytes uint64
 	// InPlace: calls on plain slices (outside the Client's buffers), read
 	// into or written from the caller's slice itself, pinned for the call.
 	InPlace uint64
@@ -134,7 +150,8 @@ type ClientStats struct {
 
 // Stats returns the Client's counters; the loop's are Loop().Stats().
 func (c *Client) Stats() ClientStats {
-	return ClientStats{InPlace: c.inPlace.Load(), PageCache: c.pageCache.Load(), Cancelled: c.cancelled.Load()}
+	return ClientStats{InPlace: c.inPlace.Load(), PageCache: c.pageCache.Load(), Cancelled: c.cancelled.Load(),
+		CallerIO: c.callerIO.Load(), CallerBytes: c.callerB.Load()}
 }
 
 // Loop is the client's loop: for its Stats, Backend, MapForGPU and the
@@ -220,8 +237,14 @@ type File struct {
 	c      *Client
 	h      FileHandle
 	name   string
-	fd     int         // the Client's own descriptor, for Stat (the loop has another)
+	fd     int         // the Client's own descriptor, for Stat and the caller's transfers (the loop has another)
 	closed atomic.Bool // Close was called
+	// appendMode: opened with O_APPEND, where WriteAt is refused, as
+	// os.File refuses it (the kernel would ignore the offset).
+	appendMode bool
+	// caller is the file's callerMode (callerio.go) for READs and WRITEs:
+	// how its calls may move bytes on the caller's goroutine.
+	caller [2]atomic.Uint32
 
 	// An O_DIRECT file: the alignment it needs (statx's STATX_DIOALIGN, or
 	// 4 KiB, which covers every logical block size, where the kernel does
@@ -285,7 +308,10 @@ func (c *Client) Register(f *os.File) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	file := &File{c: c, h: h, name: f.Name(), fd: fd, direct: fl&unix.O_DIRECT != 0}
+	file := &File{c: c, h: h, name: f.Name(), fd: fd, direct: fl&unix.O_DIRECT != 0, appendMode: fl&unix.O_APPEND != 0}
+	mode := callerModeOf(fd, fl, c.noCallerIO)
+	file.caller[0].Store(uint32(mode))
+	file.caller[1].Store(uint32(mode))
 	if file.direct {
 		file.memAlign, file.offAlign = dioAlign(fd)
 		file.hb, file.bufErr = c.registerBuffered(fd, fl, f.Name())
@@ -329,12 +355,47 @@ func (f *File) Stat() (os.FileInfo, error) {
 	if f.closed.Load() {
 		return nil, &os.PathError{Op: "stat", Path: f.name, Err: os.ErrClosed}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(f.fd, &st); err != nil {
+	var st syscall.Stat_t // what os.File's FileInfo.Sys() holds
+	if err := syscall.Fstat(f.fd, &st); err != nil {
 		return nil, &os.PathError{Op: "stat", Path: f.name, Err: err}
 	}
 	return fileInfo{name: filepath.Base(f.name), st: st}, nil
 }
+
+// Sync commits the file's data to stable storage, as os.File.Sync does:
+// an FSYNC through the loop (fdatasync: the data and what is needed to read
+// it back, as the loop's OpFsync does).
+func (f *File) Sync() error { return f.SyncContext(context.Background()) }
+
+// SyncContext is Sync with a context that bounds the wait.
+func (f *File) SyncContext(ctx context.Context) error {
+	if f.closed.Load() {
+		return &os.PathError{Op: "sync", Path: f.name, Err: os.ErrClosed}
+	}
+	fu := &Future{f: f, op: OpFsync}
+	var full waitSteps
+	for {
+		t, err := f.c.publish(Request{Op: OpFsync, File: f.h})
+		if errors.Is(err, ErrFull) || errors.Is(err, ErrBusy) {
+			if err := ctx.Err(); err != nil {
+				return f.errorf(OpFsync, 0, "%w", err)
+			}
+			full.step()
+			continue
+		}
+		if err != nil {
+			return f.errorf(OpFsync, 0, "%w", err)
+		}
+		fu.pieces = []piece{{t: t}}
+		break
+	}
+	_, err := fu.wait(ctx, false)
+	return err
+}
+
+// Fd is the Client's own descriptor of the file (not the one it was
+// registered from): valid until Close, and not to be closed by the caller.
+func (f *File) Fd() uintptr { return uintptr(f.fd) }
 
 // Close unregisters the file; requests in flight on it finish. A second
 // Close returns an error matching os.ErrClosed, as os.File's does, and so
@@ -384,15 +445,42 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64) (int, er
 }
 
 func (f *File) transfer(ctx context.Context, op Op, p []byte, off int64) (int, error) {
-	if f.closed.Load() {
+	switch {
+	case f.closed.Load():
 		return 0, f.errorf(op, off, "%w", os.ErrClosed)
-	}
-	if len(p) == 0 {
+	case f.c.isClosing():
+		return 0, f.errorf(op, off, "%w: the client", ErrClosed)
+	case off < 0:
+		return 0, &os.PathError{Op: map[Op]string{OpRead: "readat", OpWrite: "writeat"}[op], Path: f.name,
+			Err: errNegativeOffset}
+	case op == OpWrite && f.appendMode:
+		return 0, f.errorf(op, off, "%w", ErrAppendWriteAt)
+	case len(p) == 0:
 		return 0, nil
 	}
-	if err := ctx.Err(); err != nil && !f.c.isClosing() { // a closed client says so first
+	if err := ctx.Err(); err != nil {
 		return 0, f.errorf(op, off, "%w", err)
 	}
+	// First what moves without waiting, here (callerio.go).
+	var early int
+	if f.caller[callerIndex(op)].Load() != uint32(callerNever) {
+		n, over, eof, _ := f.callerTransfer(op, p, off)
+		f.c.callerB.Add(uint64(n))
+		if over {
+			f.c.callerIO.Add(1)
+			if eof {
+				return n, io.EOF
+			}
+			return n, nil
+		}
+		early, p, off = n, p[n:], off+int64(n)
+	}
+	n, err := f.loopTransfer(ctx, op, p, off)
+	return early + n, err
+}
+
+// loopTransfer is a ReadAt or WriteAt through the loop.
+func (f *File) loopTransfer(ctx context.Context, op Op, p []byte, off int64) (int, error) {
 	h, err := f.handleFor(op, p, off)
 	if err != nil {
 		return 0, err
@@ -489,6 +577,9 @@ func (f *File) WriteFromDevice(b *DeviceBuffer, bufOff uint64, n int, off int64)
 }
 
 func (f *File) device(op Op, b *DeviceBuffer, bufOff uint64, n int, off int64) *Future {
+	if b == nil {
+		return &Future{f: f, op: op, off: off, done: true, err: f.errorf(op, off, "%w: a nil *DeviceBuffer", ErrConfig)}
+	}
 	f.c.mu.Lock()
 	d, ok := f.c.devs[b]
 	f.c.mu.Unlock()
@@ -742,14 +833,14 @@ func (fu *Future) total() (int, error) {
 // fileInfo is os.FileInfo from fstat.
 type fileInfo struct {
 	name string
-	st   unix.Stat_t
+	st   syscall.Stat_t
 }
 
 func (fi fileInfo) Name() string { return fi.name }
 func (fi fileInfo) Size() int64  { return fi.st.Size }
 func (fi fileInfo) Mode() os.FileMode {
 	m := os.FileMode(fi.st.Mode & 0o777)
-	switch fi.st.Mode & unix.S_IFMT {
+	switch fi.st.Mode & syscall.S_IFMT {
 	case unix.S_IFDIR:
 		m |= os.ModeDir
 	case unix.S_IFBLK:
@@ -766,5 +857,5 @@ func (fi fileInfo) Mode() os.FileMode {
 	return m
 }
 func (fi fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
-func (fi fileInfo) IsDir() bool        { return fi.st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func (fi fileInfo) IsDir() bool        { return fi.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (fi fileInfo) Sys() any           { return &fi.st }

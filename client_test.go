@@ -26,7 +26,10 @@ import (
 // are split at test sizes.
 func newTestClient(t *testing.T, be BackendKind) *Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{Loop: Config{Backend: be, StopGrace: testStopGrace}, TaskSize: 16 << 10})
+	// NoCallerIO: these tests are of the loop's path; TestClientCallerIO
+	// tests the caller's.
+	c, err := NewClient(ClientConfig{Loop: Config{Backend: be, StopGrace: testStopGrace}, TaskSize: 16 << 10,
+		NoCallerIO: true})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -199,7 +202,7 @@ func TestClientWaitContext(t *testing.T) {
 // starts nothing; a read that completes ignores its context.
 func TestClientReadAtContext(t *testing.T) {
 	forBackends(t, func(t *testing.T, be BackendKind) {
-		c, err := NewClient(ClientConfig{Loop: Config{Backend: be, PoolWorkers: 1}, TaskSize: 16 << 10})
+		c, err := NewClient(ClientConfig{Loop: Config{Backend: be, PoolWorkers: 1}, TaskSize: 16 << 10, NoCallerIO: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -562,7 +565,7 @@ func freeIDs(p *HostProducer) int {
 // slots still completes (the client waits for the loop to claim between
 // pieces), and its bytes are right.
 func TestClientFullRing(t *testing.T) {
-	c, err := NewClient(ClientConfig{Queue: QueueConfig{Capacity: 4}, TaskSize: 4096})
+	c, err := NewClient(ClientConfig{Queue: QueueConfig{Capacity: 4}, TaskSize: 4096, NoCallerIO: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -782,6 +785,7 @@ func TestClientFileAsOSFile(t *testing.T) {
 // and a new scratch file, read-write: what the Close races act on.
 func raceClient(t *testing.T, cfg ClientConfig, path string) (c *Client, f, w *File) {
 	t.Helper()
+	cfg.NoCallerIO = true // the races are with the loop's path
 	c, err := NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)

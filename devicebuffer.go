@@ -207,6 +207,9 @@ func (l *Loop) NewDeviceBuffer(g *GPU, size int) (*DeviceBuffer, *PathWarning, e
 	if size <= 0 || size > maxBufferSize {
 		return nil, nil, configError("device buffer size %d: want 1 byte to 1 GiB", size)
 	}
+	if g == nil {
+		return nil, nil, configError("NewDeviceBuffer: no GPU (a nil *GPU: OpenGPU's answer where there is none)")
+	}
 	ptr, err := g.Alloc(size)
 	if err != nil {
 		return nil, nil, err

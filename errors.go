@@ -50,6 +50,9 @@ var (
 	// no C compiler); loops, clients and GPUs need cgo and liburing.
 	ErrCgoRequired = errors.New("megaio: built without cgo: loops and GPUs need cgo and liburing " +
 		"(CGO_ENABLED=1, a C compiler and liburing-dev)")
+	// ErrAppendWriteAt: WriteAt on a file opened with O_APPEND, where the
+	// kernel would ignore the offset: refused, as os.File refuses it.
+	ErrAppendWriteAt = errors.New("megaio: WriteAt on a file opened with O_APPEND")
 	// ErrBusy: every completion id is held by a request not yet collected.
 	ErrBusy = errors.New("megaio: no free completion id")
 	// ErrUnknownTicket: the ticket is not in flight on this producer

@@ -1,0 +1,179 @@
+package megaio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestClientCallerIO: with the caller's transfers on (the default), ReadAt
+// and WriteAt answer as os.File does, byte for byte, at random offsets and
+// sizes, past the end of the file included: on tmpfs (plain pread and
+// pwrite on the caller's goroutine) and on a disk file system (RWF_NOWAIT:
+// cached ranges here, the rest, evicted first, through the loop). The
+// counters say which path served.
+func TestClientCallerIO(t *testing.T) {
+	for _, fs := range []struct {
+		name string
+		dir  func(testing.TB) string
+	}{{"tmpfs", tmpfsDir}, {"disk", diskDir}} {
+		t.Run(fs.name, func(t *testing.T) {
+			c, err := NewClient(ClientConfig{TaskSize: 16 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			const size = 300<<10 + 123
+			path, data := patternFile(t, fs.dir(t), size, 17)
+			f, err := c.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			of, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer of.Close()
+			r := rand.New(rand.NewPCG(5, 6))
+			for i := 0; i < 300; i++ {
+				n := r.IntN(64 << 10)
+				off := r.Int64N(size + 8192)
+				if i%3 == 0 && fs.name == "disk" {
+					// Evicted: RWF_NOWAIT answers EAGAIN, the loop reads it.
+					unix.Fadvise(int(of.Fd()), 0, 0, unix.FADV_DONTNEED)
+				}
+				got, want := make([]byte, n), make([]byte, n)
+				gn, gerr := f.ReadAt(got, off)
+				wn, werr := of.ReadAt(want, off)
+				if gn != wn || (gerr == nil) != (werr == nil) || (werr == io.EOF) != errors.Is(gerr, io.EOF) ||
+					!bytes.Equal(got[:gn], want[:wn]) {
+					t.Fatalf("ReadAt(%d bytes at %d) = %d, %v; os.File: %d, %v (bytes equal %v)", n, off, gn, gerr, wn,
+						werr, bytes.Equal(got[:min(gn, n)], want[:min(wn, n)]))
+				}
+			}
+			// Writes, then every byte read back by os.File.
+			for i := 0; i < 50; i++ {
+				n, off := 1+r.IntN(32<<10), r.Int64N(size)
+				p := make([]byte, n)
+				for k := range p {
+					p[k] = byte(r.Uint32())
+				}
+				if m, err := f.WriteAt(p, off); m != n || err != nil {
+					t.Fatalf("WriteAt(%d bytes at %d) = %d, %v", n, off, m, err)
+				}
+				if int(off)+n > len(data) {
+					data = append(data, make([]byte, int(off)+n-len(data))...)
+				}
+				copy(data[off:], p)
+			}
+			if back, err := os.ReadFile(path); err != nil || !bytes.Equal(back, data) {
+				t.Fatalf("the file after the writes differs from what was written (%v)", err)
+			}
+			st := c.Stats()
+			t.Logf("%+v; the loop claimed %d READs and %d WRITEs", st, c.Loop().Stats().Requests[OpRead],
+				c.Loop().Stats().Requests[OpWrite])
+			if fs.name == "tmpfs" && TmpfsInline() && (st.CallerIO == 0 || c.Loop().Stats().Requests[OpRead] != 0) {
+				t.Errorf("tmpfs: %d calls on the caller's goroutine, %d READs through the loop; want all of them "+
+					"on the caller's", st.CallerIO, c.Loop().Stats().Requests[OpRead])
+			}
+			if fs.name == "disk" && c.Loop().Stats().Requests[OpRead] == 0 {
+				t.Errorf("disk: no READ reached the loop, though a third of the calls read evicted ranges")
+			}
+		})
+	}
+}
+
+// TestClientEdges: the Client's File answers as os.File does at its edges:
+// WriteAt on O_APPEND, negative offsets, closed files and clients (zero
+// lengths included), Stat().Sys(), Sync, Fd; nil arguments are errors.
+func TestClientEdges(t *testing.T) {
+	c, err := NewClient(ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := tmpfsDir(t)
+	path, _ := patternFile(t, dir, 8192, 3)
+
+	af, err := c.OpenFile(dir+"/append", os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if n, err := af.WriteAt([]byte("abcd"), 0); n != 0 || !errors.Is(err, ErrAppendWriteAt) {
+			t.Errorf("WriteAt on O_APPEND = %d, %v; want 0 and ErrAppendWriteAt", n, err)
+		}
+	}
+	if fi, err := os.Stat(dir + "/append"); err != nil || fi.Size() != 0 {
+		t.Errorf("the O_APPEND file after refused WriteAts: %v, %v; want it empty", fi, err)
+	}
+	af.Close()
+
+	f, err := c.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{nil, make([]byte, 10)} {
+		if n, err := f.ReadAt(p, -1); n != 0 || err == nil || !strings.Contains(err.Error(), "negative offset") {
+			t.Errorf("ReadAt(%d bytes, -1) = %d, %v; want os.File's negative offset", len(p), n, err)
+		}
+		if n, err := f.WriteAt(p, -1); n != 0 || err == nil || !strings.Contains(err.Error(), "negative offset") {
+			t.Errorf("WriteAt(%d bytes, -1) = %d, %v; want os.File's negative offset", len(p), n, err)
+		}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Size != 8192 {
+		t.Errorf("Stat().Sys() = %T (%v), want a *syscall.Stat_t of the file", fi.Sys(), ok)
+	}
+	if f.Fd() == 0 || f.Fd() == ^uintptr(0) {
+		t.Errorf("Fd() = %d", f.Fd())
+	}
+	if _, err := f.WriteAt([]byte("synced"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Errorf("Sync = %v", err)
+	}
+	if c.Loop().Stats().Requests[OpFsync] != 1 {
+		t.Errorf("Sync: %d FSYNCs through the loop, want 1", c.Loop().Stats().Requests[OpFsync])
+	}
+	if _, _, err := c.NewDeviceBuffer(nil, 4096); !errors.Is(err, ErrConfig) {
+		t.Errorf("NewDeviceBuffer(nil GPU) = %v, want ErrConfig", err)
+	}
+	if _, err := f.ReadToDevice(nil, 0, 10, 0).Wait(context.Background()); !errors.Is(err, ErrConfig) {
+		t.Errorf("ReadToDevice(nil buffer) = %v, want ErrConfig", err)
+	}
+	f.Close()
+	for _, p := range [][]byte{nil, make([]byte, 10)} {
+		if _, err := f.ReadAt(p, 0); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("ReadAt(%d bytes) after File.Close = %v, want os.ErrClosed", len(p), err)
+		}
+	}
+	if err := f.Sync(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Sync after File.Close = %v, want os.ErrClosed", err)
+	}
+
+	g, err := c.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{nil, make([]byte, 10)} {
+		if _, err := g.ReadAt(p, 0); !errors.Is(err, ErrClosed) {
+			t.Errorf("ReadAt(%d bytes) after Client.Close = %v, want ErrClosed", len(p), err)
+		}
+	}
+}
