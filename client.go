@@ -25,9 +25,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
