@@ -177,3 +177,60 @@ func TestClientEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestClientIDsBackpressure: a ReadAt or WriteAt whose pieces outnumber the
+// completion ids waits for ids (collecting its own pieces as it goes)
+// rather than failing part-way: one call of 256 pieces over 32 ids, and 8
+// such calls at once, every byte checked; a context still bounds the wait.
+func TestClientIDsBackpressure(t *testing.T) {
+	c, err := NewClient(ClientConfig{Queue: QueueConfig{Capacity: 64, Completions: 32}, TaskSize: 4096,
+		NoCallerIO: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	const size = 1 << 20
+	path, data := patternFile(t, tmpfsDir(t), size, 23)
+	f, err := c.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := make([]byte, size)
+	if n, err := f.ReadAt(p, 0); n != size || err != nil || !bytes.Equal(p, data) {
+		t.Fatalf("ReadAt of 256 pieces over 32 ids = %d, %v (bytes equal %v)", n, err, bytes.Equal(p, data))
+	}
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			q := make([]byte, size)
+			n, err := f.ReadAt(q, 0)
+			if err == nil && (n != size || !bytes.Equal(q, data)) {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := await(t, "8 concurrent ReadAts over 32 ids", errs, loopMeters(c.Loop())...); err != nil {
+			t.Errorf("concurrent ReadAt: %v", err)
+		}
+	}
+	w := bytes.Repeat([]byte{0x5a}, size)
+	if n, err := f.WriteAt(w, 0); n != size || err != nil {
+		t.Fatalf("WriteAt of 256 pieces over 32 ids = %d, %v", n, err)
+	}
+	if back, err := os.ReadFile(path); err != nil || !bytes.Equal(back, w) {
+		t.Fatalf("the file after the WriteAt is not what was written (%v)", err)
+	}
+	// Async calls cannot wait: holding every id in futures not yet waited
+	// for, the next Async says ErrBusy.
+	buf, err := c.NewBuffer(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu := f.ReadAtAsync(buf.Bytes(), 0) // 256 pieces: it takes every id, and its 33rd piece finds none
+	if _, err := fu.Wait(context.Background()); !errors.Is(err, ErrBusy) {
+		t.Errorf("an Async call of more pieces than ids = %v, want ErrBusy", err)
+	}
+}

@@ -509,7 +509,7 @@ func (f *File) loopTransfer(ctx context.Context, op Op, p []byte, off int64) (in
 		}()
 		f.c.inPlace.Add(1)
 	}
-	n, err := f.start(h, op, d, base, len(p), off).wait(ctx, true)
+	n, err := f.startWaiting(ctx, h, op, d, base, len(p), off).wait(ctx, true)
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		f.c.cancelled.Add(1)
 	}
@@ -631,10 +631,21 @@ type piece struct {
 }
 
 // start publishes the pieces of one request: n bytes at offset off of
-// the file's registration h to or from destination d at dOff. A piece that cannot be published (the loop
-// stopped, every completion id held) ends the request there: Wait reports
-// what the published pieces did, then that error.
+// the file's registration h to or from destination d at dOff. A piece that
+// cannot be published (the loop stopped, every completion id held) ends the
+// request there: Wait reports what the published pieces did, then that
+// error. (An Async call has nothing to wait with: ErrBusy is its answer when
+// the caller holds every id in futures not yet waited for.)
 func (f *File) start(h FileHandle, op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
+	return f.startWaiting(nil, h, op, d, dOff, n, off)
+}
+
+// startWaiting is start for a call that waits for its result (ReadAt,
+// WriteAt): load is backpressure, not an error. When every completion id
+// is held, it collects this call's own oldest piece in flight, which frees
+// its id, or, holding none, waits for other calls to free theirs, until
+// ctx ends.
+func (f *File) startWaiting(ctx context.Context, h FileHandle, op Op, d DestHandle, dOff uint64, n int, off int64) *Future {
 	fu := &Future{f: f, op: op, off: off}
 	if f.closed.Load() {
 		fu.done, fu.err = true, f.errorf(op, off, "%w", os.ErrClosed)
@@ -653,6 +664,13 @@ func (f *File) start(h FileHandle, op Op, d DestHandle, dOff uint64, n int, off 
 			full.step() // the loop has not claimed a lap back yet
 			continue
 		}
+		if errors.Is(err, ErrBusy) && ctx != nil {
+			if werr := fu.collectOldest(ctx); werr == nil {
+				continue
+			} else {
+				err = werr
+			}
+		}
 		if err != nil {
 			fu.err = f.errorf(op, off+int64(at), "%w", err)
 			break
@@ -664,6 +682,39 @@ func (f *File) start(h FileHandle, op Op, d DestHandle, dOff uint64, n int, off 
 		fu.done = true
 	}
 	return fu
+}
+
+// collectOldest frees a completion id for the next piece of fu: it waits
+// for fu's oldest piece not yet collected, or, when fu has none in flight,
+// for a moment (other calls collect theirs). It fails only when ctx ends
+// or the client closes.
+func (fu *Future) collectOldest(ctx context.Context) error {
+	c := fu.f.c
+	for i := range fu.pieces {
+		pc := &fu.pieces[i]
+		if pc.done {
+			continue
+		}
+		c.mapped.RLock()
+		defer c.mapped.RUnlock()
+		if c.closed {
+			return errorf("%w: the client", ErrClosed)
+		}
+		res, err := c.p.WaitContext(ctx, pc.t)
+		if err != nil && ctx.Err() != nil {
+			return err // wait, with cancel, ends the pieces in flight
+		}
+		pc.res, pc.err, pc.done = res, err, true
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.isClosing() {
+		return errorf("%w: the client", ErrClosed)
+	}
+	time.Sleep(50 * time.Microsecond)
+	return nil
 }
 
 // isClosing reports whether Close has begun.
