@@ -68,6 +68,7 @@ type Client struct {
 	// So a Wait blocked on a slow request never delays Close's deadline.
 	publishing sync.RWMutex
 	closing    bool
+	closingNow atomic.Bool // closing, for the calls' lock-free first look
 	mapped     sync.RWMutex
 	closed     bool
 
@@ -177,6 +178,7 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.publishing.Lock()
 	c.closing = true // no request is being published now, and none will be
+	c.closingNow.Store(true)
 	c.publishing.Unlock()
 	stopErr := c.l.Stop(ctx)
 	if errors.Is(stopErr, ErrStopIncomplete) {
@@ -448,7 +450,7 @@ func (f *File) transfer(ctx context.Context, op Op, p []byte, off int64) (int, e
 	switch {
 	case f.closed.Load():
 		return 0, f.errorf(op, off, "%w", os.ErrClosed)
-	case f.c.isClosing():
+	case f.c.closingNow.Load():
 		return 0, f.errorf(op, off, "%w: the client", ErrClosed)
 	case off < 0:
 		return 0, &os.PathError{Op: map[Op]string{OpRead: "readat", OpWrite: "writeat"}[op], Path: f.name,
