@@ -94,6 +94,8 @@ type clientBuffer struct {
 // variable that does not parse), ErrIOUringUnavailable, ErrMemlock and the
 // others of NewLoop.
 func NewClient(cfg ClientConfig) (*Client, error) {
+	taskEnv, fromEnv := lookupEnv(EnvTaskSize)
+	fromEnv = fromEnv && cfg.TaskSize == 0
 	if err := envSize(EnvTaskSize, &cfg.TaskSize); err != nil {
 		return nil, err
 	}
@@ -101,7 +103,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.TaskSize = 4 << 20
 	}
 	if cfg.TaskSize < 4096 || cfg.TaskSize%4096 != 0 || cfg.TaskSize > maxBufferSize {
-		return nil, configError("TaskSize %d: want a multiple of 4 KiB up to 1 GiB", cfg.TaskSize)
+		err := configError("TaskSize %d: want a multiple of 4 KiB up to 1 GiB", cfg.TaskSize)
+		if fromEnv {
+			err = envError(EnvTaskSize, taskEnv, err)
+		}
+		return nil, err
 	}
 	q, err := NewQueue(cfg.Queue)
 	if err != nil {
@@ -778,7 +784,7 @@ func (fu *Future) wait(ctx context.Context, cancel bool) (int, error) {
 				continue
 			}
 			if !cancel {
-				return 0, err
+				return 0, fu.f.errorf(fu.op, fu.off, "%w", err) // names the file and offset, not a ticket
 			}
 			ended = ctx.Err()
 			fu.cancelFrom(i)

@@ -436,7 +436,7 @@ func TestClientEnv(t *testing.T) {
 			if err == nil {
 				c.Close(context.Background())
 			}
-			if !errors.Is(err, ErrConfig) || (!strings.Contains(err.Error(), bad.name) && bad.value != "1000") {
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), bad.name) {
 				t.Errorf("NewClient: %v; want ErrConfig naming %s", err, bad.name)
 			}
 		})

@@ -103,7 +103,7 @@ func runBench(args []string) error {
 	switch c.rw {
 	case "randread", "read", "randwrite", "write":
 	default: // checked before the file is made and any engine runs
-		return fmt.Errorf("bench: -rw %q: want randread, read, randwrite or write", c.rw)
+		return usageErrorf("bench: -rw %q: want randread, read, randwrite or write", c.rw)
 	}
 	for _, e := range strings.Split(*engines, ",") {
 		if !slices.Contains(allEngines, e) {
@@ -121,7 +121,7 @@ func runBench(args []string) error {
 		}
 	}
 	if c.block < 1 || c.depth < 1 || c.batch < 1 || c.rounds < 1 || c.sweepRounds < 1 || c.size < int64(c.block) {
-		return fmt.Errorf("bench: want positive -block, -depth, -batch, -rounds and -size >= -block")
+		return usageErrorf("bench: want positive -block, -depth, -batch, -rounds and -size >= -block")
 	}
 	return bench(c, os.Stdout)
 }

@@ -73,7 +73,7 @@ func runCheck(args []string) error {
 	}
 	needs, ok := checkNeeds[*target]
 	if !ok {
-		return fmt.Errorf("check: -for %q: want host, gpu or gds", *target)
+		return usageErrorf("check: -for %q: want host, gpu or gds", *target)
 	}
 	rep := checkReport{Version: megaio.Version, ABIVersion: megaio.ABIVersion, For: *target, OK: true,
 		Capabilities: probe()}

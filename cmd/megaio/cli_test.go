@@ -48,8 +48,8 @@ func runCLIIn(t *testing.T, dir string, args ...string) (code int, stdout, stder
 	return code, out.String(), errb.String()
 }
 
-// TestCLIConventions: help exits 0; no command and an unknown one exit 2;
-// stray arguments and bad flag values are errors reported before any work,
+// TestCLIConventions: help exits 0; no command, an unknown one, stray
+// arguments and bad flags or flag values exit 2, reported before any work,
 // with "megaio:" said once; version prints the release.
 func TestCLIConventions(t *testing.T) {
 	for _, c := range []struct {
@@ -63,17 +63,17 @@ func TestCLIConventions(t *testing.T) {
 		{nil, 2, "", "usage: megaio"},
 		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{[]string{"demo", "-h"}, 0, "", "-requests"},
-		{[]string{"demo", "extra"}, 1, "", `unexpected argument "extra"`},
-		{[]string{"soak", "-duration", "1s", "now"}, 1, "", `unexpected argument "now"`},
-		{[]string{"bench", "-rw", "foo"}, 1, "", `-rw "foo"`},
-		{[]string{"demo", "-backend", "nope"}, 1, "", `backend "nope"`},
+		{[]string{"demo", "extra"}, 2, "", `unexpected argument "extra"`},
+		{[]string{"soak", "-duration", "1s", "now"}, 2, "", `unexpected argument "now"`},
+		{[]string{"bench", "-rw", "foo"}, 2, "", `-rw "foo"`},
+		{[]string{"demo", "-backend", "nope"}, 2, "", `backend "nope"`},
 		{[]string{"version"}, 0, "megaio v", ""},
 		{[]string{"--version"}, 0, "megaio v", ""},
 		{[]string{"-version"}, 0, "megaio v", ""},
 		{[]string{"check", "-h"}, 0, "", "-for"},
 		{[]string{"check", "-h"}, 0, "", "exit status is 0"},
-		{[]string{"check", "now"}, 1, "", `megaio check: unexpected argument "now"`},
-		{[]string{"check", "-for", "tpu"}, 1, "", `-for "tpu"`},
+		{[]string{"check", "now"}, 2, "", `megaio check: unexpected argument "now"`},
+		{[]string{"check", "-for", "tpu"}, 2, "", `-for "tpu"`},
 		{[]string{"bench", "-compare"}, 2, "", "flag provided but not defined: -compare"},
 	} {
 		code, out, errText := runCLI(t, c.args...)

@@ -50,7 +50,7 @@ func runDemo(args []string) error {
 	c.block, c.size = int(block), int(size)
 	var err error
 	if c.backend, err = megaio.ParseBackend(*backend); err != nil {
-		return err
+		return usageError{err}
 	}
 	if *deny {
 		if err := seccomp.DenyIOUring(); err != nil {
@@ -59,10 +59,10 @@ func runDemo(args []string) error {
 		fmt.Println("seccomp: io_uring_setup, io_uring_enter and io_uring_register now fail with EPERM")
 	}
 	if c.requests < 1 || c.producers < 1 || c.depth < 1 || c.block < 1 || c.size < c.block {
-		return fmt.Errorf("demo: want positive -requests, -producers, -depth, -block and -size >= -block")
+		return usageErrorf("demo: want positive -requests, -producers, -depth, -block and -size >= -block")
 	}
 	if c.queues < 1 || c.queues > c.producers || c.queues > megaio.MaxQueues {
-		return fmt.Errorf("demo: want -queues from 1 to -producers (%d)", c.producers)
+		return usageErrorf("demo: want -queues from 1 to -producers (%d)", c.producers)
 	}
 	return demo(c)
 }

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,9 +50,19 @@ func main() {
 			msg = "megaio: " + msg
 		}
 		fmt.Fprintln(os.Stderr, msg)
+		if errors.As(err, new(usageError)) {
+			os.Exit(2) // the command line itself is wrong, as for an unknown flag
+		}
 		os.Exit(1)
 	}
 }
+
+// usageError is a command line that cannot be run as written: a stray
+// argument, a flag value out of range. The command exits 2, as the flag
+// package does for an unknown flag; 1 is for a run that failed.
+type usageError struct{ error }
+
+func usageErrorf(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "megaio %s (queue ABI version %d)\n", megaio.Version, megaio.ABIVersion)
@@ -80,7 +91,7 @@ func newFlagSet(name string) *flag.FlagSet {
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.Parse(args)
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q (flags only; -h lists them)", fs.Name(), fs.Arg(0))
+		return usageErrorf("%s: unexpected argument %q (flags only; -h lists them)", fs.Name(), fs.Arg(0))
 	}
 	return nil
 }

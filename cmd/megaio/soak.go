@@ -41,10 +41,10 @@ func runSoak(args []string) error {
 	}
 	var err error
 	if c.backend, err = megaio.ParseBackend(*backend); err != nil {
-		return err
+		return usageError{err}
 	}
 	if c.producers < 1 || c.duration <= 0 {
-		return fmt.Errorf("soak: want -producers >= 1 and -duration > 0")
+		return usageErrorf("soak: want -producers >= 1 and -duration > 0")
 	}
 	rep, err := soak(c, os.Stdout)
 	if err != nil {
