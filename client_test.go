@@ -157,8 +157,8 @@ func TestClientWaitContext(t *testing.T) {
 	fu := f.ReadAtAsync(buf.Bytes()[:5], 0) // a pipe READ waits for a writer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := fu.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Wait with a 20 ms deadline: %v, want DeadlineExceeded", err)
+	if _, err := fu.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), f.Name()+" at 0") {
+		t.Fatalf("Wait with a 20 ms deadline: %v, want DeadlineExceeded naming the file and offset", err)
 	}
 	w.WriteString("hello")
 	if n, err := fu.Wait(context.Background()); n != 5 || err != nil || string(buf.Bytes()[:5]) != "hello" {
