@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,5 +233,48 @@ func TestClientIDsBackpressure(t *testing.T) {
 	fu := f.ReadAtAsync(buf.Bytes(), 0) // 256 pieces: it takes every id, and its 33rd piece finds none
 	if _, err := fu.Wait(context.Background()); !errors.Is(err, ErrBusy) {
 		t.Errorf("an Async call of more pieces than ids = %v, want ErrBusy", err)
+	}
+}
+
+// TestClientTables: a Client has room for many files (100 O_DIRECT files,
+// two slots each, past the loop's default 64), and a File dropped without
+// Close gives its slots back once collected, as an os.File gives back its
+// descriptor: 40 files opened and dropped one after another through a
+// table of 8 slots.
+func TestClientTables(t *testing.T) {
+	c := newTestClient(t, BackendIOUring)
+	path, _ := patternFile(t, diskDir(t), 8192, 29)
+	var files []*File
+	for i := 0; i < 100; i++ {
+		f, err := c.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
+		if err != nil {
+			t.Fatalf("O_DIRECT file %d: %v", i+1, err)
+		}
+		files = append(files, f)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+
+	small, err := NewClient(ClientConfig{Loop: Config{MaxFiles: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close(context.Background())
+	for i := 0; i < 40; i++ {
+		var f *File
+		eventually(t, "a dropped File's slot to come back", func() bool {
+			runtime.GC()
+			var err error
+			if f, err = small.OpenFile(path, os.O_RDONLY, 0); err != nil && !errors.Is(err, ErrTableFull) {
+				t.Fatal(err)
+			}
+			return err == nil
+		})
+		p := make([]byte, 16)
+		if n, err := f.ReadAt(p, 0); n != 16 || err != nil {
+			t.Fatalf("file %d: ReadAt = %d, %v", i, n, err)
+		}
+		f = nil // dropped without Close
 	}
 }

@@ -34,8 +34,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The Client's table sizes where ClientConfig.Loop leaves them at zero
+// (Loop's own defaults are 64 files and 16 buffers).
+const (
+	clientMaxFiles   = 4096
+	clientMaxBuffers = 1024
+)
+
 // ClientConfig sets up a Client. Zero fields take the environment's value
-// (MEGAIO_*, see EnvBackend) and then the defaults.
+// (MEGAIO_*, see EnvBackend) and then the defaults: a Client's loop has
+// room for 4096 file slots (an O_DIRECT file takes two) and 1024 buffers
+// unless Loop says otherwise; past them OpenFile and NewBuffer fail with
+// ErrTableFull.
 type ClientConfig struct {
 	Loop  Config      // the loop's settings
 	Queue QueueConfig // the queue's size
@@ -108,6 +118,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			err = envError(EnvTaskSize, taskEnv, err)
 		}
 		return nil, err
+	}
+	// A Client opens files and buffers as its caller asks, so its tables
+	// are sized for many (an O_DIRECT file takes two file slots); the
+	// slots are sparse, so size costs next to nothing until used.
+	if cfg.Loop.MaxFiles == 0 {
+		cfg.Loop.MaxFiles = clientMaxFiles
+	}
+	if cfg.Loop.MaxBuffers == 0 {
+		cfg.Loop.MaxBuffers = clientMaxBuffers
 	}
 	q, err := NewQueue(cfg.Queue)
 	if err != nil {
@@ -325,7 +344,14 @@ func (c *Client) Register(f *os.File) (*File, error) {
 		file.hb, file.bufErr = c.registerBuffered(fd, fl, f.Name())
 		file.buffered = file.bufErr == nil
 	}
-	runtime.SetFinalizer(file, func(f *File) { unix.Close(f.fd) })
+	// A File dropped without Close gives its slots back, as an os.File
+	// dropped gives its descriptor back.
+	runtime.SetFinalizer(file, func(f *File) {
+		if !f.closed.Load() {
+			f.Close()
+		}
+		unix.Close(f.fd)
+	})
 	return file, nil
 }
 
