@@ -440,9 +440,10 @@ func printTable(out io.Writer, rows []row, hasFio bool) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "engine\tIOPS\t(rounds)\tMB/s\tp50 µs\tp99 µs\tCPU µs/req\tloop\tproducers\tin flight\tdisk queue\tdisk busy\truns/MiB\t\tIOPS, MB/s\tp50\tp99\tCPU\t\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Engine, r.IOPS,
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t\n", r.Engine, r.IOPS,
 			spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
-			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), opt(r.IOPSRatio, "%.2fx"),
+			opt(r.P50Ratio, "%.2fx"), opt(r.P99Ratio, "%.2fx"), opt(r.CPURatio, "%.2fx"))
 	}
 	w.Flush()
 	fmt.Fprintf(out, "(the last four columns are ratios to %s)\n", base)
@@ -465,14 +466,16 @@ func writeMarkdown(path string, c benchConfig, rows []row, hasFio bool) error {
 	fmt.Fprintf(&b, "| engine | IOPS | rounds | MB/s | p50 µs | p99 µs | CPU µs/req | loop | producers | in flight | disk queue | disk busy | runs/MiB | IOPS, MB/s vs %s | p50 vs | p99 vs | CPU vs |\n", base)
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Engine,
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Engine,
 			r.IOPS, spread(r), r.MBps, r.P50, r.P99, r.CPU, loopCPU(r), opt(r.ProdCPU, "%.2f"), opt(r.Inflight, "%.1f"),
-			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), r.IOPSRatio, r.P50Ratio, r.P99Ratio, r.CPURatio)
+			opt(r.DiskQueue, "%.1f"), opt(100*r.DiskBusy, "%.0f%%"), opt(r.RunsMiB, "%.1f"), opt(r.IOPSRatio, "%.2fx"),
+			opt(r.P50Ratio, "%.2fx"), opt(r.P99Ratio, "%.2fx"), opt(r.CPURatio, "%.2fx"))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// opt formats v, or "-" when the engine does not report it.
+// opt formats v, or "-" when the engine does not report it (or, for a
+// ratio, when its base engine did not run or report it).
 func opt(v float64, format string) string {
 	if v == 0 {
 		return "-"
