@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
@@ -276,5 +277,32 @@ func TestClientTables(t *testing.T) {
 			t.Fatalf("file %d: ReadAt = %d, %v", i, n, err)
 		}
 		f = nil // dropped without Close
+	}
+}
+
+// TestCheckCuFileQuiet: CheckCuFile called from a program prints nothing
+// and writes no cufile.log into the working directory (cuFile, asked to
+// open without a CUDA device, does both).
+func TestCheckCuFileQuiet(t *testing.T) {
+	if os.Getenv("MEGAIO_TEST_CHECKCUFILE_CHILD") != "" {
+		err := CheckCuFile()
+		if !errors.Is(err, ErrGDSUnavailable) && err != nil {
+			t.Fatalf("CheckCuFile = %v", err)
+		}
+		return
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestCheckCuFileQuiet$", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "MEGAIO_TEST_CHECKCUFILE_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(string(out)), "PASS")); got != "" {
+		t.Errorf("CheckCuFile printed %q", got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("CheckCuFile left %v in the working directory", entries[0].Name())
 	}
 }

@@ -158,6 +158,18 @@ type GPU struct {
 	closed bool
 }
 
+// cudaDeviceCount is how many CUDA devices the driver reports.
+func cudaDeviceCount() (int, error) {
+	if err := initDriver(); err != nil {
+		return 0, err
+	}
+	var n C.int
+	if err := cuErr("cuDeviceGetCount", C.call_count(&driver.c, &n)); err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
 // OpenGPU retains device ordinal's primary context. It fails with
 // ErrNoDriver or ErrNoDevice (errors.Is) where there is no GPU.
 func OpenGPU(ordinal int) (*GPU, error) {

@@ -26,6 +26,7 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"unsafe"
 )
@@ -87,6 +88,22 @@ var cufile struct {
 // match ErrGDSUnavailable.
 func openCuFile() error {
 	cufile.once.Do(func() {
+		// cuFile needs a CUDA device, and without one it prints to the
+		// terminal and writes cufile.log into the working directory on its
+		// way to failing: the library says so itself, quietly.
+		if n, err := cudaDeviceCount(); err != nil || n == 0 {
+			if err == nil {
+				err = errorf("%w: the driver reports none", ErrNoDevice)
+			}
+			cufile.err = errorf("%w: cuFile needs a CUDA device: %w", ErrGDSUnavailable, err)
+			return
+		}
+		// Its log goes nowhere unless the program asked for one
+		// (CUFILE_LOGFILE_PATH), for the driver's opening.
+		if _, set := os.LookupEnv("CUFILE_LOGFILE_PATH"); !set {
+			os.Setenv("CUFILE_LOGFILE_PATH", os.DevNull)
+			defer os.Unsetenv("CUFILE_LOGFILE_PATH")
+		}
 		name := C.CString(cufileLibrary)
 		defer C.free(unsafe.Pointer(name))
 		var msg [256]C.char
@@ -114,7 +131,10 @@ func openCuFile() error {
 // CheckCuFile loads cuFile and opens its driver, as the first device
 // buffer of a loop would: nil when GPUDirect Storage can serve here,
 // otherwise an error matching ErrGDSUnavailable that says why. It is what
-// `megaio check` reports; cuFile stays open for the process.
+// `megaio check` reports; cuFile stays open for the process. Without a
+// CUDA device it does not load cuFile at all (which would print and write
+// a log on its way to failing), and it points cuFile's log at /dev/null
+// while the driver opens unless CUFILE_LOGFILE_PATH is set.
 func CheckCuFile() error { return openCuFile() }
 
 // cufileHandle registers fd (opened with O_DIRECT) with cuFile.
