@@ -306,3 +306,67 @@ func TestCheckCuFileQuiet(t *testing.T) {
 		t.Errorf("CheckCuFile left %v in the working directory", entries[0].Name())
 	}
 }
+
+// TestFreeBuffer: a buffer is given back once nothing uses it: Loop refuses
+// while a destination of it remains or a request in flight uses it, then
+// frees it; its slot serves the next NewBuffer. The Client's FreeBuffer
+// removes its destination itself; 40 buffers through a table of 4.
+func TestFreeBuffer(t *testing.T) {
+	h := newHarness(t, QueueConfig{Capacity: 64}, Config{MaxBuffers: 4}, 4096)
+	fh, w := h.pipe()
+	tk, err := h.p.Submit(Request{Op: OpRead, File: fh, Dest: h.dest, Length: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the READ in flight", func() bool { return h.l.Stats().Requests[OpRead] == 1 }, loopMeters(h.l)...)
+	if err := h.l.FreeBuffer(h.buf); !errors.Is(err, ErrInUse) {
+		t.Errorf("FreeBuffer with a READ in flight = %v, want ErrInUse", err)
+	}
+	w.Write([]byte("hello"))
+	if res, err := h.p.Wait(tk); res != 5 || err != nil {
+		t.Fatalf("the READ: %d, %v", res, err)
+	}
+	if err := h.l.FreeBuffer(h.buf); !errors.Is(err, ErrInUse) {
+		t.Errorf("FreeBuffer with its destination in place = %v, want ErrInUse", err)
+	}
+	if err := h.l.RemoveDestination(h.dest); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.l.FreeBuffer(h.buf); err != nil || h.buf.Bytes() != nil {
+		t.Fatalf("FreeBuffer = %v (Bytes %d); want it freed", err, len(h.buf.Bytes()))
+	}
+	if err := h.l.FreeBuffer(h.buf); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("a second FreeBuffer = %v, want ErrNotRegistered", err)
+	}
+	if err := h.l.FreeBuffer(nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("FreeBuffer(nil) = %v, want ErrConfig", err)
+	}
+
+	c, err := NewClient(ClientConfig{Loop: Config{MaxBuffers: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	path, data := patternFile(t, tmpfsDir(t), 64<<10, 31)
+	f, err := c.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 0; i < 40; i++ {
+		b, err := c.NewBuffer(64 << 10)
+		if err != nil {
+			t.Fatalf("buffer %d: %v", i, err)
+		}
+		if n, err := f.ReadAtAsync(b.Bytes(), 0).Wait(context.Background()); n != len(data) || err != nil ||
+			!bytes.Equal(b.Bytes(), data) {
+			t.Fatalf("buffer %d: ReadAtAsync = %d, %v", i, n, err)
+		}
+		if err := c.FreeBuffer(b); err != nil {
+			t.Fatalf("buffer %d: FreeBuffer = %v", i, err)
+		}
+	}
+	if err := c.FreeBuffer(&Buffer{}); !errors.Is(err, ErrNotRegistered) {
+		t.Errorf("Client.FreeBuffer of a stranger = %v, want ErrNotRegistered", err)
+	}
+}

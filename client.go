@@ -241,6 +241,28 @@ func (c *Client) NewBuffer(size int) (*Buffer, error) {
 	return b, nil
 }
 
+// FreeBuffer gives back a buffer from NewBuffer: its memory is unmapped
+// and its slot freed. It refuses with ErrInUse while a call moves bytes
+// through it (free it once they have returned); afterwards a slice of its
+// old memory must not be touched.
+func (c *Client) FreeBuffer(b *Buffer) error {
+	if b == nil {
+		return configError("Client.FreeBuffer: a nil *Buffer")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, cb := range c.bufs {
+		if len(b.mem) > 0 && cb.base == uintptr(unsafe.Pointer(&b.mem[0])) {
+			if err := c.l.freeBuffer(b, true); err != nil {
+				return err
+			}
+			c.bufs = append(c.bufs[:i], c.bufs[i+1:]...)
+			return nil
+		}
+	}
+	return errorf("%w: the buffer is not one of this client's", ErrNotRegistered)
+}
+
 // NewDeviceBuffer allocates size bytes on g for the client's files to read
 // into and write from (Loop.NewDeviceBuffer: the warning says when the path
 // is not the one asked for).

@@ -239,8 +239,52 @@ func (cy *cycle) installBuffer(b *Buffer) error {
 	return errorf("%w: all %d buffer slots are taken; raise Config.MaxBuffers", ErrTableFull, len(cy.tab.bufs))
 }
 
-// uninstallBuffer undoes installBuffer for a buffer no request can have
-// used (a failed set-up) and unmaps it. Runs on the loop's thread.
+// FreeBuffer unregisters b and unmaps its memory, giving its slot back. It
+// refuses with ErrInUse while a destination of b remains (RemoveDestination
+// first) or a request in flight uses it (free it once they complete), and
+// with ErrNotRegistered for a buffer of no loop or of another. Afterwards
+// b.Bytes() is nil, and a slice of the old memory must not be touched: it
+// is unmapped, as after unix.Munmap.
+func (l *Loop) FreeBuffer(b *Buffer) error { return l.freeBuffer(b, false) }
+
+// freeBuffer is FreeBuffer; with dropDests it removes b's destinations
+// itself, in the same step (once no request in flight uses b).
+func (l *Loop) freeBuffer(b *Buffer, dropDests bool) error {
+	if b == nil {
+		return configError("FreeBuffer: a nil *Buffer")
+	}
+	return l.exec(func(cy *cycle) error {
+		if int(b.index) >= len(cy.tab.bufs) || cy.tab.bufs[b.index] != b {
+			return errorf("%w: the buffer belongs to no loop or another loop", ErrNotRegistered)
+		}
+		if b.internal {
+			return errorf("%w: the buffer is the loop's own", ErrInUse)
+		}
+		for i := range cy.recs {
+			if r := &cy.recs[i]; r.live && r.op.spec().transfer() && !r.dev && r.buf == b.index {
+				return errorf("%w: a request in flight (ticket %d) uses the buffer", ErrInUse, r.ticket)
+			}
+		}
+		for h := range cy.tab.dests {
+			if d := &cy.tab.dests[h]; d.valid && d.dev == nil && d.buf == b.index {
+				if !dropDests {
+					return errorf("%w: destination %d of the buffer remains; RemoveDestination it first", ErrInUse, h)
+				}
+				d.valid = false
+			}
+		}
+		var err error
+		if cy.gpu != nil && b.devPtr != 0 {
+			err = cy.gpu.UnregisterHost(b.mem)
+			b.devPtr = 0
+		}
+		cy.uninstallBuffer(b)
+		return err
+	})
+}
+
+// uninstallBuffer undoes installBuffer for a buffer no request can use (a
+// failed set-up, FreeBuffer) and unmaps it. Runs on the loop's thread.
 func (cy *cycle) uninstallBuffer(b *Buffer) {
 	cy.lanes[0].be.setBuffer(b.index, nil)
 	cy.tab.bufs[b.index] = nil
