@@ -21,6 +21,7 @@ package megaio
 // ClientStats.CallerIO counts the calls served wholly here.
 
 import (
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -62,6 +63,9 @@ func callerModeOf(fd, flags int, off bool) callerMode {
 // file (n short, eof), or an error the loop would meet too. When not over,
 // the rest, p[n:] at off+n, is the loop's.
 func (f *File) callerTransfer(op Op, p []byte, off int64) (n int, over, eof bool, err error) {
+	// f's finalizer closes f.fd: f stays reachable until the system calls
+	// on f.fd have returned.
+	defer runtime.KeepAlive(f)
 	for n < len(p) {
 		var m int
 		switch f.caller[callerIndex(op)].Load() {

@@ -412,7 +412,9 @@ func (f *File) Stat() (os.FileInfo, error) {
 		return nil, &os.PathError{Op: "stat", Path: f.name, Err: os.ErrClosed}
 	}
 	var st syscall.Stat_t // what os.File's FileInfo.Sys() holds
-	if err := syscall.Fstat(f.fd, &st); err != nil {
+	err := syscall.Fstat(f.fd, &st)
+	runtime.KeepAlive(f) // its finalizer closes f.fd
+	if err != nil {
 		return nil, &os.PathError{Op: "stat", Path: f.name, Err: err}
 	}
 	return fileInfo{name: filepath.Base(f.name), st: st}, nil

@@ -161,6 +161,11 @@ func TestMemlockChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		l, err := NewLoop(q, Config{Backend: be})
+		if be == BackendIOUring && errors.Is(err, ErrIOUringUnavailable) {
+			t.Logf("io_uring: not checked: %v", err) // refused here (a container's default seccomp profile)
+			q.Close()
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%v: NewLoop: %v", be, err)
 		}
@@ -184,6 +189,8 @@ func TestMemlockChild(t *testing.T) {
 	if c, err := NewClient(ClientConfig{Loop: Config{Backend: BackendIOUring}}); err == nil {
 		clientRoundTripOn(t, c)
 		c.Close(context.Background())
+	} else if errors.Is(err, ErrIOUringUnavailable) {
+		t.Logf("io_uring Client: not checked: %v", err)
 	} else if !errors.Is(err, ErrMemlock) || !strings.Contains(err.Error(), "RLIMIT_MEMLOCK is 64 KiB") {
 		t.Errorf("NewClient under a 64 KiB RLIMIT_MEMLOCK = %v; want it to work or ErrMemlock naming the limit", err)
 	}

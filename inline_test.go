@@ -34,6 +34,9 @@ func TestInlineReads(t *testing.T) {
 	for _, be := range []BackendKind{BackendIOUring, BackendPool} {
 		for _, inlineMax := range []int{0, 16 << 10, -1} { // the default (64 KiB), a smaller bound, never
 			t.Run(be.String()+"/InlineMax="+strconv.Itoa(inlineMax), func(t *testing.T) {
+				if be == BackendIOUring {
+					requireIOUring(t)
+				}
 				const size = 300<<10 + 100 // a tail after the last full 4 KiB
 				data := make([]byte, size)
 				for i := range data {

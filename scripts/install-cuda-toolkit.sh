@@ -70,7 +70,9 @@ list=/etc/apt/sources.list.d/megaio-cuda-nonfree.sources
 	echo "URIs: $mirror"
 	echo "Suites: $codename $codename-updates"
 	echo "Components: contrib non-free"
-	[ -n "${keyring:-}" ] && echo "Signed-By: $keyring"
+	if [ -n "${keyring:-}" ]; then # (an && list here would fail the pipeline where there is none)
+		echo "Signed-By: $keyring"
+	fi
 } | $sudo tee "$list" >/dev/null
 echo "install-cuda-toolkit.sh: added contrib non-free for $codename ($list); installing nvidia-cuda-toolkit libcufile-dev"
 $sudo apt-get update -qq
