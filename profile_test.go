@@ -48,6 +48,7 @@ func TestSeccompProfile(t *testing.T) {
 		}
 		t.Skip("skipping: " + why)
 	}
+	t.Logf("the runtime's default profile: %s", runtimeProfile)
 	in, out := read(runtimeProfile), read("deploy/seccomp-io_uring.json")
 	rules, _ := out["syscalls"].([]any)
 	if len(rules) == 0 {
