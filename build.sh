@@ -12,8 +12,9 @@
 #                       ordering), go vet, gofmt, the tests with -race
 #                       (fault tests and a short soak included), the device
 #                       code on CPU threads three more ways (small ring,
-#                       caller-only __activemask, ThreadSanitizer) and
-#                       bounded fuzzing
+#                       caller-only __activemask, ThreadSanitizer),
+#                       bounded fuzzing, and the CUDA container built and
+#                       run with podman (scripts/container-check.sh)
 #
 # Needs Go 1.22 or newer (as go.mod says) on PATH or in /usr/local/go/bin. Installs
 # liburing-dev, pkg-config and fio with apt-get when they are missing:
@@ -168,6 +169,16 @@ test)
 		target=${spec%%:*}
 		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-${spec#*:}}" -fuzzminimizetime 5s .
 	done
+	# The CUDA container: the Dockerfile built with podman on a local Debian
+	# base, the demo and the suite run inside under both seccomp profiles
+	# (scripts/container-check.sh, about 8 minutes on a fresh machine;
+	# MEGAIO_NO_CONTAINER_CHECK=1 skips it). As root podman can run here,
+	# so a skip is a failure; without root the script skips, saying why.
+	if [ -z "${MEGAIO_NO_CONTAINER_CHECK:-}" ]; then
+		require=""
+		[ "$(id -u)" -eq 0 ] && require=1
+		MEGAIO_REQUIRE_CONTAINER="$require" scripts/container-check.sh
+	fi
 	;;
 *)
 	echo "usage: $0 [build|demo|test]" >&2
