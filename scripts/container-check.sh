@@ -61,7 +61,7 @@ if [ -z "${BASE:-}" ] && ! podman image exists "$base"; then
 	debootstrap --variant=minbase bookworm "$dir/rootfs" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
 		{ tail -20 "$dir/debootstrap.log"; exit 1; }
 	rm -rf "$dir/rootfs/var/cache/apt/archives/"*.deb "$dir/rootfs/var/lib/apt/lists/"*
-	tar -C "$dir/rootfs" -c . | podman import - "$base" >/dev/null
+	tar -C "$dir/rootfs" -c . | podman import - "$base" >"$dir/import.log" 2>&1 || { cat "$dir/import.log"; exit 1; }
 	rm -rf "$dir/rootfs"
 fi
 
