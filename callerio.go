@@ -45,9 +45,10 @@ func callerIndex(op Op) int {
 	return 0
 }
 
-// callerModeOf decides for descriptor fd opened with flags.
-func callerModeOf(fd, flags int, off bool) callerMode {
-	if off || flags&unix.O_DIRECT != 0 {
+// callerModeOf decides for descriptor fd opened with flags; disabled is
+// ClientConfig.NoCallerIO.
+func callerModeOf(fd, flags int, disabled bool) callerMode {
+	if disabled || flags&unix.O_DIRECT != 0 {
 		return callerNever
 	}
 	var st unix.Statfs_t

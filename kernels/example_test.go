@@ -99,13 +99,7 @@ func ExampleOpen() {
 // runs an example only with an Output comment, which this one cannot have:
 // without a GPU and g++ it cannot run).
 func TestExampleOpen(t *testing.T) {
-	dir := t.TempDir()
-	if cmds, _ := kernels.BuildCommands("k.cu", dir, dir); cmds.CPU == nil {
-		if os.Getenv("MEGAIO_REQUIRE_CPU_KERNELS") != "" {
-			t.Fatalf("ExampleOpen cannot run on CPU threads: %s", cmds.Missing["cpu"])
-		}
-		t.Skipf("skipping: %s", cmds.Missing["cpu"])
-	}
+	kernels.RequireToolchain(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

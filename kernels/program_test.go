@@ -14,6 +14,10 @@ import (
 	"github.com/megaio/megaio"
 )
 
+// RequireToolchain is requireToolchain for the external tests
+// (example_test.go); it exists only in test builds.
+var RequireToolchain = requireToolchain
+
 // requireToolchain skips the test, saying why, where kernels cannot be
 // built for CPU threads (no g++, no libcu++), or fails it under
 // MEGAIO_REQUIRE_CPU_KERNELS (./build.sh test sets it).
